@@ -1,0 +1,339 @@
+# NixOS module: services.procurator-ci
+#
+# The flake's `nixosModules.default` imports this file and defaults `package`
+# to the flake's own build; used on its own, `package` defaults to
+# `pkgs.procurator-ci` (e.g. from the flake's overlay).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.procurator-ci;
+  settingsFormat = pkgs.formats.toml { };
+
+  # systemd creates both (StateDirectory=, CacheDirectory=); the daemon finds
+  # the first in $STATE_DIRECTORY and keeps its database, repositories and
+  # socket below it.
+  stateDir = "/var/lib/procurator-ci";
+  cacheDir = "/var/cache/procurator-ci";
+  tokenCredential = "api-token";
+
+  # Keys the module derives from the unit; settings them would point the
+  # daemon outside the only directories the unit may write.
+  managedKeys = [
+    "state_dir"
+    "database_url"
+    "repos_base_path"
+    "socket_path"
+    "api_token_file"
+  ];
+
+  # The generated file is validated by the daemon itself at build time, so a
+  # typo in `settings` fails `nixos-rebuild`, not the service.
+  configFile =
+    pkgs.runCommand "procurator-ci.toml"
+      {
+        unchecked = settingsFormat.generate "procurator-ci-unchecked.toml" cfg.settings;
+        preferLocalBuild = true;
+      }
+      ''
+        ${lib.getExe cfg.package} check-config --config "$unchecked"
+        cp "$unchecked" "$out"
+      '';
+
+  port = lib.toInt (lib.last (lib.splitString ":" cfg.settings.bind_address));
+
+  # `restrict` turns off port, agent and X11 forwarding and the pty: a key may
+  # run git-shell (the user's login shell) and nothing else. Without it a key
+  # could forward a connection to the daemon's socket.
+  restrictKey =
+    key:
+    if builtins.match "(ssh|ecdsa|sk)-.*" key != null then "restrict ${key}" else "restrict,${key}";
+
+  setting =
+    type: description:
+    lib.mkOption {
+      inherit type description;
+    };
+in
+{
+  options.services.procurator-ci = {
+    enable = lib.mkEnableOption "procurator-ci, a CI daemon that runs `nix flake check` for every `git push`";
+
+    package = lib.mkPackageOption pkgs "procurator-ci" { };
+
+    user = lib.mkOption {
+      type = lib.types.str;
+      default = "procurator-ci";
+      description = ''
+        User the daemon runs as. It owns the repositories, so pushes over SSH
+        log in as this user (see {option}`services.procurator-ci.authorizedKeys`).
+        The module creates the user only under its default name.
+      '';
+    };
+
+    group = lib.mkOption {
+      type = lib.types.str;
+      default = "procurator-ci";
+      description = ''
+        Group of the daemon. Members may connect to the daemon's socket, i.e.
+        queue builds, and read the repositories.
+      '';
+    };
+
+    repos = lib.mkOption {
+      type = lib.types.attrsOf (
+        lib.types.submodule {
+          options.description = lib.mkOption {
+            type = lib.types.str;
+            default = "";
+            description = "Shown on the web page.";
+          };
+        }
+      );
+      default = { };
+      example = lib.literalExpression ''{ website.description = "our home page"; }'';
+      description = ''
+        Repositories to manage. The daemon creates each as a bare repository
+        `${stateDir}/repos/<name>.git` with its post-receive hook at startup.
+        Names match `[A-Za-z0-9][A-Za-z0-9._-]{0,99}` and do not end in `.git`.
+      '';
+    };
+
+    authorizedKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.singleLineStr;
+      default = [ ];
+      example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... alice@laptop" ];
+      description = ''
+        SSH public keys that may push to every managed repository, as
+        `procurator-ci@<host>:${stateDir}/repos/<name>.git`. They log in as the
+        service user with `git-shell` as its shell and the `restrict` option,
+        so they can run git's push and fetch commands and nothing else, and
+        the post-receive hook runs as the repositories' owner. Pushing is
+        running code: every key here can have `nix flake check` build
+        anything in the Nix sandbox of this machine. Needs
+        {option}`services.openssh.enable`.
+      '';
+    };
+
+    apiTokenFile = lib.mkOption {
+      type = lib.types.nullOr (
+        lib.types.pathWith {
+          inStore = false;
+          absolute = true;
+        }
+      );
+      default = null;
+      example = "/run/keys/procurator-ci-api-token";
+      description = ''
+        File with the bearer token for the HTTP API's mutating requests,
+        outside the Nix store (the store is world-readable). Passed to the
+        daemon with systemd's `LoadCredential=`, so only root needs to read it.
+        When `null` the daemon creates `${stateDir}/api-token` (mode 0600) on
+        first start.
+      '';
+    };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = ''
+        Open the port of {option}`services.procurator-ci.settings.bind_address`
+        (which must then not be a loopback address to be reachable).
+      '';
+    };
+
+    watchdogSec = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = 30;
+      description = ''
+        systemd restarts the daemon when it has not reported liveness for this
+        many seconds (`WatchdogSec=`).
+      '';
+    };
+
+    settings = lib.mkOption {
+      default = { };
+      description = ''
+        Configuration written to the daemon's TOML file and checked with
+        `procurator-ci check-config` at build time. Any key the daemon knows
+        may be set; unknown keys fail the build. The state, database,
+        repository, socket and token paths are managed by the module.
+      '';
+      type = lib.types.submodule {
+        freeformType = settingsFormat.type;
+        options = {
+          bind_address = setting lib.types.str "Address and port of the HTTP server and web page, e.g. `[::]:3000`.";
+          workers = setting lib.types.ints.positive "Builds run at the same time.";
+          max_retries = setting lib.types.ints.unsigned "Retries of a build that failed for infrastructure reasons.";
+          build_timeout_secs = setting lib.types.ints.positive "Wall-clock limit of one build.";
+          max_silent_secs = setting lib.types.ints.positive "A build without output for this long is ended.";
+          kill_grace_secs = setting lib.types.ints.positive "Time between SIGTERM and SIGKILL when a build is ended.";
+          shutdown_timeout_secs = setting lib.types.ints.positive "Time running builds get to finish when the daemon stops.";
+          log_max_bytes = setting lib.types.ints.positive "Largest stored log of one build.";
+          log_retention_days = setting lib.types.ints.unsigned "Days build logs are kept; 0 keeps them forever.";
+          public_read = setting lib.types.bool "Whether reading the API and the web page needs no token.";
+        };
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = lib.all (
+          name: builtins.match "[A-Za-z0-9][A-Za-z0-9._-]{0,99}" name != null && !lib.hasSuffix ".git" name
+        ) (lib.attrNames cfg.repos);
+        message = "services.procurator-ci.repos: names must match [A-Za-z0-9][A-Za-z0-9._-]{0,99} and not end in .git";
+      }
+      {
+        assertion = !lib.any (key: cfg.settings ? ${key}) managedKeys;
+        message = "services.procurator-ci.settings: ${lib.concatStringsSep ", " managedKeys} are set by the module (use apiTokenFile for the token)";
+      }
+      {
+        assertion = cfg.authorizedKeys == [ ] || config.services.openssh.enable;
+        message = "services.procurator-ci.authorizedKeys needs services.openssh.enable";
+      }
+    ];
+
+    services.procurator-ci.settings = lib.mkMerge [
+      (lib.mapAttrs (_: lib.mkDefault) {
+        bind_address = "127.0.0.1:3000";
+        workers = 1;
+        max_retries = 3;
+        build_timeout_secs = 10800;
+        max_silent_secs = 3600;
+        kill_grace_secs = 10;
+        shutdown_timeout_secs = 30;
+        log_max_bytes = 67108864;
+        log_retention_days = 90;
+        public_read = true;
+      })
+      {
+        repos = lib.mapAttrs (_: repo: { inherit (repo) description; }) cfg.repos;
+        ssh_push_base = lib.mkIf (cfg.authorizedKeys != [ ]) (
+          lib.mkDefault "${cfg.user}@${config.networking.fqdnOrHostName}:"
+        );
+      }
+    ];
+
+    users.users = lib.mkMerge [
+      (lib.mkIf (cfg.user == "procurator-ci") {
+        procurator-ci = {
+          description = "procurator-ci daemon and git push user";
+          isSystemUser = true;
+          inherit (cfg) group;
+          home = stateDir;
+          shell = "${pkgs.git}/bin/git-shell";
+        };
+      })
+      { ${cfg.user}.openssh.authorizedKeys.keys = map restrictKey cfg.authorizedKeys; }
+    ];
+    users.groups = lib.mkIf (cfg.group == "procurator-ci") { procurator-ci = { }; };
+
+    # May use the nix daemon like any user; never a trusted user.
+    nix.settings.extra-allowed-users = [ cfg.user ];
+
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ port ];
+
+    systemd.services.procurator-ci = {
+      description = "procurator-ci: nix flake check for every git push";
+      wantedBy = [ "multi-user.target" ];
+      wants = [
+        "network-online.target"
+        "nix-daemon.socket"
+      ];
+      after = [
+        "network-online.target"
+        "nix-daemon.socket"
+      ];
+      path = [
+        config.nix.package
+        pkgs.git
+      ];
+      environment = {
+        # nix needs a writable cache and home; everything else is read-only.
+        HOME = cacheDir;
+        XDG_CACHE_HOME = cacheDir;
+        NIX_REMOTE = "daemon";
+      }
+      // lib.optionalAttrs (cfg.apiTokenFile != null) {
+        PROCURATOR_CI_API_TOKEN_FILE = "%d/${tokenCredential}";
+      };
+
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        WatchdogSec = cfg.watchdogSec;
+        ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
+        Restart = "on-failure";
+        RestartSec = 2;
+        # SIGTERM reaches the daemon alone: it ends its builds' process groups
+        # itself and records why. systemd's SIGKILL then reaches whatever is
+        # left, after the daemon's own deadline.
+        KillMode = "mixed";
+        TimeoutStopSec = cfg.settings.shutdown_timeout_secs + cfg.settings.kill_grace_secs + 5;
+
+        User = cfg.user;
+        Group = cfg.group;
+        StateDirectory = "procurator-ci";
+        StateDirectoryMode = "0750";
+        CacheDirectory = "procurator-ci";
+        CacheDirectoryMode = "0700";
+        UMask = "0027";
+        LoadCredential = lib.mkIf (cfg.apiTokenFile != null) [
+          "${tokenCredential}:${cfg.apiTokenFile}"
+        ];
+
+        # Hardening. Kept: everything that leaves the nix client (talking to
+        # the nix daemon over AF_UNIX, fetching flake inputs) and git working.
+        # Dropped, and why:
+        # - PrivateNetwork=, IPAddressDeny=: the API listens on the network
+        #   and nix fetches flake inputs from anywhere.
+        # - DynamicUser=: pushes log in over SSH as this user and the
+        #   repositories must keep one owner across restarts.
+        # - RestrictAddressFamilies= keeps AF_INET/AF_INET6 for the same
+        #   reasons and AF_UNIX for the nix daemon and the hook's socket.
+        # - SystemCallFilter= keeps @resources: the nix client raises its
+        #   stack limit with setrlimit() before evaluating.
+        # - RootDirectory=/RootImage=: nix and git need the host's /nix/store
+        #   and /etc/nix.
+        CapabilityBoundingSet = "";
+        NoNewPrivileges = true;
+        PrivateDevices = true;
+        PrivateTmp = true;
+        PrivateMounts = true;
+        PrivateUsers = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+        SystemCallErrorNumber = "EPERM";
+      };
+    };
+  };
+}
