@@ -1,0 +1,56 @@
+# Shared by the procurator-ci VM tests: prepended to each test's script.
+import json
+import re
+from typing import Any
+
+API = "http://server:3000"
+PUSH_URL = "procurator-ci@server:/var/lib/procurator-ci/repos/demo.git"
+FINAL = {"success", "failed", "cancelled"}
+QUEUED = re.compile(r"procurator-ci: build #(\d+) queued for (\S+) \(([0-9a-f]{7,40})\)(.*)")
+
+
+def start() -> None:
+    start_all()
+    server.wait_for_unit("procurator-ci.service")
+    server.wait_for_open_port(3000)
+    client.wait_for_unit("multi-user.target")
+    client.succeed("git init /root/demo", f"git -C /root/demo remote add origin {PUSH_URL}")
+
+
+def api(path: str) -> Any:
+    return json.loads(client.succeed(f"curl --fail --silent --show-error '{API}{path}'"))
+
+
+def commit(flake: str, message: str) -> str:
+    """Commits `flake` as the working copy's flake.nix; returns the commit id."""
+    client.succeed(
+        f"cp {flake} /root/demo/flake.nix",
+        "git -C /root/demo add flake.nix",
+        f"git -C /root/demo commit --allow-empty --message '{message}'",
+    )
+    return client.succeed("git -C /root/demo rev-parse HEAD").strip()
+
+
+def push(branch: str) -> str:
+    """Pushes HEAD to `branch` over SSH; returns what the pusher saw."""
+    return client.succeed(f"git -C /root/demo push --force origin HEAD:refs/heads/{branch} 2>&1")
+
+
+def queued_build(output: str, branch: str, commit_id: str) -> int:
+    """The build id from the hook's line in a push's output."""
+    match = QUEUED.search(output)
+    assert match, f"the hook printed no queued line:\n{output}"
+    assert match.group(2) == branch and commit_id.startswith(match.group(3)), match.group(0)
+    assert API in match.group(4), f"no link to {API}: {match.group(0)}"
+    return int(match.group(1))
+
+
+def wait_for_status(build_id: int, statuses: set[str]) -> Any:
+    build: dict[str, Any] = {}
+
+    def reached(_last_try: bool) -> bool:
+        build.update(api(f"/api/builds/{build_id}"))
+        return build["status"] in statuses
+
+    retry(reached, 300)
+    return build

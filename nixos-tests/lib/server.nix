@@ -1,0 +1,27 @@
+# The `server` node of every VM test: procurator-ci with the repository `demo`.
+# scripts/check-nix evaluates this same module offline (see eval-server.nix).
+{
+  services.procurator-ci = {
+    enable = true;
+    repos.demo.description = "pushed to by the VM tests";
+    apiTokenFile = "/run/procurator-ci-test/api-token";
+    openFirewall = true;
+    settings = {
+      bind_address = "0.0.0.0:3000";
+      public_url = "http://server:3000";
+    };
+  };
+
+  # Test only: this puts the token's value into the Nix store. Real systems
+  # provision the file outside the store (agenix, sops-nix, a deploy tool).
+  systemd.tmpfiles.rules = [
+    "d /run/procurator-ci-test 0700 root root -"
+    "f /run/procurator-ci-test/api-token 0600 root root - test-token-0123456789abcdef"
+  ];
+
+  services.openssh.enable = true;
+  nix.settings.experimental-features = [
+    "nix-command"
+    "flakes"
+  ];
+}
