@@ -54,6 +54,11 @@
       # shared pieces live in nixos-tests/lib/, which is not scanned.
       vmTests =
         pkgs:
+        let
+          files = lib.filterAttrs (file: type: type == "regular" && lib.hasSuffix ".nix" file) (
+            builtins.readDir ./nixos-tests
+          );
+        in
         lib.mapAttrs' (
           file: _:
           lib.nameValuePair (lib.removeSuffix ".nix" file) (
@@ -62,7 +67,7 @@
               defaults.imports = [ self.nixosModules.default ];
             }
           )
-        ) (lib.filterAttrs (file: type: type == "regular" && lib.hasSuffix ".nix" file) (builtins.readDir ./nixos-tests));
+        ) files;
     in
     {
       packages = forAllSystems (pkgs: rec {

@@ -43,11 +43,11 @@ in
         assert [b["id"] for b in builds] == [build_id], builds
 
     with subtest("a push while the daemon is stopped warns, and is built once it starts"):
-        server.systemctl("stop procurator-ci.service")
+        server.succeed("systemctl stop procurator-ci.service")
         commit_id = commit("${testFlake.passing}", "pushed while the daemon is stopped")
         output = push("offline")
         assert "procurator-ci: warning" in output, output
-        server.systemctl("start procurator-ci.service")
+        server.succeed("systemctl start procurator-ci.service")
         server.wait_for_unit("procurator-ci.service")
 
         def caught_up(_last_try: bool) -> bool:

@@ -13,6 +13,7 @@ def start() -> None:
     start_all()
     server.wait_for_unit("procurator-ci.service")
     server.wait_for_open_port(3000)
+    server.wait_for_unit("sshd.service")
     client.wait_for_unit("multi-user.target")
     client.succeed("git init /root/demo", f"git -C /root/demo remote add origin {PUSH_URL}")
 

@@ -23,6 +23,7 @@ in
     programs.ssh.extraConfig = ''
       Host server
         StrictHostKeyChecking accept-new
+        BatchMode yes
     '';
     systemd.tmpfiles.rules = [
       "d /root/.ssh 0700 root root -"

@@ -19,7 +19,13 @@
     "f /run/procurator-ci-test/api-token 0600 root root - test-token-0123456789abcdef"
   ];
 
-  services.openssh.enable = true;
+  services.openssh = {
+    enable = true;
+    settings = {
+      PasswordAuthentication = false;
+      KbdInteractiveAuthentication = false;
+    };
+  };
   nix.settings.experimental-features = [
     "nix-command"
     "flakes"
