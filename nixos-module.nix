@@ -20,7 +20,7 @@ let
   cacheDir = "/var/cache/procurator-ci";
   tokenCredential = "api-token";
 
-  # Keys the module derives from the unit; settings them would point the
+  # Keys the module derives from the unit; setting them would point the
   # daemon outside the only directories the unit may write.
   managedKeys = [
     "state_dir"
