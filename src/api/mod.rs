@@ -1,0 +1,495 @@
+//! The HTTP API. Handlers parse, call `App`, and map errors through
+//! `ApiError`; the router is built by `router` so tests can drive it without
+//! a socket.
+
+mod error;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::app::App;
+use crate::auth::LocalPeer;
+use crate::queue::{ListQuery, Status};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// JSON body extractor whose rejections are `ApiError`s.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct Json<T>(T);
+
+/// Query extractor whose rejections are `ApiError`s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct Query<T>(T);
+
+/// Path extractor whose rejections are `ApiError`s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct Path<T>(T);
+
+type AppState = State<Arc<App>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The whole HTTP application: API, web page and the layers around them.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/health", get(health))
+        .route("/api/repos", get(list_repos).post(create_repo))
+        .route("/api/repos/{name}", get(get_repo).delete(delete_repo))
+        .route("/api/repos/{name}/scan", post(scan_repo))
+        .route("/api/repos/{name}/badge.svg", get(badge))
+        .route("/api/builds", get(list_builds).post(create_build))
+        .route("/api/builds/{id}", get(get_build))
+        .route("/api/builds/{id}/logs", get(build_logs))
+        .route("/api/builds/{id}/cancel", post(cancel_build))
+        .route("/api/builds/{id}/rebuild", post(rebuild_build))
+        .route("/api/events", get(events))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), authorize))
+        .with_state(app);
+    Router::new()
+        .merge(api)
+        .merge(crate::web::router())
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %id
+                    )
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                    tracing::error!("a request handler panicked");
+                    ApiError::internal().into_response()
+                }))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+}
+
+/// Request ids: a per-process counter prefixed with the start time, unique
+/// across restarts and cheap.
+#[derive(Clone, Default)]
+struct RequestIds {
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+        let epoch = EPOCH.get_or_init(|| chrono::Utc::now().timestamp());
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{epoch:x}-{n}")).ok().map(RequestId::new)
+    }
+}
+
+/// Mutations need the token over TCP (or a trusted peer on the Unix
+/// socket); reads need it only when `public_read` is off. Runs before any
+/// handler, so an unauthorised request writes nothing.
+async fn authorize(State(app): AppState, request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<LocalPeer>>() {
+        if peer.trusted() {
+            return next.run(request).await;
+        }
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this user may not use the daemon's socket",
+        )
+        .into_response();
+    }
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    let public = reading && (app.config.public_read || request.uri().path() == "/api/health");
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if public || app.token.accepts(presented) {
+        return next.run(request).await;
+    }
+    let message = if presented.is_some() {
+        "the API token is wrong"
+    } else {
+        "this request needs the API token: send `Authorization: Bearer <token>`"
+    };
+    tracing::warn!(method = %request.method(), path = %request.uri().path(), "unauthorised request refused");
+    ApiError::unauthorized(message).into_response()
+}
+
+async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
+    let status = app.status_line().await?;
+    Ok(axum::Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "builds": status,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRepo {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn list_repos(State(app): AppState) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(json!({ "repos": app.list_repos().await? })))
+}
+
+async fn create_repo(State(app): AppState, Json(body): Json<CreateRepo>) -> ApiResult<impl IntoResponse> {
+    let repo = app.create_repo(body.name, body.description).await?;
+    Ok((StatusCode::CREATED, axum::Json(repo)))
+}
+
+async fn get_repo(State(app): AppState, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(app.repo_detail(&name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    confirm: Option<String>,
+}
+
+async fn delete_repo(
+    State(app): AppState,
+    Path(name): Path<String>,
+    Query(query): Query<DeleteQuery>,
+) -> ApiResult<impl IntoResponse> {
+    app.delete_repo(&name, query.confirm.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn scan_repo(State(app): AppState, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
+    let queued = app.scan(Some(&name)).await?;
+    Ok(axum::Json(json!({ "queued": queued })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BadgeQuery {
+    branch: Option<String>,
+}
+
+async fn badge(
+    State(app): AppState,
+    Path(name): Path<String>,
+    Query(query): Query<BadgeQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let branch = query.branch.unwrap_or_else(|| "main".into());
+    crate::repos::validate_branch(&branch)
+        .map_err(|r| ApiError::invalid("branch", format!("invalid branch name: {r}")))?;
+    let detail = app.repo_detail(&name).await?;
+    let status = detail
+        .branches
+        .iter()
+        .find(|b| b.name == branch)
+        .and_then(|b| b.latest_build.as_ref())
+        .map(|b| b.status);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::web::badge_svg(status),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBuild {
+    repo: String,
+    branch: String,
+    commit: String,
+    author: Option<String>,
+}
+
+async fn create_build(
+    State(app): AppState,
+    peer: Option<axum::Extension<ConnectInfo<LocalPeer>>>,
+    Json(body): Json<CreateBuild>,
+) -> ApiResult<impl IntoResponse> {
+    // Requests on the Unix socket come from the post-receive hook.
+    let trigger = if peer.is_some() { "push" } else { "api" };
+    tracing::info!(
+        repo = %body.repo.escape_debug(),
+        branch = %body.branch.escape_debug(),
+        commit = %body.commit.chars().take(12).collect::<String>().escape_debug(),
+        author = ?body.author,
+        "Build request received"
+    );
+    let result = app
+        .enqueue(&body.repo, &body.branch, &body.commit, body.author, trigger, None)
+        .await;
+    let (build, created) = result.inspect_err(|e| {
+        tracing::warn!(repo = %body.repo.escape_debug(), branch = %body.branch.escape_debug(), error = %e, "Failed to enqueue build");
+    })?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(build)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    repo: Option<String>,
+    branch: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+fn parse_list(params: ListParams) -> Result<ListQuery, ApiError> {
+    let limit = match params.limit.as_deref() {
+        None => 50,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| ApiError::invalid("limit", "limit must be an integer from 1 to 500"))?,
+    };
+    let before = match params.before.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<i64>()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| ApiError::invalid("before", "before must be a positive build id"))?,
+        ),
+    };
+    let status = match params.status.as_deref() {
+        None => None,
+        Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "status must be one of queued, running, success, failed, cancelled",
+            )
+        })?),
+    };
+    if let Some(repo) = &params.repo {
+        crate::repos::validate_repo_name(repo)
+            .map_err(|r| ApiError::invalid("repo", format!("invalid repository name: {r}")))?;
+    }
+    if let Some(branch) = &params.branch {
+        crate::repos::validate_branch(branch)
+            .map_err(|r| ApiError::invalid("branch", format!("invalid branch name: {r}")))?;
+    }
+    Ok(ListQuery {
+        repo: params.repo,
+        branch: params.branch,
+        status,
+        before,
+        limit,
+    })
+}
+
+async fn list_builds(State(app): AppState, Query(params): Query<ListParams>) -> ApiResult<impl IntoResponse> {
+    let (builds, next) = app.list_builds(parse_list(params)?).await?;
+    Ok(axum::Json(json!({ "builds": builds, "next_before": next })))
+}
+
+/// A build id from the path: a positive integer.
+fn build_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::invalid("id", "a build id is a positive integer"))
+}
+
+async fn get_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(app.build(build_id(&id)?).await?))
+}
+
+async fn cancel_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(app.cancel(build_id(&id)?, "cancelled through the API").await?))
+}
+
+async fn rebuild_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let (build, created) = app.rebuild(build_id(&id)?).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(build)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    offset: Option<u64>,
+    follow: Option<bool>,
+    attempt: Option<i64>,
+}
+
+async fn build_logs(
+    State(app): AppState,
+    Path(id): Path<String>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<impl IntoResponse> {
+    let id = build_id(&id)?;
+    let follow = params.follow.unwrap_or(false);
+    let stream = log_stream(&app, id, params.attempt, params.offset.unwrap_or(0), follow).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Body::from_stream(stream),
+    ))
+}
+
+/// The log of attempt `attempt` (default: the latest) of build `id`. With
+/// `follow`, a build that has not started yet is waited for, and the stream
+/// lasts until the attempt ends (or the daemon stops).
+async fn log_stream(
+    app: &Arc<App>,
+    id: i64,
+    attempt: Option<i64>,
+    offset: u64,
+    follow: bool,
+) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, ApiError> {
+    let mut listener = app.events.listen();
+    let mut build = app.build(id).await?;
+    if let Some(a) = attempt
+        && (a < 1 || a > build.build.build.attempt)
+    {
+        return Err(ApiError::invalid("attempt", format!("build {id} has no attempt {a}")));
+    }
+    while follow && attempt.is_none() && build.build.build.status == Status::Queued {
+        tokio::select! {
+            event = listener.recv() => {
+                if event.is_ok_and(|e| e.build != Some(id)) {
+                    continue;
+                }
+            }
+            _ = app.shutdown.cancelled() => break,
+        }
+        build = app.build(id).await?;
+    }
+    let attempt = attempt.unwrap_or(build.build.build.attempt);
+    let shutdown = app.shutdown.clone().cancelled_owned();
+    let stream = if attempt == 0 || build.attempts.iter().any(|a| a.attempt == attempt && a.log_deleted) {
+        futures_util::stream::empty().boxed()
+    } else {
+        app.logs.stream(id, attempt, offset, follow).boxed()
+    };
+    Ok(stream
+        .map(|chunk| match chunk {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bytes::new()),
+            other => other,
+        })
+        .take_until(shutdown))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    build: Option<String>,
+    offset: Option<u64>,
+}
+
+/// Server-Sent Events: build and repository changes for everyone, and with
+/// `?build=<id>` that build's log as `build.log` events.
+async fn events(
+    State(app): AppState,
+    headers: HeaderMap,
+    Query(params): Query<EventParams>,
+) -> ApiResult<impl IntoResponse> {
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let build = params.build.as_deref().map(build_id).transpose()?;
+    let subscription = app.events.subscribe(last_id);
+    let mut head = Vec::new();
+    if subscription.resync {
+        head.push(SseEvent::default().event("resync").data("{}"));
+    }
+    head.extend(subscription.replay.iter().map(to_sse));
+    let live = futures_util::stream::unfold(subscription.live, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) => return Some((to_sse(&event), receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((SseEvent::default().event("resync").data("{}"), receiver));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let feed = futures_util::stream::iter(head).chain(live).boxed();
+    let feed = match build {
+        None => feed,
+        Some(id) => {
+            let log = log_stream(&app, id, None, params.offset.unwrap_or(0), true).await?;
+            futures_util::stream::select(feed, log_events(id, params.offset.unwrap_or(0), log)).boxed()
+        }
+    };
+    let shutdown = app.shutdown.clone().cancelled_owned();
+    let stream = feed.map(Ok::<_, Infallible>).take_until(shutdown);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn to_sse(event: &crate::events::Event) -> SseEvent {
+    SseEvent::default()
+        .id(event.id.to_string())
+        .event(event.kind)
+        .data(&*event.data)
+}
+
+/// Log bytes as `build.log` events with the byte offset of each piece;
+/// pieces end on UTF-8 boundaries so text is never split inside a character.
+fn log_events(
+    id: i64,
+    offset: u64,
+    log: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> impl Stream<Item = SseEvent> + Send + 'static {
+    let state = (Vec::<u8>::new(), offset);
+    log.scan(state, move |(carry, offset), chunk| {
+        let Ok(chunk) = chunk else {
+            return futures_util::future::ready(None);
+        };
+        carry.extend_from_slice(&chunk);
+        let valid = match std::str::from_utf8(carry) {
+            Ok(_) => carry.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => carry.len(),
+        };
+        let piece: Vec<u8> = carry.drain(..valid).collect();
+        let event = SseEvent::default().event("build.log").data(
+            json!({"build": id, "offset": *offset, "text": String::from_utf8_lossy(&piece)}).to_string(),
+        );
+        *offset += piece.len() as u64;
+        futures_util::future::ready(Some(event))
+    })
+}

@@ -1,0 +1,601 @@
+//! The daemon's shared state and its domain operations: what the API, the
+//! hook, startup and the workers ask of procurator-ci. Handlers stay thin by
+//! calling these.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Token;
+use crate::config::Config;
+use crate::events::Events;
+use crate::logs::LogStore;
+use crate::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
+use crate::repos::{self, Branch, RepoError, RepoFiles};
+use crate::store::{SqlResultExt, Store, StoreError};
+
+/// A domain failure, mapped to HTTP once in `api::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed; `field` names the part at fault.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The daemon cannot serve this now (database locked, disk full,
+    /// shutting down); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of ours; the message is logged, never shown to clients.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// An invalid `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> AppError {
+        AppError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Busy => AppError::Unavailable(
+                "the database is locked by another process; try again shortly".into(),
+            ),
+            StoreError::Full => {
+                AppError::Unavailable("the disk is full; nothing was written".into())
+            }
+            StoreError::Closed => AppError::Unavailable("the daemon is shutting down".into()),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<RepoError> for AppError {
+    fn from(error: RepoError) -> Self {
+        match error {
+            RepoError::InvalidName { .. } => AppError::invalid("name", error.to_string()),
+            RepoError::Exists(_) => AppError::Conflict(error.to_string()),
+            RepoError::NotFound(_) => AppError::NotFound(error.to_string()),
+            RepoError::Io { ref source, .. }
+                if source.raw_os_error() == Some(28) =>
+            {
+                AppError::Unavailable("the disk is full; nothing was created".into())
+            }
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A repository as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repo {
+    pub name: String,
+    /// Absolute path of the bare repository: a push URL on this host.
+    pub path: String,
+    /// The SSH push URL, when `ssh_push_base` is configured.
+    pub ssh_url: Option<String>,
+    pub description: String,
+    pub created_at: String,
+    /// Declared in the configuration (created and kept in sync at startup).
+    pub declared: bool,
+}
+
+/// A branch with its latest build.
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchStatus {
+    pub name: String,
+    pub commit: String,
+    pub latest_build: Option<BuildRef>,
+}
+
+/// Enough of a build to link to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRef {
+    pub id: i64,
+    pub status: Status,
+    pub commit: String,
+}
+
+/// A repository with its branches.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoDetail {
+    #[serde(flatten)]
+    pub repo: Repo,
+    pub branches: Vec<BranchStatus>,
+}
+
+/// A build with its attempts and links.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildDetail {
+    #[serde(flatten)]
+    pub build: BuildView,
+    pub attempts: Vec<Attempt>,
+}
+
+/// A build with the links clients follow.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildView {
+    #[serde(flatten)]
+    pub build: Build,
+    /// The build's page.
+    pub url: String,
+    /// The build's raw log.
+    pub log_url: String,
+}
+
+/// Everything the daemon shares.
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub repos: RepoFiles,
+    pub logs: Arc<LogStore>,
+    pub events: Events,
+    pub token: Token,
+    /// Wakes idle workers when a build is queued.
+    pub wake: Notify,
+    /// Running builds' cancel handles, with the reason given.
+    pub running: Mutex<HashMap<i64, (CancellationToken, Arc<Mutex<Option<String>>>)>>,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+}
+
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| AppError::Internal(format!("blocking task failed: {e}")))?
+}
+
+impl App {
+    /// The view of a build with links.
+    pub fn view(&self, build: Build) -> BuildView {
+        BuildView {
+            url: format!("{}/#/builds/{}", self.config.public_url, build.id),
+            log_url: format!("{}/api/builds/{}/logs", self.config.public_url, build.id),
+            build,
+        }
+    }
+
+    fn repo_json(&self, name: String, path: String, description: String, created: i64) -> Repo {
+        Repo {
+            ssh_url: self
+                .config
+                .ssh_push_base
+                .as_ref()
+                .map(|base| format!("{base}{path}")),
+            declared: self.config.repos.contains_key(&name),
+            name,
+            path,
+            description,
+            created_at: format_ms(created),
+        }
+    }
+
+    async fn repo_row(&self, name: &str) -> Result<Option<Repo>, AppError> {
+        let key = name.to_string();
+        let row = self
+            .store
+            .read(move |conn| {
+                use rusqlite::OptionalExtension;
+                conn.prepare_cached(
+                    "SELECT name, path, description, created_at FROM repos WHERE name = ?1",
+                )
+                .db()?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+                .db()
+            })
+            .await?;
+        Ok(row.map(|(n, p, d, c)| self.repo_json(n, p, d, c)))
+    }
+
+    /// Creates a repository with its hook.
+    pub async fn create_repo(self: &Arc<Self>, name: String, description: String) -> Result<Repo, AppError> {
+        validate_description(&description)?;
+        let files = self.repos.clone();
+        let (n, d) = (name.clone(), description.clone());
+        let path = blocking(move || Ok(files.create(&n, &d)?)).await?;
+        let repo = self.insert_repo_row(&name, &path, &description).await;
+        if let Err(e) = &repo {
+            tracing::error!(repo = %name, error = %e, "cannot record a new repository; removing it");
+            let files = self.repos.clone();
+            let n = name.clone();
+            let _ = blocking(move || Ok(files.delete(&n)?)).await;
+        }
+        let repo = repo?;
+        tracing::info!(repo = %repo.name, path = %repo.path, "Repository created");
+        self.events.publish("repo.created", None, &repo);
+        Ok(repo)
+    }
+
+    async fn insert_repo_row(&self, name: &str, path: &std::path::Path, description: &str) -> Result<Repo, AppError> {
+        let (n, p, d) = (name.to_string(), path.display().to_string(), description.to_string());
+        let created = self
+            .store
+            .write(move |conn| {
+                let now = now_ms();
+                conn.prepare_cached(
+                    "INSERT INTO repos (name, path, description, created_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET path = excluded.path, description = excluded.description",
+                )
+                .db()?
+                .execute(rusqlite::params![n, p, d, now])
+                .db()?;
+                conn.query_row("SELECT created_at FROM repos WHERE name = ?1", [&n], |r| r.get(0))
+                    .db()
+            })
+            .await?;
+        Ok(self.repo_json(
+            name.to_string(),
+            path.display().to_string(),
+            description.to_string(),
+            created,
+        ))
+    }
+
+    /// Every managed repository.
+    pub async fn list_repos(&self) -> Result<Vec<Repo>, AppError> {
+        let rows: Vec<(String, String, String, i64)> = self
+            .store
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT name, path, description, created_at FROM repos ORDER BY name")
+                    .db()?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .db()?;
+                rows.collect::<Result<Vec<_>, _>>().db()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, p, d, c)| self.repo_json(n, p, d, c))
+            .collect())
+    }
+
+    /// A repository with its branches and their latest builds.
+    pub async fn repo_detail(&self, name: &str) -> Result<RepoDetail, AppError> {
+        let repo = self.find_repo(name).await?;
+        let files = self.repos.clone();
+        let path = PathBuf::from(&repo.path);
+        let branches: Vec<Branch> = blocking(move || Ok(files.branches(&path)?)).await?;
+        let key = name.to_string();
+        let latest = self
+            .store
+            .read(move |conn| queue::latest_per_branch(conn, &key))
+            .await?;
+        let branches = branches
+            .into_iter()
+            .map(|b| BranchStatus {
+                latest_build: latest.iter().find(|l| l.branch == b.name).map(|l| BuildRef {
+                    id: l.id,
+                    status: l.status,
+                    commit: l.commit.clone(),
+                }),
+                name: b.name,
+                commit: b.commit,
+            })
+            .collect();
+        Ok(RepoDetail { repo, branches })
+    }
+
+    async fn find_repo(&self, name: &str) -> Result<Repo, AppError> {
+        repos::validate_repo_name(name)
+            .map_err(|reason| AppError::invalid("name", format!("invalid repository name: {reason}")))?;
+        self.repo_row(name)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("repository {name:?} not found")))
+    }
+
+    /// Deletes a repository; its builds stay readable.
+    pub async fn delete_repo(&self, name: &str, confirm: Option<&str>) -> Result<(), AppError> {
+        let repo = self.find_repo(name).await?;
+        if confirm != Some(name) {
+            return Err(AppError::invalid(
+                "confirm",
+                format!("deleting a repository cannot be undone: repeat its name as ?confirm={name}"),
+            ));
+        }
+        let files = self.repos.clone();
+        let n = name.to_string();
+        match blocking(move || Ok(files.delete(&n)?)).await {
+            Ok(()) | Err(AppError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let n = name.to_string();
+        self.store
+            .write(move |conn| {
+                conn.execute("DELETE FROM repos WHERE name = ?1", [n]).db()?;
+                Ok(())
+            })
+            .await?;
+        tracing::warn!(repo = %name, path = %repo.path, "Repository deleted");
+        self.events.publish("repo.deleted", None, &repo);
+        Ok(())
+    }
+
+    /// Validates and queues a build of `commit` on `branch` of `repo`;
+    /// returns it and whether it is new (an identical live build is reused).
+    pub async fn enqueue(
+        &self,
+        repo: &str,
+        branch: &str,
+        commit: &str,
+        author: Option<String>,
+        trigger: &'static str,
+        rebuild_of: Option<i64>,
+    ) -> Result<(BuildView, bool), AppError> {
+        repos::validate_repo_name(repo)
+            .map_err(|r| AppError::invalid("repo", format!("invalid repository name: {r}")))?;
+        repos::validate_branch(branch)
+            .map_err(|r| AppError::invalid("branch", format!("invalid branch name: {r}")))?;
+        repos::validate_commit(commit)
+            .map_err(|r| AppError::invalid("commit", format!("invalid commit: {r}")))?;
+        if let Some(author) = &author
+            && (author.len() > 512 || author.chars().any(char::is_control))
+        {
+            return Err(AppError::invalid(
+                "author",
+                "author must be at most 512 characters without control characters",
+            ));
+        }
+        let repo_row = self.find_repo(repo).await.map_err(|e| match e {
+            AppError::Invalid { message, .. } => AppError::invalid("repo", message),
+            other => other,
+        })?;
+        let files = self.repos.clone();
+        let path = PathBuf::from(&repo_row.path);
+        let sha = commit.to_string();
+        let found = blocking(move || Ok(files.commit_author(&path, &sha)?)).await?;
+        let Some(commit_author) = found else {
+            return Err(AppError::invalid(
+                "commit",
+                format!("commit {commit} does not exist in repository {repo:?}"),
+            ));
+        };
+        let new = NewBuild {
+            repo: repo.to_string(),
+            repo_path: repo_row.path.clone(),
+            branch: branch.to_string(),
+            commit: commit.to_string(),
+            author: author.or(Some(commit_author)).filter(|a| !a.is_empty()),
+            trigger,
+            rebuild_of,
+            max_retries: self.config.max_retries,
+        };
+        let (build, created) = self.store.write(move |conn| queue::enqueue(conn, &new)).await?;
+        if created {
+            tracing::info!(
+                build_id = build.id,
+                repo = %build.repo,
+                branch = %build.branch,
+                commit = %&build.commit[..12],
+                trigger,
+                "Build enqueued successfully"
+            );
+            let view = self.view(build);
+            self.events.publish("build.queued", Some(view.build.id), &view);
+            self.wake.notify_one();
+            Ok((view, true))
+        } else {
+            Ok((self.view(build), false))
+        }
+    }
+
+    /// Queues a build for every branch head of `repo` (or of every repo)
+    /// that has never been built: pushes made while the daemon was down or
+    /// whose hook could not reach it.
+    pub async fn scan(&self, repo: Option<&str>) -> Result<Vec<BuildView>, AppError> {
+        let repos = match repo {
+            Some(name) => vec![self.find_repo(name).await?],
+            None => self.list_repos().await?,
+        };
+        let mut queued = Vec::new();
+        for repo in repos {
+            let files = self.repos.clone();
+            let path = PathBuf::from(&repo.path);
+            let branches = match blocking(move || Ok(files.branches(&path)?)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(repo = %repo.name, error = %e, "cannot list branches");
+                    continue;
+                }
+            };
+            for branch in branches {
+                if repos::validate_branch(&branch.name).is_err() {
+                    continue;
+                }
+                let (r, b, c) = (repo.name.clone(), branch.name.clone(), branch.commit.clone());
+                let built = self
+                    .store
+                    .read(move |conn| queue::ever_built(conn, &r, &b, &c))
+                    .await?;
+                if built {
+                    continue;
+                }
+                let (build, created) = self
+                    .enqueue(&repo.name, &branch.name, &branch.commit, None, "scan", None)
+                    .await?;
+                if created {
+                    tracing::info!(build_id = build.build.id, repo = %repo.name, branch = %branch.name, "Caught up an unbuilt push");
+                    queued.push(build);
+                }
+            }
+        }
+        Ok(queued)
+    }
+
+    /// One build with its attempts.
+    pub async fn build(&self, id: i64) -> Result<BuildDetail, AppError> {
+        let (build, attempts) = self
+            .store
+            .read(move |conn| Ok((queue::get(conn, id)?, queue::attempts(conn, id)?)))
+            .await?;
+        let build = build.ok_or_else(|| AppError::NotFound(format!("build {id} not found")))?;
+        Ok(BuildDetail {
+            build: self.view(build),
+            attempts,
+        })
+    }
+
+    /// Builds newest first.
+    pub async fn list_builds(&self, query: ListQuery) -> Result<(Vec<BuildView>, Option<i64>), AppError> {
+        let limit = query.limit as usize;
+        let builds = self.store.read(move |conn| queue::list(conn, &query)).await?;
+        let next = (builds.len() == limit).then(|| builds.last().map(|b| b.id)).flatten();
+        Ok((builds.into_iter().map(|b| self.view(b)).collect(), next))
+    }
+
+    /// Cancels a queued build, or stops a running one.
+    pub async fn cancel(&self, id: i64, reason: &str) -> Result<BuildView, AppError> {
+        let handle = self.running.lock().expect("running builds").get(&id).cloned();
+        if let Some((token, why)) = handle {
+            *why.lock().expect("cancel reason") = Some(reason.to_string());
+            token.cancel();
+            tracing::info!(build_id = id, reason, "Cancelling running build");
+            return Ok(self.build(id).await?.build);
+        }
+        let r = reason.to_string();
+        let cancelled = self.store.write(move |conn| queue::cancel_queued(conn, id, &r)).await?;
+        match cancelled {
+            Some(build) => {
+                tracing::info!(build_id = id, reason, "Cancelled queued build");
+                let view = self.view(build);
+                self.events.publish("build.finished", Some(id), &view);
+                Ok(view)
+            }
+            None => {
+                let build = self.build(id).await?.build;
+                if build.build.status == Status::Running {
+                    // Claimed a moment ago; its worker has not registered yet.
+                    Err(AppError::Conflict(format!("build {id} is starting; try again")))
+                } else {
+                    Err(AppError::Conflict(format!(
+                        "build {id} has already finished ({})",
+                        build.build.status.as_str()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Queues a new build of the same repo, branch and commit.
+    pub async fn rebuild(&self, id: i64) -> Result<(BuildView, bool), AppError> {
+        let old = self.build(id).await?.build.build;
+        self.enqueue(&old.repo, &old.branch, &old.commit, old.author, "rebuild", Some(id))
+            .await
+    }
+
+    /// A one-line summary for systemd's status.
+    pub async fn status_line(&self) -> Result<String, AppError> {
+        let (queued, running) = self.store.read(queue::counts).await?;
+        Ok(match (running, queued) {
+            (0, 0) => "idle".to_string(),
+            (r, q) => format!("{r} running, {q} queued"),
+        })
+    }
+}
+
+fn validate_description(description: &str) -> Result<(), AppError> {
+    if description.len() > 1000 || description.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(AppError::invalid(
+            "description",
+            "description must be at most 1000 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Startup: records repositories present on disk, creates the declared
+/// ones, syncs descriptions and (re)installs every hook. Nothing is deleted.
+pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
+    let files = app.repos.clone();
+    let on_disk = blocking(move || Ok(files.list_on_disk()?)).await?;
+    let known = app.list_repos().await?;
+    for name in &on_disk {
+        let path = app.repos.path_of(name)?;
+        let files = app.repos.clone();
+        let (n, p) = (name.clone(), path.clone());
+        blocking(move || Ok(files.install_hook(&p, &n)?)).await?;
+        if !known.iter().any(|r| &r.name == name) {
+            let description = std::fs::read_to_string(path.join("description"))
+                .ok()
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.starts_with("Unnamed repository"))
+                .unwrap_or_default();
+            app.insert_repo_row(name, &path, &description).await?;
+            tracing::info!(repo = %name, "Adopted a repository found on disk");
+        }
+    }
+    for (name, decl) in &app.config.repos {
+        if on_disk.contains(name) {
+            let path = app.repos.path_of(name)?;
+            let files = app.repos.clone();
+            let (p, d) = (path.clone(), decl.description.clone());
+            blocking(move || Ok(files.write_description(&p, &d)?)).await?;
+            app.insert_repo_row(name, &path, &decl.description).await?;
+        } else {
+            app.create_repo(name.clone(), decl.description.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Orphans of a dead instance: builds recorded as running. Their process
+/// groups are ended, their logs sealed, and they go back to the queue with
+/// the attempt counted (or fail as `infrastructure` once retries are spent).
+pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
+    let orphans = app.store.read(queue::running).await?;
+    let count = orphans.len();
+    for build in orphans {
+        let grace = std::time::Duration::from_secs(app.config.kill_grace_secs);
+        let logs = app.logs.clone();
+        let (pgid, pstart, id, attempt) = (build.pgid, build.pstart, build.id, build.attempt);
+        let stats = blocking(move || {
+            if let Some(pgid) = pgid {
+                crate::process::end_orphan_group(pgid as i32, pstart.map(|s| s as u64), grace);
+            }
+            Ok(logs.seal_orphan(
+                id,
+                attempt,
+                "\n[procurator-ci: the daemon stopped unexpectedly during this attempt]\n",
+            ))
+        })
+        .await?;
+        let outcome = queue::Outcome::Failed {
+            kind: queue::FailureKind::Infrastructure,
+            summary: "the daemon stopped unexpectedly while the build ran".into(),
+        };
+        let backoff = 0;
+        let after = app
+            .store
+            .write(move |conn| queue::finish(conn, id, attempt, &outcome, None, stats, backoff))
+            .await?;
+        tracing::warn!(
+            build_id = id,
+            attempt,
+            status = after.status.as_str(),
+            "Recovered a build orphaned by an earlier instance"
+        );
+        if after.status.is_final() {
+            let view = app.view(after);
+            app.events.publish("build.finished", Some(id), &view);
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,150 @@
+//! Who may change things: the API token for TCP clients, and the Unix socket
+//! whose file permissions (and the peer's uid) admit the git hook.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use subtle::ConstantTimeEq;
+
+/// The API token, compared in constant time.
+#[derive(Clone)]
+pub struct Token {
+    secret: String,
+    /// Where it was read from, for logs (never the token itself).
+    pub source: PathBuf,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+/// The token could not be read or created.
+#[derive(Debug, thiserror::Error)]
+#[error("api token {path}: {reason}")]
+pub struct TokenError {
+    path: PathBuf,
+    reason: String,
+}
+
+impl Token {
+    /// Reads `configured`, or when none is configured reads `generated`,
+    /// creating it (mode 0600, 256 random bits as hex) on first start.
+    /// Returns the token and whether it was just created.
+    pub fn load(configured: Option<&Path>, generated: &Path) -> Result<(Token, bool), TokenError> {
+        let error = |path: &Path, reason: String| TokenError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(path) = configured {
+            let secret = fs::read_to_string(path).map_err(|e| error(path, e.to_string()))?;
+            return Ok((Token::from_secret(secret.trim(), path)?, false));
+        }
+        match fs::read_to_string(generated) {
+            Ok(secret) => return Ok((Token::from_secret(secret.trim(), generated)?, false)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error(generated, e.to_string()));
+            }
+            Err(_) => {}
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| error(generated, e.to_string()))?;
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(generated)
+            .map_err(|e| error(generated, e.to_string()))?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .and_then(|()| file.write_all(format!("{secret}\n").as_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| error(generated, e.to_string()))?;
+        Ok((Token::from_secret(&secret, generated)?, true))
+    }
+
+    fn from_secret(secret: &str, path: &Path) -> Result<Token, TokenError> {
+        if secret.len() < 16 {
+            return Err(TokenError {
+                path: path.to_path_buf(),
+                reason: "the token must be at least 16 characters".into(),
+            });
+        }
+        Ok(Token {
+            secret: secret.to_string(),
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Whether an `Authorization` header value carries this token.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        bool::from(presented.trim().as_bytes().ct_eq(self.secret.as_bytes()))
+    }
+}
+
+/// The peer of a connection on the daemon's Unix socket.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalPeer {
+    /// The connecting process's uid, from `SO_PEERCRED`.
+    pub uid: Option<u32>,
+}
+
+impl LocalPeer {
+    /// The socket is mode 0660, so only our user and group can connect; the
+    /// peer's uid is checked as well so that a group member other than the
+    /// service user and root is refused too.
+    pub fn trusted(&self) -> bool {
+        let me = rustix::process::getuid().as_raw();
+        self.uid.is_some_and(|uid| uid == me || uid == 0)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>>
+    for LocalPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        LocalPeer {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_with_mode_0600_and_checked_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-token");
+        let (token, created) = Token::load(None, &path).unwrap();
+        assert!(created);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, created) = Token::load(None, &path).unwrap();
+        assert!(!created);
+        let secret = fs::read_to_string(&path).unwrap().trim().to_string();
+        assert_eq!(secret.len(), 64);
+        assert!(again.accepts(Some(&format!("Bearer {secret}"))));
+        assert!(token.accepts(Some(&format!("Bearer {secret}"))));
+        assert!(!token.accepts(Some(&format!("Bearer {secret}x"))));
+        assert!(!token.accepts(Some(&format!("Basic {secret}"))));
+        assert!(!token.accepts(Some("Bearer ")));
+        assert!(!token.accepts(None));
+    }
+
+    #[test]
+    fn configured_file_must_hold_a_real_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        fs::write(&short, "abc\n").unwrap();
+        assert!(Token::load(Some(&short), &dir.path().join("gen")).is_err());
+        assert!(!dir.path().join("gen").exists());
+    }
+}

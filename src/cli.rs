@@ -1,0 +1,116 @@
+//! The command line: `serve` (the default), `check-config`, and the hook
+//! that git runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, config_file_path};
+
+/// procurator-ci: a Nix-native continuous integration daemon.
+#[derive(Debug, Parser)]
+#[command(name = "procurator-ci", version, about)]
+struct Cli {
+    /// Configuration file (default: $PROCURATOR_CI_CONFIG, else
+    /// /etc/procurator-ci/config.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Load and validate the configuration, print it as TOML, and exit.
+    CheckConfig,
+    /// Entry points of the git hooks the daemon installs.
+    #[command(hide = true)]
+    Hook {
+        #[command(subcommand)]
+        hook: Hook,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Hook {
+    /// Queue builds for the branches git just updated.
+    PostReceive {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        repo: String,
+    },
+}
+
+fn load(config: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(config_file_path(config.as_deref()).as_deref()).map_err(|e| {
+        eprintln!("procurator-ci: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => match load(cli.config) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Hook {
+            hook: Hook::PostReceive { socket, repo },
+        } => {
+            crate::hook::main(&socket, &repo);
+            ExitCode::SUCCESS
+        }
+        Command::Serve => match load(cli.config) {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    crate::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        match crate::server::serve(config, None, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "procurator-ci could not start");
+                eprintln!("procurator-ci: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT starts the graceful shutdown.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "Received signal; shutting down");
+    shutdown.cancel();
+}

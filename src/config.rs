@@ -1,0 +1,680 @@
+//! Configuration: built-in defaults, a TOML file and the environment, merged
+//! by figment and validated before anything starts.
+//!
+//! Every error names the key, the bad value and where the value came from (a
+//! file path or an environment variable), because a typo in a generated file
+//! must fail loudly and point at its cause.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata};
+use serde::{Deserialize, Serialize};
+
+use crate::repos::validate_repo_name;
+
+/// Default location of the configuration file when neither `--config` nor
+/// `$PROCURATOR_CI_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/procurator-ci/config.toml";
+
+/// Prefix of the environment variables that override any key.
+pub const ENV_PREFIX: &str = "PROCURATOR_CI_";
+
+/// Environment names of the original design, kept as aliases.
+const LEGACY_ENV: [&str; 5] = [
+    "DATABASE_URL",
+    "BIND_ADDRESS",
+    "REPOS_BASE_PATH",
+    "MAX_RETRIES",
+    "WORKER_POLL_INTERVAL_MS",
+];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald under systemd, pretty on a terminal, plain otherwise.
+    Auto,
+    /// Native journal protocol with structured fields.
+    Journald,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Human-oriented, coloured output on stderr.
+    Pretty,
+}
+
+/// A repository declared in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RepoDecl {
+    /// Shown in the API and the web page, and written to git's `description`.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub database_url: PathBuf,
+    pub repos_base_path: PathBuf,
+    pub socket_path: PathBuf,
+    pub bind_address: SocketAddr,
+    pub public_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_push_base: Option<String>,
+    pub workers: u32,
+    pub max_retries: u32,
+    pub retry_backoff_secs: u64,
+    pub worker_poll_interval_ms: u64,
+    pub nix_bin: String,
+    pub nix_extra_args: Vec<String>,
+    pub build_timeout_secs: u64,
+    pub max_silent_secs: u64,
+    pub kill_grace_secs: u64,
+    pub shutdown_timeout_secs: u64,
+    pub log_max_bytes: u64,
+    pub log_retention_days: u32,
+    pub log_format: LogFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
+    pub public_read: bool,
+    #[serde(default)]
+    pub repos: BTreeMap<String, RepoDecl>,
+}
+
+/// What the providers yield before paths derived from `state_dir` are filled
+/// in; keys that default to something under the state directory are optional
+/// here so that an explicit value can be told apart from the default.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    repos_base_path: Option<PathBuf>,
+    socket_path: Option<PathBuf>,
+    bind_address: String,
+    public_url: Option<String>,
+    ssh_push_base: Option<String>,
+    workers: u32,
+    max_retries: u32,
+    retry_backoff_secs: u64,
+    worker_poll_interval_ms: u64,
+    nix_bin: String,
+    nix_extra_args: Vec<String>,
+    build_timeout_secs: u64,
+    max_silent_secs: u64,
+    kill_grace_secs: u64,
+    shutdown_timeout_secs: u64,
+    log_max_bytes: u64,
+    log_retention_days: u32,
+    log_format: LogFormat,
+    api_token_file: Option<PathBuf>,
+    public_read: bool,
+    #[serde(default)]
+    repos: BTreeMap<String, RepoDecl>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            state_dir: None,
+            database_url: None,
+            repos_base_path: None,
+            socket_path: None,
+            bind_address: "127.0.0.1:3000".into(),
+            public_url: None,
+            ssh_push_base: None,
+            workers: 1,
+            max_retries: 3,
+            retry_backoff_secs: 5,
+            worker_poll_interval_ms: 2000,
+            nix_bin: "nix".into(),
+            nix_extra_args: Vec::new(),
+            build_timeout_secs: 10_800,
+            max_silent_secs: 3600,
+            kill_grace_secs: 10,
+            shutdown_timeout_secs: 30,
+            log_max_bytes: 64 * 1024 * 1024,
+            log_retention_days: 90,
+            log_format: LogFormat::Auto,
+            api_token_file: None,
+            public_read: true,
+            repos: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The providers could not be merged or a value has the wrong type; the
+    /// message already names the key and the source.
+    #[error("configuration error: {0}")]
+    Load(String),
+    /// A value parsed but is not acceptable.
+    #[error("configuration error: invalid value {value} for key `{key}` (from {source_name}): {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        source_name: String,
+        reason: String,
+    },
+    /// An explicitly named configuration file does not exist or is unreadable.
+    #[error("configuration error: cannot read configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Where the configuration file comes from, in order of precedence.
+pub fn config_file_path(cli: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = cli {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("PROCURATOR_CI_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let default = Path::new(DEFAULT_CONFIG_FILE);
+    default.exists().then(|| default.to_path_buf())
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (which must exist when
+    /// given), then the legacy environment names, then `PROCURATOR_CI_*`.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(path) = file {
+            std::fs::metadata(path).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::raw().only(&LEGACY_ENV))
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__"));
+        Self::from_figment(&figment)
+    }
+
+    fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
+        let config = resolve(raw, figment)?;
+        validate(&config, figment)?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML, suitable for loading again.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration always serialises")
+    }
+
+    /// The directory for build logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// The private `HOME` and `XDG_CACHE_HOME` base given to nix and git.
+    pub fn home_dir(&self) -> PathBuf {
+        self.state_dir.join("home")
+    }
+
+    /// The token file the daemon generates when `api_token_file` is unset.
+    pub fn generated_token_file(&self) -> PathBuf {
+        self.state_dir.join("api-token")
+    }
+}
+
+/// Figment's errors, rephrased to name the key without figment's profile
+/// prefix and the exact file or environment variable it came from.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.iter().filter(|p| p.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
+            let source = match &e.metadata {
+                Some(metadata) => describe_metadata(metadata, &key),
+                None => "built-in defaults".into(),
+            };
+            if key.is_empty() {
+                format!("{} (from {source})", e.kind)
+            } else {
+                format!("{} for key `{key}` (from {source})", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(&path))
+        .unwrap_or(path)
+}
+
+/// Fills in the keys that default to paths under `state_dir` and makes every
+/// path absolute, so that flake references and hooks never depend on the
+/// working directory.
+fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
+    let bind_address: SocketAddr = raw.bind_address.parse().map_err(|_| ConfigError::Invalid {
+        key: "bind_address".into(),
+        value: format!("{:?}", raw.bind_address),
+        source_name: source_of(figment, "bind_address"),
+        reason: "must be an IP address and port, such as 127.0.0.1:3000 or [::1]:3000".into(),
+    })?;
+    let state_dir = absolute(raw.state_dir.unwrap_or_else(default_state_dir));
+    let database_url = match raw.database_url {
+        Some(url) => absolute(PathBuf::from(strip_sqlite_scheme(&url))),
+        None => state_dir.join("ci.db"),
+    };
+    let repos_base_path = absolute(
+        raw.repos_base_path
+            .unwrap_or_else(|| state_dir.join("repos")),
+    );
+    let socket_path = absolute(
+        raw.socket_path
+            .unwrap_or_else(|| state_dir.join("procurator-ci.sock")),
+    );
+    let public_url = raw
+        .public_url
+        .unwrap_or_else(|| format!("http://{bind_address}"))
+        .trim_end_matches('/')
+        .to_string();
+    Ok(Config {
+        state_dir,
+        database_url,
+        repos_base_path,
+        socket_path,
+        bind_address,
+        public_url,
+        ssh_push_base: raw.ssh_push_base,
+        workers: raw.workers,
+        max_retries: raw.max_retries,
+        retry_backoff_secs: raw.retry_backoff_secs,
+        worker_poll_interval_ms: raw.worker_poll_interval_ms,
+        nix_bin: raw.nix_bin,
+        nix_extra_args: raw.nix_extra_args,
+        build_timeout_secs: raw.build_timeout_secs,
+        max_silent_secs: raw.max_silent_secs,
+        kill_grace_secs: raw.kill_grace_secs,
+        shutdown_timeout_secs: raw.shutdown_timeout_secs,
+        log_max_bytes: raw.log_max_bytes,
+        log_retention_days: raw.log_retention_days,
+        log_format: raw.log_format,
+        api_token_file: raw.api_token_file.map(absolute),
+        public_read: raw.public_read,
+        repos: raw.repos,
+    })
+}
+
+fn default_state_dir() -> PathBuf {
+    // systemd may list several directories separated by ':'; the first is ours.
+    std::env::var("STATE_DIRECTORY")
+        .ok()
+        .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("./procurator-ci-data"))
+}
+
+fn strip_sqlite_scheme(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+/// Names the provider that supplied `key`: the file path, the exact
+/// environment variable, or the built-in defaults.
+fn source_of(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(metadata) => describe_metadata(metadata, key),
+        None => "built-in defaults".into(),
+    }
+}
+
+fn describe_metadata(metadata: &Metadata, key: &str) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => format!("file {}", absolute(path.clone()).display()),
+        _ if metadata.name.contains(ENV_PREFIX) => format!(
+            "environment variable {ENV_PREFIX}{}",
+            key.to_ascii_uppercase().replace('.', "__")
+        ),
+        _ if metadata.name.contains("environment") => {
+            format!("environment variable {}", key.to_ascii_uppercase())
+        }
+        _ => metadata.name.to_string(),
+    }
+}
+
+fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+    let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
+        key: key.to_string(),
+        value,
+        source_name: source_of(figment, key),
+        reason: reason.to_string(),
+    };
+    if !(1..=64).contains(&config.workers) {
+        return Err(invalid(
+            "workers",
+            config.workers.to_string(),
+            "must be between 1 and 64",
+        ));
+    }
+    if config.max_retries > 100 {
+        return Err(invalid(
+            "max_retries",
+            config.max_retries.to_string(),
+            "must be at most 100",
+        ));
+    }
+    if config.retry_backoff_secs > 86_400 {
+        return Err(invalid(
+            "retry_backoff_secs",
+            config.retry_backoff_secs.to_string(),
+            "must be at most 86400 (one day)",
+        ));
+    }
+    if !(10..=3_600_000).contains(&config.worker_poll_interval_ms) {
+        return Err(invalid(
+            "worker_poll_interval_ms",
+            config.worker_poll_interval_ms.to_string(),
+            "must be between 10 and 3600000",
+        ));
+    }
+    if config.nix_bin.trim().is_empty() || config.nix_bin.contains('\0') {
+        return Err(invalid(
+            "nix_bin",
+            format!("{:?}", config.nix_bin),
+            "must name a program",
+        ));
+    }
+    if let Some(arg) = config.nix_extra_args.iter().find(|a| a.contains('\0')) {
+        return Err(invalid(
+            "nix_extra_args",
+            format!("{arg:?}"),
+            "arguments cannot contain NUL bytes",
+        ));
+    }
+    for (key, value) in [
+        ("build_timeout_secs", config.build_timeout_secs),
+        ("max_silent_secs", config.max_silent_secs),
+    ] {
+        if value == 0 || value > 7 * 86_400 {
+            return Err(invalid(
+                key,
+                value.to_string(),
+                "must be between 1 and 604800 (one week)",
+            ));
+        }
+    }
+    for (key, value) in [
+        ("kill_grace_secs", config.kill_grace_secs),
+        ("shutdown_timeout_secs", config.shutdown_timeout_secs),
+    ] {
+        if value > 3600 {
+            return Err(invalid(key, value.to_string(), "must be at most 3600"));
+        }
+    }
+    if config.log_max_bytes < 1024 {
+        return Err(invalid(
+            "log_max_bytes",
+            config.log_max_bytes.to_string(),
+            "must be at least 1024",
+        ));
+    }
+    if !(config.public_url.starts_with("http://") || config.public_url.starts_with("https://")) {
+        return Err(invalid(
+            "public_url",
+            format!("{:?}", config.public_url),
+            "must start with http:// or https://",
+        ));
+    }
+    if let Some(base) = &config.ssh_push_base
+        && (base.is_empty() || base.chars().any(char::is_control))
+    {
+        return Err(invalid(
+            "ssh_push_base",
+            format!("{base:?}"),
+            "must be a non-empty string without control characters",
+        ));
+    }
+    if let Some(path) = &config.api_token_file {
+        match std::fs::read_to_string(path) {
+            Ok(token) if token.trim().len() >= 16 => {}
+            Ok(_) => {
+                return Err(invalid(
+                    "api_token_file",
+                    path.display().to_string(),
+                    "the token in it must be at least 16 characters",
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    "api_token_file",
+                    path.display().to_string(),
+                    &format!("cannot read it: {e}"),
+                ));
+            }
+        }
+    }
+    for name in config.repos.keys() {
+        if let Err(reason) = validate_repo_name(name) {
+            return Err(invalid(&format!("repos.{name}"), format!("{name:?}"), &reason));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+        let path = file.map(|f| jail.directory().join(f));
+        Config::load(path.as_deref())
+    }
+
+    #[test]
+    fn defaults_derive_paths_from_state_dir() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let config = load_in(jail, None).unwrap();
+            assert!(config.state_dir.ends_with("procurator-ci-data"));
+            assert!(config.state_dir.is_absolute());
+            assert_eq!(config.database_url, config.state_dir.join("ci.db"));
+            assert_eq!(config.repos_base_path, config.state_dir.join("repos"));
+            assert_eq!(config.bind_address.to_string(), "127.0.0.1:3000");
+            assert_eq!(config.public_url, "http://127.0.0.1:3000");
+            assert_eq!(config.workers, 1);
+            assert_eq!(config.log_max_bytes, 64 * 1024 * 1024);
+            assert!(config.public_read);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn state_directory_from_systemd() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("STATE_DIRECTORY", "/var/lib/procurator-ci:/var/lib/other");
+            let config = load_in(jail, None).unwrap();
+            assert_eq!(config.state_dir, PathBuf::from("/var/lib/procurator-ci"));
+            assert_eq!(
+                config.database_url,
+                PathBuf::from("/var/lib/procurator-ci/ci.db")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn precedence_default_file_legacy_prefixed() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "c.toml",
+                "max_retries = 5\nworkers = 2\nbind_address = \"127.0.0.1:4000\"\n",
+            )?;
+            let config = load_in(jail, Some("c.toml")).unwrap();
+            assert_eq!(config.max_retries, 5);
+            assert_eq!(config.bind_address.port(), 4000);
+
+            jail.set_env("MAX_RETRIES", "7");
+            jail.set_env("BIND_ADDRESS", "127.0.0.1:5000");
+            let config = load_in(jail, Some("c.toml")).unwrap();
+            assert_eq!(config.max_retries, 7);
+            assert_eq!(config.bind_address.port(), 5000);
+            assert_eq!(config.workers, 2);
+
+            jail.set_env("PROCURATOR_CI_MAX_RETRIES", "9");
+            jail.set_env("PROCURATOR_CI_BIND_ADDRESS", "127.0.0.1:6000");
+            let config = load_in(jail, Some("c.toml")).unwrap();
+            assert_eq!(config.max_retries, 9);
+            assert_eq!(config.bind_address.port(), 6000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nested_keys_from_env_and_legacy_database_url() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("PROCURATOR_CI_REPOS__DEMO__DESCRIPTION", "from env");
+            jail.set_env("DATABASE_URL", "sqlite:///tmp/x/ci.db");
+            let config = load_in(jail, None).unwrap();
+            assert_eq!(config.repos["demo"].description, "from env");
+            assert_eq!(config.database_url, PathBuf::from("/tmp/x/ci.db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn config_file_from_env_variable() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("e.toml", "workers = 3\n")?;
+            jail.set_env("PROCURATOR_CI_CONFIG", jail.directory().join("e.toml").display());
+            let path = config_file_path(None).unwrap();
+            assert_eq!(Config::load(Some(&path)).unwrap().workers, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("c.toml", "wrokers = 2\n")?;
+            let err = load_in(jail, Some("c.toml")).unwrap_err().to_string();
+            assert!(err.contains("wrokers"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+
+            jail.create_file("r.toml", "[repos.demo]\ndescripton = \"x\"\n")?;
+            let err = load_in(jail, Some("r.toml")).unwrap_err().to_string();
+            assert!(err.contains("descripton"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("PROCURATOR_CI_WROKERS", "2");
+            let err = load_in(jail, None).unwrap_err().to_string();
+            assert!(err.contains("wrokers"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_key_value_and_source() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("a.toml", "bind_address = \"nonsense\"\n")?;
+            let err = load_in(jail, Some("a.toml")).unwrap_err().to_string();
+            assert!(err.contains("bind_address"), "{err}");
+            assert!(err.contains("nonsense"), "{err}");
+            assert!(err.contains("a.toml"), "{err}");
+
+            jail.create_file("w.toml", "workers = 0\n")?;
+            let err = load_in(jail, Some("w.toml")).unwrap_err().to_string();
+            assert!(err.contains("`workers`"), "{err}");
+            assert!(err.contains("invalid value 0"), "{err}");
+            assert!(err.contains("w.toml"), "{err}");
+
+            jail.set_env("PROCURATOR_CI_WORKERS", "0");
+            let err = load_in(jail, None).unwrap_err().to_string();
+            assert!(err.contains("PROCURATOR_CI_WORKERS"), "{err}");
+
+            jail.set_env("PROCURATOR_CI_WORKERS", "many");
+            let err = load_in(jail, None).unwrap_err().to_string();
+            assert!(err.contains("workers"), "{err}");
+            assert!(err.contains("many"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unreadable_token_file_is_rejected() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("t.toml", "api_token_file = \"/nonexistent/token\"\n")?;
+            let err = load_in(jail, Some("t.toml")).unwrap_err().to_string();
+            assert!(err.contains("api_token_file"), "{err}");
+            assert!(err.contains("/nonexistent/token"), "{err}");
+            assert!(err.contains("t.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_repo_name_and_log_format_are_rejected() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("r.toml", "[repos.\"x.git\"]\n")?;
+            let err = load_in(jail, Some("r.toml")).unwrap_err().to_string();
+            assert!(err.contains("repos.x.git"), "{err}");
+
+            jail.create_file("l.toml", "log_format = \"xml\"\n")?;
+            let err = load_in(jail, Some("l.toml")).unwrap_err().to_string();
+            assert!(err.contains("log_format") && err.contains("xml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let err = load_in(jail, Some("absent.toml")).unwrap_err().to_string();
+            assert!(err.contains("absent.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn effective_toml_round_trips() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "c.toml",
+                "workers = 4\nnix_extra_args = [\"--option\", \"cores\", \"1\"]\n\
+                 ssh_push_base = \"ci@example.org:\"\n[repos.demo]\ndescription = \"Demo\"\n",
+            )?;
+            let first = load_in(jail, Some("c.toml")).unwrap();
+            jail.create_file("out.toml", &first.to_toml())?;
+            let second = load_in(jail, Some("out.toml")).unwrap();
+            assert_eq!(first, second);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,24 @@
+//! procurator-ci: a Nix-native continuous integration daemon.
+//!
+//! `git push` to a managed bare repository, the post-receive hook asks the
+//! daemon for a build, a worker runs `nix flake check` on the pushed commit
+//! and the result, its log and live events are served over HTTP.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod hook;
+pub mod logs;
+pub mod nix;
+pub mod process;
+pub mod queue;
+pub mod repos;
+pub mod server;
+pub mod store;
+pub mod systemd;
+pub mod telemetry;
+pub mod web;
+pub mod worker;

@@ -1,0 +1,310 @@
+//! What procurator-ci knows about Nix: flake references, the command line of
+//! a check, reading failures out of its log, and summarising `nix flake show`.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+/// Percent-encodes everything but RFC 3986 unreserved characters and, when
+/// `keep_slash`, '/'.
+fn percent_encode(value: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        let keep = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && byte == b'/');
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The flake reference of `commit` on `branch` in the bare repository at
+/// `repo` (an absolute path): `git+file:///abs/repo.git?ref=refs/heads/<branch>&rev=<sha>`.
+pub fn flake_ref(repo: &Path, branch: &str, commit: &str) -> String {
+    format!(
+        "git+file://{}?ref={}&rev={}",
+        percent_encode(&repo.to_string_lossy(), true),
+        percent_encode(&format!("refs/heads/{branch}"), true),
+        percent_encode(commit, false)
+    )
+}
+
+/// The arguments of `nix flake check` for `flake`.
+pub fn check_args(extra: &[String], flake: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "flake",
+        "check",
+        "--print-build-logs",
+        "--keep-going",
+        "--extra-experimental-features",
+        "nix-command flakes",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    args.push(flake.to_string());
+    args
+}
+
+/// The arguments of `nix flake show --json` for `flake`.
+pub fn show_args(extra: &[String], flake: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "flake",
+        "show",
+        "--json",
+        "--extra-experimental-features",
+        "nix-command flakes",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    args.push(flake.to_string());
+    args
+}
+
+/// What a build's log says about why it failed, gathered line by line as the
+/// output streams past.
+#[derive(Debug, Default, Clone)]
+pub struct LogScan {
+    /// Derivations whose builder failed, in order, without duplicates.
+    pub failed_drvs: Vec<String>,
+    /// The first line starting with `error:`.
+    pub first_error: Option<String>,
+    /// Nix could not reach the Nix daemon or its store: not the check's fault.
+    pub infrastructure: Option<String>,
+}
+
+impl LogScan {
+    /// Looks at one line of output.
+    pub fn line(&mut self, line: &str) {
+        let line = strip_ansi(line);
+        let line = line.trim_end();
+        let Some(message) = line.trim_start().strip_prefix("error:") else {
+            return;
+        };
+        let message = message.trim();
+        if self.first_error.is_none() {
+            self.first_error = Some(message.chars().take(300).collect());
+        }
+        if let Some(drv) = failed_drv(message)
+            && !self.failed_drvs.contains(&drv)
+        {
+            self.failed_drvs.push(drv);
+        }
+        if self.infrastructure.is_none() && is_infrastructure(message) {
+            self.infrastructure = Some(message.chars().take(300).collect());
+        }
+    }
+
+    /// A one-line summary of a failed check.
+    pub fn summary(&self) -> String {
+        if !self.failed_drvs.is_empty() {
+            let names: Vec<String> = self.failed_drvs.iter().map(|d| drv_name(d)).collect();
+            return format!("failed: {}", names.join(", "));
+        }
+        match &self.first_error {
+            Some(error) => error.clone(),
+            None => "nix flake check failed without an error message".into(),
+        }
+    }
+}
+
+/// `builder for '/nix/store/…-x.drv' failed …` (or with "derivation") → the
+/// store path of the derivation.
+fn failed_drv(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("builder for '")
+        .or_else(|| message.strip_prefix("builder for \""))?;
+    let end = rest.find(['\'', '"'])?;
+    let drv = &rest[..end];
+    (drv.ends_with(".drv") && rest[end..].contains("failed")).then(|| drv.to_string())
+}
+
+/// `/nix/store/<hash>-name.drv` → `name`.
+fn drv_name(drv: &str) -> String {
+    let base = drv.rsplit('/').next().unwrap_or(drv);
+    let base = base.strip_suffix(".drv").unwrap_or(base);
+    match base.split_once('-') {
+        Some((hash, name)) if hash.len() == 32 => name.to_string(),
+        _ => base.to_string(),
+    }
+}
+
+fn is_infrastructure(message: &str) -> bool {
+    const SIGNS: [&str; 5] = [
+        "cannot connect to socket at",
+        "cannot connect to daemon",
+        "No space left on device",
+        "unable to start the daemon",
+        "Nix daemon disconnected",
+    ];
+    SIGNS.iter().any(|sign| message.contains(sign))
+}
+
+/// Removes ANSI escape sequences (nix colours its errors).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Output categories reported from `nix flake show`.
+const CATEGORIES: [&str; 6] = [
+    "checks",
+    "packages",
+    "apps",
+    "devShells",
+    "nixosModules",
+    "nixosConfigurations",
+];
+
+/// Summarises `nix flake show --json` as
+/// `{"checks": {"x86_64-linux": ["ok", …]}, "nixosModules": ["default"], …}`.
+///
+/// Per-system categories are maps of system to names; the others are lists
+/// of names. Older Nix prints leaves as `{"type": …}` objects, newer ones may
+/// wrap them in `{"children": …}` or print `{}` for unknown leaves; all are
+/// accepted, and an unexpected shape yields what could be read.
+pub fn summarize_show(show: &Value) -> Value {
+    let mut summary = Map::new();
+    let Some(top) = show.as_object() else {
+        return Value::Object(summary);
+    };
+    for category in CATEGORIES {
+        let Some(value) = top.get(category).map(unwrap_children) else {
+            continue;
+        };
+        let Some(entries) = value.as_object() else {
+            continue;
+        };
+        let per_system = matches!(category, "checks" | "packages" | "apps" | "devShells");
+        if per_system {
+            let mut systems = Map::new();
+            for (system, outputs) in entries {
+                let names: Vec<Value> = unwrap_children(outputs)
+                    .as_object()
+                    .map(|o| o.keys().cloned().map(Value::String).collect())
+                    .unwrap_or_default();
+                systems.insert(system.clone(), Value::Array(names));
+            }
+            summary.insert(category.into(), Value::Object(systems));
+        } else {
+            let names: Vec<Value> = entries.keys().cloned().map(Value::String).collect();
+            summary.insert(category.into(), Value::Array(names));
+        }
+    }
+    Value::Object(summary)
+}
+
+fn unwrap_children(value: &Value) -> &Value {
+    match value.get("children") {
+        Some(children) if children.is_object() => children,
+        _ => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flake_ref_is_encoded() {
+        let r = flake_ref(
+            Path::new("/var/lib/ci/repos/my repo.git"),
+            "feature/a+b",
+            &"a".repeat(40),
+        );
+        assert_eq!(
+            r,
+            format!(
+                "git+file:///var/lib/ci/repos/my%20repo.git?ref=refs/heads/feature/a%2Bb&rev={}",
+                "a".repeat(40)
+            )
+        );
+    }
+
+    #[test]
+    fn check_arguments() {
+        let args = check_args(&["--option".into(), "cores".into(), "1".into()], "F");
+        assert_eq!(
+            args,
+            [
+                "flake",
+                "check",
+                "--print-build-logs",
+                "--keep-going",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "--option",
+                "cores",
+                "1",
+                "F"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_derivations_are_named() {
+        let mut scan = LogScan::default();
+        scan.line("some output");
+        scan.line("\u{1b}[31;1merror:\u{1b}[0m builder for '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-fail.drv' failed with exit code 1;");
+        scan.line("error: builder for '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-fail.drv' failed with exit code 1");
+        scan.line("error: builder for '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-other.drv' failed with exit code 2");
+        scan.line("error: build of '/nix/store/x.drv' failed");
+        assert_eq!(scan.summary(), "failed: fail, other");
+        assert!(scan.infrastructure.is_none());
+    }
+
+    #[test]
+    fn evaluation_error_summary_is_first_error_line() {
+        let mut scan = LogScan::default();
+        scan.line("error: undefined variable 'nope'");
+        scan.line("error: another");
+        assert_eq!(scan.summary(), "undefined variable 'nope'");
+    }
+
+    #[test]
+    fn daemon_unreachable_is_infrastructure() {
+        let mut scan = LogScan::default();
+        scan.line("error: cannot connect to socket at '/nix/var/nix/daemon-socket/socket': Connection refused");
+        assert!(scan.infrastructure.is_some());
+    }
+
+    #[test]
+    fn show_summary_tolerates_shapes() {
+        let old = json!({
+            "checks": {"x86_64-linux": {"ok": {"type": "derivation", "name": "ok"}, "fail": {}}},
+            "packages": {"x86_64-linux": {"default": {"type": "derivation"}}},
+            "nixosModules": {"default": {"type": "nixos-module"}},
+            "formatter": {"x86_64-linux": {"type": "derivation"}}
+        });
+        let summary = summarize_show(&old);
+        assert_eq!(summary["checks"]["x86_64-linux"], json!(["fail", "ok"]));
+        assert_eq!(summary["packages"]["x86_64-linux"], json!(["default"]));
+        assert_eq!(summary["nixosModules"], json!(["default"]));
+        assert!(summary.get("formatter").is_none());
+
+        let newer = json!({"checks": {"children": {"aarch64-linux": {"children": {"t": {"leaf": true}}}}}});
+        assert_eq!(summarize_show(&newer)["checks"]["aarch64-linux"], json!(["t"]));
+        assert_eq!(summarize_show(&json!("nonsense")), json!({}));
+    }
+}

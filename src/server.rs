@@ -1,0 +1,196 @@
+//! Startup and shutdown of the daemon: everything `serve` does, in order,
+//! with readiness reported only once all of it stands.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, App, AppError};
+use crate::auth::{LocalPeer, Token};
+use crate::config::Config;
+use crate::events::Events;
+use crate::logs::LogStore;
+use crate::process::Tools;
+use crate::repos::{HookTarget, RepoFiles};
+use crate::store::Store;
+
+/// How often old logs are pruned.
+const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A directory, the database, the token or a listener could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> ServeError + '_ {
+    move |e| ServeError::Setup(format!("{context}: {e}"))
+}
+
+impl From<AppError> for ServeError {
+    fn from(error: AppError) -> Self {
+        ServeError::Setup(error.to_string())
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then stops gracefully.
+/// `tcp` is an already-bound listener (tests bind port 0); otherwise
+/// `bind_address` is bound.
+pub async fn serve(config: Config, tcp: Option<TcpListener>, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    tracing::info!(
+        database = %config.database_url.display(),
+        bind_address = %config.bind_address,
+        repos_path = %config.repos_base_path.display(),
+        state_dir = %config.state_dir.display(),
+        workers = config.workers,
+        "Starting Procurator CI Service"
+    );
+    let app = build_app(config.clone(), shutdown.clone()).await?;
+    app::prepare_repos(&app).await?;
+    let recovered = app::recover_orphans(&app).await?;
+    if recovered > 0 {
+        tracing::warn!(count = recovered, "Recovered builds orphaned by an earlier instance");
+    }
+    let caught_up = app.scan(None).await?;
+    if !caught_up.is_empty() {
+        tracing::info!(count = caught_up.len(), "Queued builds for pushes made while the daemon was away");
+    }
+
+    let tcp = match tcp {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.bind_address)
+            .await
+            .map_err(setup(&format!("cannot listen on {}", config.bind_address)))?,
+    };
+    let unix = bind_unix(&config.socket_path)?;
+    let router = crate::api::router(app.clone());
+    let http = tokio::spawn(
+        axum::serve(tcp, router.clone().into_make_service())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let local = tokio::spawn(
+        axum::serve(unix, router.into_make_service_with_connect_info::<LocalPeer>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let workers = crate::worker::spawn(&app);
+    tracing::info!(target: "procurator::main", workers = workers.len(), "Build worker spawned");
+    spawn_retention(app.clone(), shutdown.clone());
+    crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
+    crate::systemd::spawn_status(app.clone(), shutdown.clone());
+    let status = app.status_line().await.unwrap_or_else(|_| "ready".into());
+    tracing::info!(
+        target: "procurator::main",
+        bind_address = %config.bind_address,
+        socket = %config.socket_path.display(),
+        "Starting HTTP server"
+    );
+    crate::systemd::ready(&status);
+
+    shutdown.cancelled().await;
+    crate::systemd::stopping();
+    tracing::info!("Shutting down: stopping builds and handing them back to the queue");
+    let bound = Duration::from_secs(config.shutdown_timeout_secs);
+    let drained = tokio::time::timeout(bound, async {
+        for worker in workers {
+            let _ = worker.await;
+        }
+        let _ = http.await;
+        let _ = local.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(timeout_secs = config.shutdown_timeout_secs, "shutdown timed out; exiting anyway");
+    }
+    app.store.close();
+    let _ = std::fs::remove_file(&config.socket_path);
+    tracing::info!("Stopped");
+    Ok(())
+}
+
+async fn build_app(config: Arc<Config>, shutdown: CancellationToken) -> Result<Arc<App>, ServeError> {
+    for dir in [&config.state_dir, &config.logs_dir(), &config.home_dir().join(".cache")] {
+        std::fs::create_dir_all(dir).map_err(setup(&format!("cannot create {}", dir.display())))?;
+    }
+    let db = config.database_url.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db))
+        .await
+        .map_err(setup("database"))?
+        .map_err(setup("database"))?;
+    let (token, created) = Token::load(config.api_token_file.as_deref(), &config.generated_token_file())
+        .map_err(setup("api token"))?;
+    if created {
+        tracing::info!(path = %token.source.display(), "Generated an API token (send it as `Authorization: Bearer <token>`)");
+    } else {
+        tracing::info!(path = %token.source.display(), "Using the API token");
+    }
+    let executable = std::env::current_exe().map_err(setup("cannot find our own executable"))?;
+    let repos = RepoFiles::new(
+        config.repos_base_path.clone(),
+        Tools::new(config.home_dir()),
+        HookTarget {
+            executable,
+            socket: config.socket_path.clone(),
+        },
+    )
+    .map_err(setup("repositories"))?;
+    Ok(Arc::new(App {
+        logs: Arc::new(LogStore::new(config.logs_dir(), config.log_max_bytes)),
+        config,
+        store,
+        repos,
+        events: Events::new(),
+        token,
+        wake: Notify::new(),
+        running: Mutex::new(Default::default()),
+        shutdown,
+    }))
+}
+
+/// Binds the hook's socket, replacing a stale one, readable and writable by
+/// our user and group only.
+fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServeError::Setup(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(setup(&format!("cannot remove stale {}", path.display())))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(setup(&format!("cannot create {}", dir.display())))?;
+    }
+    let listener = UnixListener::bind(path).map_err(setup(&format!("cannot listen on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(setup(&format!("cannot set permissions of {}", path.display())))?;
+    Ok(listener)
+}
+
+fn spawn_retention(app: Arc<App>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(RETENTION_PERIOD);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let days = app.config.log_retention_days;
+            match crate::logs::prune(&app.store, &app.logs, days, crate::queue::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, days, "Deleted expired build logs"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune old logs"),
+            }
+        }
+    });
+}

@@ -1,0 +1,374 @@
+//! SQLite storage: connections, migrations and the threads that run every
+//! statement away from the async executor.
+//!
+//! All writes go through one dedicated writer thread. It takes every job that
+//! is waiting, runs each in its own savepoint inside a single
+//! `BEGIN IMMEDIATE` transaction and commits once with `synchronous=FULL`:
+//! one fsync acknowledges a whole batch, so durable enqueues scale with
+//! concurrency instead of being bounded by the disk's fsync rate. Reads run
+//! on the blocking pool with their own connections (WAL lets them proceed
+//! while the writer commits).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+/// How long a statement waits for a lock held by another process.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database stayed locked longer than the busy timeout.
+    #[error("the database is busy (locked by another process)")]
+    Busy,
+    /// The disk is full.
+    #[error("the disk holding the database is full")]
+    Full,
+    /// Any other SQLite failure.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database file or its directory could not be prepared.
+    #[error("cannot open database {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    /// The writer thread is gone (the daemon is shutting down).
+    #[error("the database writer has stopped")]
+    Closed,
+    /// The batch this write belonged to failed to commit.
+    #[error("database commit failed: {0}")]
+    Commit(String),
+}
+
+impl StoreError {
+    fn classify(error: rusqlite::Error) -> StoreError {
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+            Some(ErrorCode::DiskFull) => StoreError::Full,
+            _ => StoreError::Sqlite(error),
+        }
+    }
+
+    /// The same failure, for every job of a batch that failed to commit.
+    fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Busy => StoreError::Busy,
+            StoreError::Full => StoreError::Full,
+            StoreError::Closed => StoreError::Closed,
+            other => StoreError::Commit(other.to_string()),
+        }
+    }
+}
+
+/// Converts rusqlite errors and classifies busy and full databases, for use
+/// with `?` inside jobs.
+pub trait SqlResultExt<T> {
+    /// See the trait documentation.
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T> SqlResultExt<T> for Result<T, rusqlite::Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(StoreError::classify)
+    }
+}
+
+/// Given the batch's commit outcome, delivers a job's reply.
+type Finisher = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// Runs against the batch's connection (`None` when the batch could not even
+/// start) and returns what to do once the batch commits or fails.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Finisher + Send>;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Embedded migrations; the database's `user_version` is the number applied.
+/// Never edit an applied one: add a new entry.
+const MIGRATIONS: &[&str] = &[
+    // 1: the original design's schema, with integer millisecond timestamps.
+    "CREATE TABLE repos (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE builds (
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER,
+        repo_name TEXT NOT NULL,
+        repo_path TEXT NOT NULL,
+        commit_hash TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued','running','success','failed','cancelled')),
+        retry_count INTEGER NOT NULL DEFAULT 0,
+        max_retries INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER
+    );
+    CREATE TABLE build_logs (
+        id INTEGER PRIMARY KEY,
+        build_id INTEGER NOT NULL REFERENCES builds(id),
+        log_data TEXT
+    );
+    CREATE INDEX builds_by_repo ON builds (repo_name, id);
+    CREATE INDEX builds_by_repo_branch ON builds (repo_name, branch, id);
+    CREATE INDEX builds_by_status ON builds (status, id);",
+    // 2: push trigger: who pushed, why the build exists, at most one live
+    // build per (repo, branch, commit), and the branch heads already built.
+    "ALTER TABLE builds ADD COLUMN author TEXT;
+    ALTER TABLE builds ADD COLUMN trigger TEXT NOT NULL DEFAULT 'api';
+    CREATE UNIQUE INDEX builds_live_unique ON builds (repo_name, branch, commit_hash)
+        WHERE status IN ('queued', 'running');
+    CREATE INDEX builds_by_commit ON builds (repo_name, commit_hash);
+    CREATE INDEX builds_by_branch ON builds (branch, id);",
+    // 3: the worker: attempts, bounds, process groups, logs on disk.
+    "ALTER TABLE builds ADD COLUMN failure_kind TEXT;
+    ALTER TABLE builds ADD COLUMN failure_summary TEXT;
+    ALTER TABLE builds ADD COLUMN exit_code INTEGER;
+    ALTER TABLE builds ADD COLUMN not_before INTEGER;
+    ALTER TABLE builds ADD COLUMN pgid INTEGER;
+    ALTER TABLE builds ADD COLUMN pstart INTEGER;
+    ALTER TABLE builds ADD COLUMN outputs TEXT;
+    ALTER TABLE builds ADD COLUMN cancel_reason TEXT;
+    ALTER TABLE builds ADD COLUMN rebuild_of INTEGER;
+    ALTER TABLE builds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE build_attempts (
+        build_id INTEGER NOT NULL REFERENCES builds(id),
+        attempt INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        exit_code INTEGER,
+        outcome TEXT,
+        log_bytes INTEGER NOT NULL DEFAULT 0,
+        log_truncated INTEGER NOT NULL DEFAULT 0,
+        log_compressed INTEGER NOT NULL DEFAULT 0,
+        log_deleted_at INTEGER,
+        PRIMARY KEY (build_id, attempt)
+    );
+    CREATE INDEX attempts_by_finish ON build_attempts (finished_at);
+    DROP TABLE build_logs;",
+];
+
+/// The schema version this binary migrates to.
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).db()?;
+    conn.pragma_update(None, "foreign_keys", "ON").db()?;
+    conn.pragma_update(None, "synchronous", "FULL").db()?;
+    Ok(())
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// Applies every migration newer than the database's `user_version`, each in
+/// its own immediate transaction. Returns how many were applied.
+pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
+    let mut applied = 0;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .db()?;
+        let Some(sql) = MIGRATIONS.get(version as usize) else {
+            return Ok(applied);
+        };
+        tx.execute_batch(sql).db()?;
+        tx.pragma_update(None, "user_version", version + 1).db()?;
+        tx.commit().db()?;
+        applied += 1;
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, switches it to WAL, runs the
+    /// migrations and starts the writer thread. Blocking: call it from a
+    /// blocking context.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut writer = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .db()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                reason: format!("cannot enable WAL (journal_mode is {mode})"),
+            });
+        }
+        migrate(&mut writer)?;
+        let (sender, receiver) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, receiver))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(sender)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `job` on the writer thread inside a savepoint of the current
+    /// batch; it is durable (fsynced) when this returns `Ok`. A job returning
+    /// `Err` has its changes rolled back and does not affect the others.
+    pub async fn write<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let sender = self
+            .inner
+            .writer
+            .lock()
+            .expect("writer lock")
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let boxed: Job = Box::new(move |conn: Option<&Connection>| {
+            let result = conn.map(|conn| in_savepoint(conn, job));
+            Box::new(move |commit: Result<(), &StoreError>| {
+                let reply_value = match (commit, result) {
+                    (Ok(()), Some(result)) => result,
+                    (Err(e), _) => Err(e.duplicate()),
+                    (Ok(()), None) => Err(StoreError::Closed),
+                };
+                // A cancelled request may have dropped the receiver; the
+                // write's fate is already decided either way.
+                let _ = reply.send(reply_value);
+            })
+        });
+        sender.send(boxed).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a read-only `job` on the blocking pool with a reader connection.
+    pub async fn read<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().expect("reader pool").pop() {
+                Some(conn) => conn,
+                None => open_connection(
+                    &inner.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?,
+            };
+            let result = job(&conn);
+            inner.readers.lock().expect("reader pool").push(conn);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops accepting writes; queued writes still complete.
+    pub fn close(&self) {
+        self.inner.writer.lock().expect("writer lock").take();
+    }
+}
+
+/// A job's changes live in a savepoint so that a failing job rolls back only
+/// itself and leaves the rest of the batch intact.
+fn in_savepoint<T>(
+    conn: &Connection,
+    job: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job").db()?;
+    match job(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job").db()?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job").db()?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+/// Replies are held until the batch is durable, so no caller is told "done"
+/// about a write that a failed commit then discarded.
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = StoreError::classify(e);
+        tracing::warn!(error = %error, "cannot start a write transaction");
+        for job in batch {
+            job(None)(Err(&error));
+        }
+        return;
+    }
+    let finishers: Vec<Finisher> = batch.into_iter().map(|job| job(Some(conn))).collect();
+    let outcome = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::classify(e)
+    });
+    if let Err(error) = &outcome {
+        tracing::warn!(error = %error, "write transaction failed to commit");
+    }
+    for finish in finishers {
+        finish(outcome.as_ref().map(|_| ()));
+    }
+}

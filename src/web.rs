@@ -1,0 +1,90 @@
+//! The web page: files from `static/`, embedded at compile time and served
+//! with ETags and a strict Content-Security-Policy; and the status badge.
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::queue::Status;
+
+/// Scripts and styles only from this origin, no inline code, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../static/index.html"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/app.js"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../static/style.css"),
+    },
+];
+
+/// A strong ETag from the content (FNV-1a; collisions only cost a reload).
+fn etag(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    });
+    format!("\"{hash:016x}\"")
+}
+
+fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
+    let tag = etag(asset.body);
+    let mut response = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag))
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex etag"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// Routes for the embedded files.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    ASSETS.iter().fold(Router::new(), |router, asset| {
+        router.route(asset.path, get(move |headers: HeaderMap| async move { serve(asset, &headers) }))
+    })
+}
+
+/// A shields-style SVG badge for the latest build status of a branch.
+pub fn badge_svg(status: Option<Status>) -> String {
+    let (label, colour) = match status {
+        Some(Status::Success) => ("passing", "#2e7d32"),
+        Some(Status::Failed) => ("failing", "#c62828"),
+        Some(Status::Queued | Status::Running) => ("running", "#b26a00"),
+        Some(Status::Cancelled) | None => ("unknown", "#616161"),
+    };
+    let left = 30 + 6 * 6;
+    let right = 12 + 7 * label.len();
+    let width = left + right;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="build: {label}"><title>build: {label}</title><rect width="{left}" height="20" fill="#555"/><rect x="{left}" width="{right}" height="20" fill="{colour}"/><g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" text-anchor="middle"><text x="{lx}" y="14">build</text><text x="{rx}" y="14">{label}</text></g></svg>"##,
+        lx = left / 2,
+        rx = left + right / 2,
+    )
+}

@@ -1,0 +1,464 @@
+//! The worker pool: claims queued builds, runs `nix flake check` in its own
+//! process group, streams its output into the log, enforces the time and
+//! silence bounds, and records how each attempt ended.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::process::Signal;
+use tokio::process::Child;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::logs::LogWriter;
+use crate::nix::{self, LogScan};
+use crate::process::{self, CommandError};
+use crate::queue::{self, Build, FailureKind, LogStats, Outcome, now_ms};
+
+/// Starts `config.workers` workers; they stop when `app.shutdown` fires,
+/// handing their builds back to the queue.
+pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
+    (0..app.config.workers)
+        .map(|index| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                tracing::info!(target: "procurator::worker", worker = index, "Worker started");
+                work(app).await;
+            })
+        })
+        .collect()
+}
+
+async fn work(app: Arc<App>) {
+    let poll = Duration::from_millis(app.config.worker_poll_interval_ms);
+    while !app.shutdown.is_cancelled() {
+        match app.store.write(queue::claim).await {
+            Ok(Some(build)) => run(&app, build).await,
+            Ok(None) => {
+                let wait = match app.store.read(queue::next_due).await {
+                    Ok(Some(due)) => poll.min(Duration::from_millis((due - now_ms()).max(1) as u64)),
+                    _ => poll,
+                };
+                tokio::select! {
+                    _ = app.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = app.shutdown.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim a build; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = app.shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Why a build was stopped before nix finished by itself.
+enum Stop {
+    Timeout(String),
+    Cancelled(String),
+    Shutdown,
+    LogFailed(String),
+}
+
+async fn run(app: &Arc<App>, build: Build) {
+    let span = tracing::info_span!(
+        "build",
+        build_id = build.id,
+        repo = %build.repo,
+        branch = %build.branch,
+        attempt = build.attempt
+    );
+    async {
+        tracing::info!(
+            build_id = build.id,
+            repo = %build.repo,
+            branch = %build.branch,
+            commit = %build.commit,
+            attempt = build.attempt,
+            "Starting build processing"
+        );
+        let view = app.view(build.clone());
+        app.events.publish("build.started", Some(build.id), &view);
+        let cancel = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        app.running
+            .lock()
+            .expect("running builds")
+            .insert(build.id, (cancel.clone(), reason.clone()));
+        let (outcome, exit_code, stats) = execute(app, &build, &cancel, &reason).await;
+        app.running.lock().expect("running builds").remove(&build.id);
+        record(app, &build, outcome, exit_code, stats).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn record(app: &Arc<App>, build: &Build, outcome: Outcome, exit_code: Option<i32>, stats: LogStats) {
+    let backoff_secs = app
+        .config
+        .retry_backoff_secs
+        .saturating_mul(1u64 << build.retry_count.clamp(0, 20))
+        .min(3600);
+    let (id, attempt) = (build.id, build.attempt);
+    let stored = outcome.clone();
+    let result = app
+        .store
+        .write(move |conn| {
+            queue::finish(conn, id, attempt, &stored, exit_code, stats, backoff_secs as i64 * 1000)
+        })
+        .await;
+    let after = match result {
+        Ok(after) => after,
+        Err(e) => {
+            // The build stays `running` in the database; the next start
+            // recovers it as an orphan, so it is not lost.
+            tracing::error!(build_id = id, error = %e, "cannot record the end of a build");
+            return;
+        }
+    };
+    match (&outcome, after.status) {
+        (Outcome::Success, _) => tracing::info!(build_id = id, "Build succeeded"),
+        (Outcome::HandedBack, _) => {
+            tracing::info!(build_id = id, "Build handed back to the queue for the next start")
+        }
+        (Outcome::Cancelled { reason }, _) => tracing::info!(build_id = id, reason = %reason, "Build cancelled"),
+        (Outcome::Failed { kind, summary }, queue::Status::Queued) => tracing::info!(
+            build_id = id,
+            attempt = after.retry_count,
+            failure_kind = kind.as_str(),
+            summary = %summary,
+            retry_in_secs = backoff_secs,
+            "Scheduling retry for build"
+        ),
+        (Outcome::Failed { kind, summary }, _) => tracing::error!(
+            build_id = id,
+            exit_code,
+            failure_kind = kind.as_str(),
+            summary = %summary,
+            "Build failed"
+        ),
+    }
+    let view = app.view(after);
+    if view.build.status == queue::Status::Queued {
+        app.events.publish("build.queued", Some(id), &view);
+        app.wake.notify_one();
+    } else {
+        app.events.publish("build.finished", Some(id), &view);
+    }
+}
+
+async fn execute(
+    app: &Arc<App>,
+    build: &Build,
+    cancel: &CancellationToken,
+    reason: &Arc<Mutex<Option<String>>>,
+) -> (Outcome, Option<i32>, LogStats) {
+    let infra = |summary: String| Outcome::Failed {
+        kind: FailureKind::Infrastructure,
+        summary,
+    };
+    let logs = app.logs.clone();
+    let (id, attempt) = (build.id, build.attempt);
+    let writer = match tokio::task::spawn_blocking(move || logs.create(id, attempt)).await {
+        Ok(Ok(writer)) => Arc::new(Mutex::new(writer)),
+        Ok(Err(e)) => return (infra(format!("log storage failed: {e}")), None, LogStats::default()),
+        Err(e) => return (infra(format!("log storage failed: {e}")), None, LogStats::default()),
+    };
+    let flake = nix::flake_ref(std::path::Path::new(&build.repo_path), &build.branch, &build.commit);
+    let args = nix::check_args(&app.config.nix_extra_args, &flake);
+    let command_line = process::describe(&app.config.nix_bin, &args);
+    note(&writer, &format!("procurator-ci: build #{id}, attempt {attempt}: {command_line}\n"));
+
+    let spawned = spawn_with_pipe(app, &args);
+    let (mut child, reader) = match spawned {
+        Ok(pair) => pair,
+        Err(e) => {
+            let message = e.to_string();
+            note(&writer, &format!("procurator-ci: {message}\n"));
+            let stats = finish_log(writer).await;
+            return (infra(message), None, stats);
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    let start = process::process_start_time(pgid);
+    if let Err(e) = app
+        .store
+        .write(move |conn| queue::set_process(conn, id, pgid, start))
+        .await
+    {
+        tracing::warn!(build_id = id, error = %e, "cannot record the build's process group");
+    }
+
+    let last_output = Arc::new(AtomicI64::new(now_ms()));
+    let log_failed = Arc::new(Notify::new());
+    let log_error = Arc::new(Mutex::new(None::<String>));
+    let pump = {
+        let (writer, last_output, log_failed, log_error) =
+            (writer.clone(), last_output.clone(), log_failed.clone(), log_error.clone());
+        std::thread::Builder::new()
+            .name(format!("log-{id}"))
+            .spawn(move || pump(reader, &writer, &last_output, &log_failed, &log_error))
+            .expect("spawning a log thread")
+    };
+    let mut introspection = tokio::spawn(introspect(app.clone(), id, flake.clone(), cancel.clone()));
+
+    let config = &app.config;
+    let timeout = tokio::time::sleep(Duration::from_secs(config.build_timeout_secs));
+    tokio::pin!(timeout);
+    let silence_limit = config.max_silent_secs as i64 * 1000;
+    let mut silence = tokio::time::interval(Duration::from_millis((silence_limit / 4).clamp(100, 1000) as u64));
+    let waited = loop {
+        tokio::select! {
+            status = child.wait() => break Ok(status),
+            _ = &mut timeout => break Err(Stop::Timeout(format!(
+                "the build ran longer than build_timeout_secs ({} s)", config.build_timeout_secs))),
+            _ = silence.tick() => {
+                if now_ms() - last_output.load(Ordering::Relaxed) > silence_limit {
+                    break Err(Stop::Timeout(format!(
+                        "the build printed nothing for max_silent_secs ({} s)", config.max_silent_secs)));
+                }
+            }
+            _ = cancel.cancelled() => break Err(Stop::Cancelled(
+                reason.lock().expect("cancel reason").clone().unwrap_or_else(|| "cancelled".into()))),
+            _ = app.shutdown.cancelled() => break Err(Stop::Shutdown),
+            _ = log_failed.notified() => break Err(Stop::LogFailed(
+                log_error.lock().expect("log error").clone().unwrap_or_default())),
+        }
+    };
+    let grace = Duration::from_secs(config.kill_grace_secs);
+    let status = match &waited {
+        Ok(status) => status.as_ref().ok().copied(),
+        Err(stop) => {
+            let why = match stop {
+                Stop::Timeout(why) | Stop::Cancelled(why) | Stop::LogFailed(why) => why.as_str(),
+                Stop::Shutdown => "the daemon is shutting down; the build goes back to the queue",
+            };
+            note(&writer, &format!("\nprocurator-ci: stopping the build: {why}\n"));
+            terminate(&mut child, pgid, grace).await
+        }
+    };
+    // Whatever nix left in its group (it normally leaves nothing) goes too.
+    if process::group_alive(pgid) {
+        terminate(&mut child, pgid, grace.min(Duration::from_secs(2))).await;
+    }
+    if waited.is_ok() {
+        // Usually done by now; it only reads the flake, so it gets a bounded
+        // moment more.
+        if tokio::time::timeout(Duration::from_secs(30), &mut introspection).await.is_err() {
+            introspection.abort();
+        }
+    } else {
+        introspection.abort();
+    }
+    let pumped = tokio::task::spawn_blocking(move || pump.join()).await;
+    let scan = match pumped {
+        Ok(Ok(scan)) => scan,
+        _ => LogScan::default(),
+    };
+    let exit_code = status.and_then(|s| s.code());
+    let outcome = match waited {
+        Err(Stop::Timeout(why)) => Outcome::Failed {
+            kind: FailureKind::Timeout,
+            summary: why,
+        },
+        Err(Stop::Cancelled(why)) => Outcome::Cancelled { reason: why },
+        Err(Stop::Shutdown) => Outcome::HandedBack,
+        Err(Stop::LogFailed(why)) => infra(format!("log storage failed: {why}")),
+        Ok(Err(e)) => infra(format!("cannot wait for nix: {e}")),
+        Ok(Ok(status)) if status.success() => Outcome::Success,
+        Ok(Ok(status)) => match &scan.infrastructure {
+            Some(why) => infra(why.clone()),
+            None => match (&scan.first_error, status.code()) {
+                (None, None) => infra(format!("nix was {}", process::describe_status(status))),
+                _ => Outcome::Failed {
+                    kind: FailureKind::Check,
+                    summary: scan.summary(),
+                },
+            },
+        },
+    };
+    let stats = finish_log(writer).await;
+    (outcome, exit_code, stats)
+}
+
+/// Writes a line of our own into the build's log.
+fn note(writer: &Arc<Mutex<LogWriter>>, text: &str) {
+    let _ = writer.lock().expect("log writer").write(text.as_bytes());
+}
+
+async fn finish_log(writer: Arc<Mutex<LogWriter>>) -> LogStats {
+    tokio::task::spawn_blocking(move || match Arc::try_unwrap(writer) {
+        Ok(writer) => writer.into_inner().expect("log writer").finish(),
+        Err(shared) => {
+            // The pump thread still holds it (a process escaped the group
+            // and keeps the pipe open): report what was stored.
+            let writer = shared.lock().expect("log writer");
+            LogStats {
+                bytes: writer.len(),
+                truncated: false,
+                compressed: false,
+            }
+        }
+    })
+    .await
+    .unwrap_or_default()
+}
+
+fn spawn_with_pipe(app: &App, args: &[String]) -> Result<(Child, std::io::PipeReader), CommandError> {
+    let nix_bin = &app.config.nix_bin;
+    let describe = || process::describe(nix_bin, args);
+    let spawn_failed = |e: std::io::Error| CommandError::Spawn {
+        command: describe(),
+        reason: e.to_string(),
+    };
+    let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
+    let mut cmd = app.repos.tools().command(nix_bin, args);
+    cmd.stdout(writer.try_clone().map_err(spawn_failed)?).stderr(writer);
+    let child = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|e| process::spawn_error(nix_bin, &describe(), e));
+    // The command (and with it our copies of the pipe's write end) is gone
+    // here, so the pipe closes when the last process of the build exits.
+    Ok((child?, reader))
+}
+
+/// SIGTERM to the whole group, then SIGKILL after `grace` if anything of it
+/// is left; reaps nix. Returns nix's exit status when it could be reaped.
+async fn terminate(child: &mut Child, pgid: i32, grace: Duration) -> Option<std::process::ExitStatus> {
+    process::signal_group(pgid, Signal::TERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    let status = tokio::time::timeout_at(deadline, child.wait()).await.ok().and_then(Result::ok);
+    while process::group_alive(pgid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if process::group_alive(pgid) {
+        tracing::warn!(pgid, "build processes ignored SIGTERM; killing them");
+        process::signal_group(pgid, Signal::KILL);
+    }
+    match status {
+        Some(status) => Some(status),
+        None => child.wait().await.ok(),
+    }
+}
+
+/// Copies the build's output into its log as it arrives and watches it for
+/// failure reasons. Runs on its own thread: the pipe and the file are
+/// blocking.
+fn pump(
+    mut reader: std::io::PipeReader,
+    writer: &Mutex<LogWriter>,
+    last_output: &AtomicI64,
+    log_failed: &Notify,
+    log_error: &Mutex<Option<String>>,
+) -> LogScan {
+    let mut scan = LogScan::default();
+    let mut partial: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut failed = false;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        last_output.store(now_ms(), Ordering::Relaxed);
+        let chunk = &buf[..n];
+        if !failed && let Err(e) = writer.lock().expect("log writer").write(chunk) {
+            failed = true;
+            *log_error.lock().expect("log error") = Some(e.to_string());
+            log_failed.notify_one();
+        }
+        scan_lines(&mut scan, &mut partial, chunk);
+    }
+    if !partial.is_empty() {
+        scan.line(&String::from_utf8_lossy(&partial));
+    }
+    scan
+}
+
+/// Feeds complete lines that mention `error:` to the scanner; a line longer
+/// than 8 KiB is cut (error lines are short).
+fn scan_lines(scan: &mut LogScan, partial: &mut Vec<u8>, chunk: &[u8]) {
+    for piece in chunk.split_inclusive(|b| *b == b'\n') {
+        if partial.len() < 8192 {
+            partial.extend_from_slice(&piece[..piece.len().min(8192 - partial.len())]);
+        }
+        if piece.ends_with(b"\n") {
+            if partial.windows(6).any(|w| w == b"error:") {
+                scan.line(&String::from_utf8_lossy(partial));
+            }
+            partial.clear();
+        }
+    }
+}
+
+/// Records what the flake exposes at the build's revision. Failure is
+/// logged and recorded, never fatal to the build.
+async fn introspect(app: Arc<App>, id: i64, flake: String, cancel: CancellationToken) {
+    let args = nix::show_args(&app.config.nix_extra_args, &flake);
+    let mut cmd = tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, &args));
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let outputs = match cmd.spawn() {
+        Err(e) => serde_json::json!({"error": process::spawn_error(&app.config.nix_bin, "nix flake show", e).to_string()}),
+        Ok(child) => {
+            let pgid = child.id().map(|p| p as i32);
+            let _guard = GroupGuard(pgid);
+            tokio::select! {
+                out = child.wait_with_output() => match out {
+                    Ok(out) if out.status.success() => match serde_json::from_slice(&out.stdout) {
+                        Ok(show) => nix::summarize_show(&show),
+                        Err(e) => serde_json::json!({"error": format!("unreadable nix flake show output: {e}")}),
+                    },
+                    Ok(out) => serde_json::json!({"error": process::tail(&out.stderr, 500)}),
+                    Err(e) => serde_json::json!({"error": e.to_string()}),
+                },
+                _ = cancel.cancelled() => return,
+                _ = app.shutdown.cancelled() => return,
+            }
+        }
+    };
+    if let Some(error) = outputs.get("error") {
+        tracing::warn!(build_id = id, error = %error, "cannot introspect the flake");
+    }
+    if let Err(e) = app.store.write(move |conn| queue::set_outputs(conn, id, &outputs)).await {
+        tracing::warn!(build_id = id, error = %e, "cannot record the flake's outputs");
+    }
+}
+
+/// Ends the introspection's process group when its task is dropped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            process::signal_group(pgid, Signal::TERM);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_across_chunks_are_scanned_whole() {
+        let mut scan = LogScan::default();
+        let mut partial = Vec::new();
+        scan_lines(&mut scan, &mut partial, b"ok\nerr");
+        scan_lines(&mut scan, &mut partial, b"or: builder for '/nix/store/00000000000000000000000000000000-x.drv' fai");
+        scan_lines(&mut scan, &mut partial, b"led with exit code 1\nmore\n");
+        assert_eq!(scan.summary(), "failed: x");
+    }
+}
