@@ -70,9 +70,7 @@ impl From<RepoError> for AppError {
             RepoError::InvalidName { .. } => AppError::invalid("name", error.to_string()),
             RepoError::Exists(_) => AppError::Conflict(error.to_string()),
             RepoError::NotFound(_) => AppError::NotFound(error.to_string()),
-            RepoError::Io { ref source, .. }
-                if source.raw_os_error() == Some(28) =>
-            {
+            RepoError::Io { ref source, .. } if source.raw_os_error() == Some(28) => {
                 AppError::Unavailable("the disk is full; nothing was created".into())
             }
             other => AppError::Internal(other.to_string()),
@@ -137,6 +135,15 @@ pub struct BuildView {
     pub log_url: String,
 }
 
+/// Stops a running build and says why.
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle {
+    /// Cancelled to stop the build.
+    pub token: CancellationToken,
+    /// The reason recorded with the cancellation.
+    pub reason: Arc<Mutex<Option<String>>>,
+}
+
 /// Everything the daemon shares.
 pub struct App {
     pub config: Arc<Config>,
@@ -147,8 +154,8 @@ pub struct App {
     pub token: Token,
     /// Wakes idle workers when a build is queued.
     pub wake: Notify,
-    /// Running builds' cancel handles, with the reason given.
-    pub running: Mutex<HashMap<i64, (CancellationToken, Arc<Mutex<Option<String>>>)>>,
+    /// Running builds' cancel handles, by build id.
+    pub running: Mutex<HashMap<i64, CancelHandle>>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
@@ -205,7 +212,11 @@ impl App {
     }
 
     /// Creates a repository with its hook.
-    pub async fn create_repo(self: &Arc<Self>, name: String, description: String) -> Result<Repo, AppError> {
+    pub async fn create_repo(
+        self: &Arc<Self>,
+        name: String,
+        description: String,
+    ) -> Result<Repo, AppError> {
         validate_description(&description)?;
         let files = self.repos.clone();
         let (n, d) = (name.clone(), description.clone());
@@ -223,8 +234,17 @@ impl App {
         Ok(repo)
     }
 
-    async fn insert_repo_row(&self, name: &str, path: &std::path::Path, description: &str) -> Result<Repo, AppError> {
-        let (n, p, d) = (name.to_string(), path.display().to_string(), description.to_string());
+    async fn insert_repo_row(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        description: &str,
+    ) -> Result<Repo, AppError> {
+        let (n, p, d) = (
+            name.to_string(),
+            path.display().to_string(),
+            description.to_string(),
+        );
         let created = self
             .store
             .write(move |conn| {
@@ -254,7 +274,9 @@ impl App {
             .store
             .read(|conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT name, path, description, created_at FROM repos ORDER BY name")
+                    .prepare_cached(
+                        "SELECT name, path, description, created_at FROM repos ORDER BY name",
+                    )
                     .db()?;
                 let rows = stmt
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -282,11 +304,14 @@ impl App {
         let branches = branches
             .into_iter()
             .map(|b| BranchStatus {
-                latest_build: latest.iter().find(|l| l.branch == b.name).map(|l| BuildRef {
-                    id: l.id,
-                    status: l.status,
-                    commit: l.commit.clone(),
-                }),
+                latest_build: latest
+                    .iter()
+                    .find(|l| l.branch == b.name)
+                    .map(|l| BuildRef {
+                        id: l.id,
+                        status: l.status,
+                        commit: l.commit.clone(),
+                    }),
                 name: b.name,
                 commit: b.commit,
             })
@@ -295,8 +320,9 @@ impl App {
     }
 
     async fn find_repo(&self, name: &str) -> Result<Repo, AppError> {
-        repos::validate_repo_name(name)
-            .map_err(|reason| AppError::invalid("name", format!("invalid repository name: {reason}")))?;
+        repos::validate_repo_name(name).map_err(|reason| {
+            AppError::invalid("name", format!("invalid repository name: {reason}"))
+        })?;
         self.repo_row(name)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("repository {name:?} not found")))
@@ -308,7 +334,9 @@ impl App {
         if confirm != Some(name) {
             return Err(AppError::invalid(
                 "confirm",
-                format!("deleting a repository cannot be undone: repeat its name as ?confirm={name}"),
+                format!(
+                    "deleting a repository cannot be undone: repeat its name as ?confirm={name}"
+                ),
             ));
         }
         let files = self.repos.clone();
@@ -320,7 +348,8 @@ impl App {
         let n = name.to_string();
         self.store
             .write(move |conn| {
-                conn.execute("DELETE FROM repos WHERE name = ?1", [n]).db()?;
+                conn.execute("DELETE FROM repos WHERE name = ?1", [n])
+                    .db()?;
                 Ok(())
             })
             .await?;
@@ -378,7 +407,10 @@ impl App {
             rebuild_of,
             max_retries: self.config.max_retries,
         };
-        let (build, created) = self.store.write(move |conn| queue::enqueue(conn, &new)).await?;
+        let (build, created) = self
+            .store
+            .write(move |conn| queue::enqueue(conn, &new))
+            .await?;
         if created {
             tracing::info!(
                 build_id = build.id,
@@ -389,7 +421,8 @@ impl App {
                 "Build enqueued successfully"
             );
             let view = self.view(build);
-            self.events.publish("build.queued", Some(view.build.id), &view);
+            self.events
+                .publish("build.queued", Some(view.build.id), &view);
             self.wake.notify_one();
             Ok((view, true))
         } else {
@@ -420,7 +453,11 @@ impl App {
                 if repos::validate_branch(&branch.name).is_err() {
                     continue;
                 }
-                let (r, b, c) = (repo.name.clone(), branch.name.clone(), branch.commit.clone());
+                let (r, b, c) = (
+                    repo.name.clone(),
+                    branch.name.clone(),
+                    branch.commit.clone(),
+                );
                 let built = self
                     .store
                     .read(move |conn| queue::ever_built(conn, &r, &b, &c))
@@ -454,24 +491,40 @@ impl App {
     }
 
     /// Builds newest first.
-    pub async fn list_builds(&self, query: ListQuery) -> Result<(Vec<BuildView>, Option<i64>), AppError> {
+    pub async fn list_builds(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<BuildView>, Option<i64>), AppError> {
         let limit = query.limit as usize;
-        let builds = self.store.read(move |conn| queue::list(conn, &query)).await?;
-        let next = (builds.len() == limit).then(|| builds.last().map(|b| b.id)).flatten();
+        let builds = self
+            .store
+            .read(move |conn| queue::list(conn, &query))
+            .await?;
+        let next = (builds.len() == limit)
+            .then(|| builds.last().map(|b| b.id))
+            .flatten();
         Ok((builds.into_iter().map(|b| self.view(b)).collect(), next))
     }
 
     /// Cancels a queued build, or stops a running one.
     pub async fn cancel(&self, id: i64, reason: &str) -> Result<BuildView, AppError> {
-        let handle = self.running.lock().expect("running builds").get(&id).cloned();
-        if let Some((token, why)) = handle {
-            *why.lock().expect("cancel reason") = Some(reason.to_string());
-            token.cancel();
+        let handle = self
+            .running
+            .lock()
+            .expect("running builds")
+            .get(&id)
+            .cloned();
+        if let Some(handle) = handle {
+            *handle.reason.lock().expect("cancel reason") = Some(reason.to_string());
+            handle.token.cancel();
             tracing::info!(build_id = id, reason, "Cancelling running build");
             return Ok(self.build(id).await?.build);
         }
         let r = reason.to_string();
-        let cancelled = self.store.write(move |conn| queue::cancel_queued(conn, id, &r)).await?;
+        let cancelled = self
+            .store
+            .write(move |conn| queue::cancel_queued(conn, id, &r))
+            .await?;
         match cancelled {
             Some(build) => {
                 tracing::info!(build_id = id, reason, "Cancelled queued build");
@@ -483,7 +536,9 @@ impl App {
                 let build = self.build(id).await?.build;
                 if build.build.status == Status::Running {
                     // Claimed a moment ago; its worker has not registered yet.
-                    Err(AppError::Conflict(format!("build {id} is starting; try again")))
+                    Err(AppError::Conflict(format!(
+                        "build {id} is starting; try again"
+                    )))
                 } else {
                     Err(AppError::Conflict(format!(
                         "build {id} has already finished ({})",
@@ -497,8 +552,15 @@ impl App {
     /// Queues a new build of the same repo, branch and commit.
     pub async fn rebuild(&self, id: i64) -> Result<(BuildView, bool), AppError> {
         let old = self.build(id).await?.build.build;
-        self.enqueue(&old.repo, &old.branch, &old.commit, old.author, "rebuild", Some(id))
-            .await
+        self.enqueue(
+            &old.repo,
+            &old.branch,
+            &old.commit,
+            old.author,
+            "rebuild",
+            Some(id),
+        )
+        .await
     }
 
     /// A one-line summary for systemd's status.
@@ -550,7 +612,8 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
             blocking(move || Ok(files.write_description(&p, &d)?)).await?;
             app.insert_repo_row(name, &path, &decl.description).await?;
         } else {
-            app.create_repo(name.clone(), decl.description.clone()).await?;
+            app.create_repo(name.clone(), decl.description.clone())
+                .await?;
         }
     }
     Ok(())

@@ -18,7 +18,9 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Token")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,8 +107,10 @@ impl LocalPeer {
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>>
-    for LocalPeer
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for LocalPeer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
         LocalPeer {

@@ -156,7 +156,9 @@ pub enum ConfigError {
     #[error("configuration error: {0}")]
     Load(String),
     /// A value parsed but is not acceptable.
-    #[error("configuration error: invalid value {value} for key `{key}` (from {source_name}): {reason}")]
+    #[error(
+        "configuration error: invalid value {value} for key `{key}` (from {source_name}): {reason}"
+    )]
     Invalid {
         key: String,
         value: String,
@@ -236,7 +238,13 @@ fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
-            let key = e.path.iter().filter(|p| p.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
+            let key = e
+                .path
+                .iter()
+                .filter(|p| p.as_str() != "default")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(".");
             let source = match &e.metadata {
                 Some(metadata) => describe_metadata(metadata, &key),
                 None => "built-in defaults".into(),
@@ -466,13 +474,19 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     }
     for name in config.repos.keys() {
         if let Err(reason) = validate_repo_name(name) {
-            return Err(invalid(&format!("repos.{name}"), format!("{name:?}"), &reason));
+            return Err(invalid(
+                &format!("repos.{name}"),
+                format!("{name:?}"),
+                &reason,
+            ));
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
+// figment's `Jail` decides the closures' error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -561,7 +575,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.clear_env();
             jail.create_file("e.toml", "workers = 3\n")?;
-            jail.set_env("PROCURATOR_CI_CONFIG", jail.directory().join("e.toml").display());
+            jail.set_env(
+                "PROCURATOR_CI_CONFIG",
+                jail.directory().join("e.toml").display(),
+            );
             let path = config_file_path(None).unwrap();
             assert_eq!(Config::load(Some(&path)).unwrap().workers, 3);
             Ok(())

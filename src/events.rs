@@ -113,7 +113,11 @@ impl Events {
         let replay = if resync {
             Vec::new()
         } else {
-            ring.events.iter().filter(|e| e.id > last).cloned().collect()
+            ring.events
+                .iter()
+                .filter(|e| e.id > last)
+                .cloned()
+                .collect()
         };
         Subscription {
             replay,
@@ -157,6 +161,9 @@ mod tests {
         assert_eq!(kinds, ["build.started", "build.finished"]);
         let up_to_date = events.subscribe(Some(all[2]));
         assert!(!up_to_date.resync && up_to_date.replay.is_empty());
-        assert!(events.subscribe(Some(all[2] + 100)).resync, "id from the future");
+        assert!(
+            events.subscribe(Some(all[2] + 100)).resync,
+            "id from the future"
+        );
     }
 }

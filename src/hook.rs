@@ -52,13 +52,22 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
     let deadline = Instant::now() + BUDGET;
     for update in parse_updates(&text) {
         let short = update.commit.get(..7).unwrap_or(&update.commit);
-        let body = json!({"repo": repo, "branch": update.branch, "commit": update.commit}).to_string();
+        let body =
+            json!({"repo": repo, "branch": update.branch, "commit": update.commit}).to_string();
         match request(socket, "/api/builds", &body, deadline) {
             Ok((status, reply)) if status == 201 || status == 200 => {
                 let id = reply.get("id").and_then(Value::as_i64).unwrap_or_default();
                 let url = reply.get("url").and_then(Value::as_str).unwrap_or_default();
-                let verb = if status == 201 { "queued" } else { "already queued" };
-                let _ = writeln!(out, "procurator-ci: build #{id} {verb} for {} ({short}) — {url}", update.branch);
+                let verb = if status == 201 {
+                    "queued"
+                } else {
+                    "already queued"
+                };
+                let _ = writeln!(
+                    out,
+                    "procurator-ci: build #{id} {verb} for {} ({short}) — {url}",
+                    update.branch
+                );
             }
             Ok((status, reply)) => {
                 let message = reply
@@ -90,7 +99,12 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
 }
 
 /// One HTTP/1.1 request over the Unix socket; returns status and JSON body.
-fn request(socket: &Path, path: &str, body: &str, deadline: Instant) -> std::io::Result<(u16, Value)> {
+fn request(
+    socket: &Path,
+    path: &str,
+    body: &str,
+    deadline: Instant,
+) -> std::io::Result<(u16, Value)> {
     let left = deadline
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
@@ -121,9 +135,10 @@ fn parse_response(response: &[u8]) -> std::io::Result<(u16, Value)> {
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| bad("malformed status line"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
     let raw = &response[split + 4..];
     let body = if chunked { dechunk(raw) } else { raw.to_vec() };
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
@@ -149,7 +164,9 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 /// Runs every executable in `hooks/post-receive.d/` with the same input,
 /// in name order; their failures are reported, never fatal to the push.
 fn run_chained(input: &[u8], out: &mut impl Write) {
-    let git_dir = std::env::var_os("GIT_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let git_dir = std::env::var_os("GIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     let dir = git_dir.join("hooks").join(crate::repos::CHAINED_HOOKS_DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
@@ -159,7 +176,8 @@ fn run_chained(input: &[u8], out: &mut impl Write) {
         .map(|e| e.path())
         .filter(|p| {
             use std::os::unix::fs::PermissionsExt;
-            p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
         .collect();
     hooks.sort();
@@ -176,10 +194,18 @@ fn run_chained(input: &[u8], out: &mut impl Write) {
         match result {
             Ok(status) if status.success() => {}
             Ok(status) => {
-                let _ = writeln!(out, "procurator-ci: warning: hook {} exited with {status}", hook.display());
+                let _ = writeln!(
+                    out,
+                    "procurator-ci: warning: hook {} exited with {status}",
+                    hook.display()
+                );
             }
             Err(e) => {
-                let _ = writeln!(out, "procurator-ci: warning: cannot run hook {}: {e}", hook.display());
+                let _ = writeln!(
+                    out,
+                    "procurator-ci: warning: cannot run hook {}: {e}",
+                    hook.display()
+                );
             }
         }
     }
@@ -210,8 +236,14 @@ mod tests {
         assert_eq!(
             parse_updates(&input),
             vec![
-                Update { branch: "main".into(), commit: a.clone() },
-                Update { branch: "feature/x".into(), commit: b.clone() },
+                Update {
+                    branch: "main".into(),
+                    commit: a.clone()
+                },
+                Update {
+                    branch: "feature/x".into(),
+                    commit: b.clone()
+                },
             ]
         );
     }
@@ -222,10 +254,18 @@ mod tests {
         let input = format!("{} {} refs/heads/main\n", "0".repeat(40), "a".repeat(40));
         let mut out = Vec::new();
         let started = Instant::now();
-        post_receive(&dir.path().join("absent.sock"), "demo", &mut input.as_bytes(), &mut out);
+        post_receive(
+            &dir.path().join("absent.sock"),
+            "demo",
+            &mut input.as_bytes(),
+            &mut out,
+        );
         assert!(started.elapsed() < BUDGET);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("procurator-ci: warning: cannot reach"), "{text}");
+        assert!(
+            text.starts_with("procurator-ci: warning: cannot reach"),
+            "{text}"
+        );
         assert!(text.contains("main (aaaaaaa)"), "{text}");
     }
 

@@ -54,12 +54,16 @@ impl LogStore {
 
     /// The file of a running attempt.
     pub fn plain_path(&self, build: i64, attempt: i64) -> PathBuf {
-        self.dir.join(build.to_string()).join(format!("{attempt}.log"))
+        self.dir
+            .join(build.to_string())
+            .join(format!("{attempt}.log"))
     }
 
     /// The file of an ended attempt.
     pub fn compressed_path(&self, build: i64, attempt: i64) -> PathBuf {
-        self.dir.join(build.to_string()).join(format!("{attempt}.log.zst"))
+        self.dir
+            .join(build.to_string())
+            .join(format!("{attempt}.log.zst"))
     }
 
     /// Starts the log of an attempt (blocking).
@@ -162,7 +166,11 @@ impl LogStore {
             let mut buf = vec![0u8; CHUNK];
             loop {
                 let n = reader.read(&mut buf)?;
-                if n == 0 || out.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                if n == 0
+                    || out
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -173,7 +181,10 @@ impl LogStore {
 
     /// Deletes both files of an attempt.
     fn remove(&self, build: i64, attempt: i64) -> io::Result<()> {
-        for path in [self.plain_path(build, attempt), self.compressed_path(build, attempt)] {
+        for path in [
+            self.plain_path(build, attempt),
+            self.compressed_path(build, attempt),
+        ] {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -213,15 +224,16 @@ async fn send_range(
     while pos < end {
         let mut handle = file.take().expect("file is returned after every read");
         let want = (end - pos).min(CHUNK as u64) as usize;
-        let (handle, chunk) = tokio::task::spawn_blocking(move || -> io::Result<(File, Vec<u8>)> {
-            let mut buf = vec![0u8; want];
-            handle.seek(SeekFrom::Start(pos))?;
-            let n = handle.read(&mut buf)?;
-            buf.truncate(n);
-            Ok((handle, buf))
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let (handle, chunk) =
+            tokio::task::spawn_blocking(move || -> io::Result<(File, Vec<u8>)> {
+                let mut buf = vec![0u8; want];
+                handle.seek(SeekFrom::Start(pos))?;
+                let n = handle.read(&mut buf)?;
+                buf.truncate(n);
+                Ok((handle, buf))
+            })
+            .await
+            .map_err(io::Error::other)??;
         *file = Some(handle);
         if chunk.is_empty() {
             break;
@@ -313,7 +325,10 @@ impl LogWriter {
             s.done = true;
         });
         let plain = self.store.plain_path(self.build, self.attempt);
-        let compressed = compress(&plain, &self.store.compressed_path(self.build, self.attempt));
+        let compressed = compress(
+            &plain,
+            &self.store.compressed_path(self.build, self.attempt),
+        );
         if let Err(e) = &compressed {
             tracing::warn!(build_id = self.build, error = %e, "cannot compress the log; kept uncompressed");
         }
@@ -333,7 +348,12 @@ impl LogWriter {
 /// Deletes the logs of attempts that ended before `now - days` and marks
 /// them deleted; builds, attempts and newer logs are untouched. Returns how
 /// many attempts' logs were deleted.
-pub async fn prune(store: &Store, logs: &Arc<LogStore>, days: u32, now: i64) -> Result<usize, StoreError> {
+pub async fn prune(
+    store: &Store,
+    logs: &Arc<LogStore>,
+    days: u32,
+    now: i64,
+) -> Result<usize, StoreError> {
     if days == 0 {
         return Ok(0);
     }
@@ -346,7 +366,9 @@ pub async fn prune(store: &Store, logs: &Arc<LogStore>, days: u32, now: i64) -> 
                      WHERE finished_at < ?1 AND log_deleted_at IS NULL",
                 )
                 .db()?;
-            let rows = stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?))).db()?;
+            let rows = stmt
+                .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
+                .db()?;
             rows.collect::<Result<Vec<_>, _>>().db()
         })
         .await?;
@@ -438,7 +460,9 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         }
-        tokio::task::spawn_blocking(move || writer.finish()).await.unwrap();
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap();
         assert_eq!(follower.await.unwrap(), expected);
         assert_eq!(late.await.unwrap(), expected[3..]);
     }

@@ -303,8 +303,12 @@ mod tests {
         assert_eq!(summary["nixosModules"], json!(["default"]));
         assert!(summary.get("formatter").is_none());
 
-        let newer = json!({"checks": {"children": {"aarch64-linux": {"children": {"t": {"leaf": true}}}}}});
-        assert_eq!(summarize_show(&newer)["checks"]["aarch64-linux"], json!(["t"]));
+        let newer =
+            json!({"checks": {"children": {"aarch64-linux": {"children": {"t": {"leaf": true}}}}}});
+        assert_eq!(
+            summarize_show(&newer)["checks"]["aarch64-linux"],
+            json!(["t"])
+        );
         assert_eq!(summarize_show(&json!("nonsense")), json!({}));
     }
 }

@@ -198,7 +198,10 @@ mod tests {
             .output("/nonexistent/nix", &["--version"])
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "/nonexistent/nix not found: install Nix or set nix_bin");
+        assert_eq!(
+            err,
+            "/nonexistent/nix not found: install Nix or set nix_bin"
+        );
     }
 
     #[test]
@@ -245,6 +248,8 @@ mod tests {
     fn start_time_of_self_is_readable() {
         let me = std::process::id() as i32;
         assert!(process_start_time(me).is_some());
-        assert!(group_alive(rustix::process::getpgrp().as_raw_nonzero().get()));
+        assert!(group_alive(
+            rustix::process::getpgrp().as_raw_nonzero().get()
+        ));
     }
 }

@@ -260,11 +260,18 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
 
 /// Records the process group of a running build, so that a restarted daemon
 /// can end it if this one dies.
-pub fn set_process(conn: &Connection, id: i64, pgid: i32, start: Option<u64>) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE builds SET pgid = ?2, pstart = ?3 WHERE id = ?1 AND status = 'running'")
-        .db()?
-        .execute(params![id, pgid, start.map(|s| s as i64)])
-        .db()?;
+pub fn set_process(
+    conn: &Connection,
+    id: i64,
+    pgid: i32,
+    start: Option<u64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE builds SET pgid = ?2, pstart = ?3 WHERE id = ?1 AND status = 'running'",
+    )
+    .db()?
+    .execute(params![id, pgid, start.map(|s| s as i64)])
+    .db()?;
     Ok(())
 }
 
@@ -316,17 +323,30 @@ pub fn finish(
     let current = get(conn, id)?.ok_or(StoreError::Commit(format!("build {id} vanished")))?;
     let retry = matches!(
         outcome,
-        Outcome::Failed { kind: FailureKind::Infrastructure, .. }
+        Outcome::Failed {
+            kind: FailureKind::Infrastructure,
+            ..
+        }
     ) && current.retry_count < current.max_retries;
     let (status, kind, summary, reason, attempt_outcome) = match outcome {
         Outcome::Success => ("success", None, None, None, "success"),
-        Outcome::Failed { kind, summary } if retry => {
-            ("queued", Some(kind.as_str()), Some(summary.as_str()), None, "retry")
+        Outcome::Failed { kind, summary } if retry => (
+            "queued",
+            Some(kind.as_str()),
+            Some(summary.as_str()),
+            None,
+            "retry",
+        ),
+        Outcome::Failed { kind, summary } => (
+            "failed",
+            Some(kind.as_str()),
+            Some(summary.as_str()),
+            None,
+            kind.as_str(),
+        ),
+        Outcome::Cancelled { reason } => {
+            ("cancelled", None, None, Some(reason.as_str()), "cancelled")
         }
-        Outcome::Failed { kind, summary } => {
-            ("failed", Some(kind.as_str()), Some(summary.as_str()), None, kind.as_str())
-        }
-        Outcome::Cancelled { reason } => ("cancelled", None, None, Some(reason.as_str()), "cancelled"),
         Outcome::HandedBack => ("queued", None, None, None, "interrupted"),
     };
     let finished = (status != "queued").then_some(now);
@@ -368,7 +388,11 @@ pub fn finish(
 }
 
 /// Cancels a queued build; returns `None` when it was not queued.
-pub fn cancel_queued(conn: &Connection, id: i64, reason: &str) -> Result<Option<Build>, StoreError> {
+pub fn cancel_queued(
+    conn: &Connection,
+    id: i64,
+    reason: &str,
+) -> Result<Option<Build>, StoreError> {
     let changed = conn
         .prepare_cached(
             "UPDATE builds SET status = 'cancelled', cancel_reason = ?2, finished_at = ?3 \
@@ -386,7 +410,9 @@ pub fn cancel_queued(conn: &Connection, id: i64, reason: &str) -> Result<Option<
 /// Builds recorded as running: after a restart, orphans of a dead instance.
 pub fn running(conn: &Connection) -> Result<Vec<Build>, StoreError> {
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE status = 'running' ORDER BY id"))
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE status = 'running' ORDER BY id"
+        ))
         .db()?;
     let rows = stmt.query_map([], from_row).db()?;
     rows.collect::<Result<Vec<_>, _>>().db()
@@ -446,7 +472,12 @@ pub fn latest_per_branch(conn: &Connection, repo: &str) -> Result<Vec<Build>, St
 }
 
 /// Whether `commit` on `branch` of `repo` has ever had a build.
-pub fn ever_built(conn: &Connection, repo: &str, branch: &str, commit: &str) -> Result<bool, StoreError> {
+pub fn ever_built(
+    conn: &Connection,
+    repo: &str,
+    branch: &str,
+    commit: &str,
+) -> Result<bool, StoreError> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM builds WHERE repo_name = ?1 AND commit_hash = ?3 AND branch = ?2)",
     )

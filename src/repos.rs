@@ -94,7 +94,10 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
     if branch.len() > 255 {
         return Err("must be at most 255 characters".into());
     }
-    if let Some(bad) = branch.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
+    if let Some(bad) = branch
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control())
+    {
         return Err(format!(
             "must be printable ASCII (found {:?})",
             bad.escape_default().to_string()
@@ -140,7 +143,10 @@ pub fn validate_commit(commit: &str) -> Result<(), String> {
     if !(commit.len() == 40 || commit.len() == 64) {
         return Err("must be a full commit id of 40 or 64 hex digits".into());
     }
-    if !commit.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !commit
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err("must be lowercase hexadecimal".into());
     }
     Ok(())
@@ -215,7 +221,9 @@ impl RepoFiles {
         if path.exists() {
             return Err(RepoError::Exists(name.to_string()));
         }
-        let staging = self.base.join(format!(".creating-{name}-{}", std::process::id()));
+        let staging = self
+            .base
+            .join(format!(".creating-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&staging);
         let result = (|| {
             self.tools.output(
@@ -234,8 +242,10 @@ impl RepoFiles {
             if path.exists() {
                 return Err(RepoError::Exists(name.to_string()));
             }
-            fs::rename(&staging, &path)
-                .map_err(io_error(format!("cannot move repository into {}", path.display())))
+            fs::rename(&staging, &path).map_err(io_error(format!(
+                "cannot move repository into {}",
+                path.display()
+            )))
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
@@ -245,8 +255,15 @@ impl RepoFiles {
 
     /// Writes git's own `description` file, which other git tools show.
     pub fn write_description(&self, repo: &Path, description: &str) -> Result<(), RepoError> {
-        atomic_write(&repo.join("description"), format!("{description}\n").as_bytes(), 0o644)
-            .map_err(io_error(format!("cannot write description in {}", repo.display())))
+        atomic_write(
+            &repo.join("description"),
+            format!("{description}\n").as_bytes(),
+            0o644,
+        )
+        .map_err(io_error(format!(
+            "cannot write description in {}",
+            repo.display()
+        )))
     }
 
     /// Names of the bare repositories present on disk.
@@ -286,8 +303,10 @@ impl RepoFiles {
             }
             _ => {}
         }
-        atomic_write(&target, content.as_bytes(), 0o755)
-            .map_err(io_error(format!("cannot install hook {}", target.display())))
+        atomic_write(&target, content.as_bytes(), 0o755).map_err(io_error(format!(
+            "cannot install hook {}",
+            target.display()
+        )))
     }
 
     fn keep_foreign_hook(&self, hooks: &Path, target: &Path, name: &str) -> Result<(), RepoError> {
@@ -300,8 +319,10 @@ impl RepoFiles {
             n += 1;
             kept = chained.join(format!("previous-post-receive-{n}"));
         }
-        fs::rename(target, &kept)
-            .map_err(io_error(format!("cannot move foreign hook {}", target.display())))?;
+        fs::rename(target, &kept).map_err(io_error(format!(
+            "cannot move foreign hook {}",
+            target.display()
+        )))?;
         tracing::warn!(
             repo = name,
             kept = %kept.display(),
@@ -314,7 +335,11 @@ impl RepoFiles {
     pub fn branches(&self, repo: &Path) -> Result<Vec<Branch>, RepoError> {
         let out = self.tools.git(
             repo,
-            &["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/"],
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(refname)",
+                "refs/heads/",
+            ],
         )?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
@@ -353,8 +378,11 @@ impl RepoFiles {
             return Err(RepoError::NotFound(name.to_string()));
         }
         // Rename first so a half-deleted repository is never served.
-        let doomed = self.base.join(format!(".deleting-{name}-{}", std::process::id()));
-        fs::rename(&path, &doomed).map_err(io_error(format!("cannot remove {}", path.display())))?;
+        let doomed = self
+            .base
+            .join(format!(".deleting-{name}-{}", std::process::id()));
+        fs::rename(&path, &doomed)
+            .map_err(io_error(format!("cannot remove {}", path.display())))?;
         fs::remove_dir_all(&doomed).map_err(io_error(format!("cannot remove {}", doomed.display())))
     }
 }
@@ -408,7 +436,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,8 +447,20 @@ mod tests {
             assert!(validate_repo_name(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "../x", "a/../../b", "x.git", "X.GIT", "-h", ".hidden", "a..b", "a/b",
-            "--upload-pack=touch /tmp/p", "ext::sh -c id", "a\0b", "a\nb", "dеmo",
+            "",
+            "../x",
+            "a/../../b",
+            "x.git",
+            "X.GIT",
+            "-h",
+            ".hidden",
+            "a..b",
+            "a/b",
+            "--upload-pack=touch /tmp/p",
+            "ext::sh -c id",
+            "a\0b",
+            "a\nb",
+            "dеmo",
             &"a".repeat(101),
         ] {
             assert!(validate_repo_name(bad).is_err(), "{bad:?}");
@@ -430,13 +469,44 @@ mod tests {
 
     #[test]
     fn branches() {
-        for ok in ["main", "feature/x", "release-1.0", "a.b", "v1@2", "user/fix_3"] {
+        for ok in [
+            "main",
+            "feature/x",
+            "release-1.0",
+            "a.b",
+            "v1@2",
+            "user/fix_3",
+        ] {
             assert!(validate_branch(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "-h", "feature/-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[",
-            "a\\b", "@", "a@{1}", "/a", "a/", "a//b", "a.", ".a", "a/.b", "a.lock",
-            "a/b.lock/c", "a\0b", "a\nb", "mаin", "refs/heads/main", "--upload-pack=x",
+            "",
+            "-h",
+            "feature/-x",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "@",
+            "a@{1}",
+            "/a",
+            "a/",
+            "a//b",
+            "a.",
+            ".a",
+            "a/.b",
+            "a.lock",
+            "a/b.lock/c",
+            "a\0b",
+            "a\nb",
+            "mаin",
+            "refs/heads/main",
+            "--upload-pack=x",
             &"a".repeat(256),
         ] {
             assert!(validate_branch(bad).is_err(), "{bad:?}");
@@ -447,7 +517,14 @@ mod tests {
     fn commits() {
         assert!(validate_commit(&"a".repeat(40)).is_ok());
         assert!(validate_commit(&"0".repeat(64)).is_ok());
-        for bad in ["", "abc1234", &"A".repeat(40), &"g".repeat(40), &"a".repeat(41), "-h"] {
+        for bad in [
+            "",
+            "abc1234",
+            &"A".repeat(40),
+            &"g".repeat(40),
+            &"a".repeat(41),
+            "-h",
+        ] {
             assert!(validate_commit(bad).is_err(), "{bad:?}");
         }
     }

@@ -42,7 +42,11 @@ impl From<AppError> for ServeError {
 /// Runs the daemon until `shutdown` is cancelled, then stops gracefully.
 /// `tcp` is an already-bound listener (tests bind port 0); otherwise
 /// `bind_address` is bound.
-pub async fn serve(config: Config, tcp: Option<TcpListener>, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    tcp: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
     tracing::info!(
         database = %config.database_url.display(),
@@ -56,11 +60,17 @@ pub async fn serve(config: Config, tcp: Option<TcpListener>, shutdown: Cancellat
     app::prepare_repos(&app).await?;
     let recovered = app::recover_orphans(&app).await?;
     if recovered > 0 {
-        tracing::warn!(count = recovered, "Recovered builds orphaned by an earlier instance");
+        tracing::warn!(
+            count = recovered,
+            "Recovered builds orphaned by an earlier instance"
+        );
     }
     let caught_up = app.scan(None).await?;
     if !caught_up.is_empty() {
-        tracing::info!(count = caught_up.len(), "Queued builds for pushes made while the daemon was away");
+        tracing::info!(
+            count = caught_up.len(),
+            "Queued builds for pushes made while the daemon was away"
+        );
     }
 
     let tcp = match tcp {
@@ -77,9 +87,12 @@ pub async fn serve(config: Config, tcp: Option<TcpListener>, shutdown: Cancellat
             .into_future(),
     );
     let local = tokio::spawn(
-        axum::serve(unix, router.into_make_service_with_connect_info::<LocalPeer>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            unix,
+            router.into_make_service_with_connect_info::<LocalPeer>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     let workers = crate::worker::spawn(&app);
     tracing::info!(target: "procurator::main", workers = workers.len(), "Build worker spawned");
@@ -108,7 +121,10 @@ pub async fn serve(config: Config, tcp: Option<TcpListener>, shutdown: Cancellat
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(timeout_secs = config.shutdown_timeout_secs, "shutdown timed out; exiting anyway");
+        tracing::warn!(
+            timeout_secs = config.shutdown_timeout_secs,
+            "shutdown timed out; exiting anyway"
+        );
     }
     app.store.close();
     let _ = std::fs::remove_file(&config.socket_path);
@@ -116,8 +132,15 @@ pub async fn serve(config: Config, tcp: Option<TcpListener>, shutdown: Cancellat
     Ok(())
 }
 
-async fn build_app(config: Arc<Config>, shutdown: CancellationToken) -> Result<Arc<App>, ServeError> {
-    for dir in [&config.state_dir, &config.logs_dir(), &config.home_dir().join(".cache")] {
+async fn build_app(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> Result<Arc<App>, ServeError> {
+    for dir in [
+        &config.state_dir,
+        &config.logs_dir(),
+        &config.home_dir().join(".cache"),
+    ] {
         std::fs::create_dir_all(dir).map_err(setup(&format!("cannot create {}", dir.display())))?;
     }
     let db = config.database_url.clone();
@@ -125,8 +148,11 @@ async fn build_app(config: Arc<Config>, shutdown: CancellationToken) -> Result<A
         .await
         .map_err(setup("database"))?
         .map_err(setup("database"))?;
-    let (token, created) = Token::load(config.api_token_file.as_deref(), &config.generated_token_file())
-        .map_err(setup("api token"))?;
+    let (token, created) = Token::load(
+        config.api_token_file.as_deref(),
+        &config.generated_token_file(),
+    )
+    .map_err(setup("api token"))?;
     if created {
         tracing::info!(path = %token.source.display(), "Generated an API token (send it as `Authorization: Bearer <token>`)");
     } else {
@@ -166,14 +192,17 @@ fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
                 path.display()
             )));
         }
-        std::fs::remove_file(path).map_err(setup(&format!("cannot remove stale {}", path.display())))?;
+        std::fs::remove_file(path)
+            .map_err(setup(&format!("cannot remove stale {}", path.display())))?;
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(setup(&format!("cannot create {}", dir.display())))?;
     }
-    let listener = UnixListener::bind(path).map_err(setup(&format!("cannot listen on {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(setup(&format!("cannot set permissions of {}", path.display())))?;
+    let listener =
+        UnixListener::bind(path).map_err(setup(&format!("cannot listen on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(setup(
+        &format!("cannot set permissions of {}", path.display()),
+    ))?;
     Ok(listener)
 }
 

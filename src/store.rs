@@ -195,9 +195,7 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .db()?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .db()?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).db()?;
         let Some(sql) = MIGRATIONS.get(version as usize) else {
             return Ok(applied);
         };
@@ -370,5 +368,74 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
     }
     for finish in finishers {
         finish(outcome.as_ref().map(|_| ()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_empty_database_once_with_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ci.db");
+        let store = Store::open(&path).unwrap();
+        drop(store);
+        let mut conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, schema_version());
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(migrate(&mut conn).unwrap(), 0, "re-running applies nothing");
+        Store::open(&path).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('repos', 'builds', 'build_attempts')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 3);
+    }
+
+    #[tokio::test]
+    async fn batched_writes_roll_back_only_the_failing_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ci.db")).unwrap();
+        let insert = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |conn| {
+                        conn.execute(
+                            "INSERT INTO repos (name, path, created_at) VALUES (?1, '/x', 0)",
+                            [name],
+                        )
+                        .db()
+                    })
+                    .await
+            }
+        };
+        let (a, b, c) = tokio::join!(insert("a"), insert("a"), insert("b"));
+        assert_eq!(
+            [a.is_ok(), b.is_ok(), c.is_ok()]
+                .iter()
+                .filter(|ok| **ok)
+                .count(),
+            2,
+            "the duplicate fails alone"
+        );
+        let count: i64 = store
+            .read(|conn| {
+                conn.query_row("SELECT COUNT(*) FROM repos", [], |r| r.get(0))
+                    .db()
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, 2);
     }
 }

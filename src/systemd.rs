@@ -49,13 +49,19 @@ pub fn spawn_watchdog(app: Arc<App>, stop: CancellationToken) {
                 _ = stop.cancelled() => return,
             }
             let probe = async {
-                app.store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
+                app.store
+                    .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                    .await?;
                 app.store.write(|_| Ok(())).await
             };
             match tokio::time::timeout(period.max(Duration::from_millis(100)), probe).await {
                 Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
-                Ok(Err(e)) => tracing::error!(error = %e, "database check failed; withholding the watchdog ping"),
-                Err(_) => tracing::error!("database check timed out; withholding the watchdog ping"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "database check failed; withholding the watchdog ping")
+                }
+                Err(_) => {
+                    tracing::error!("database check timed out; withholding the watchdog ping")
+                }
             }
         }
     });

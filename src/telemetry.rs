@@ -44,7 +44,11 @@ pub fn init(format: LogFormat) {
             }
             Err(e) => {
                 registry
-                    .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .with_writer(std::io::stderr)
+                            .with_ansi(false),
+                    )
                     .init();
                 tracing::warn!(error = %e, "cannot reach the journal; logging to stderr");
             }
@@ -62,7 +66,11 @@ pub fn init(format: LogFormat) {
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init(),
         LogFormat::Auto => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false),
+            )
             .init(),
     }
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::app::{App, CancelHandle};
 use crate::logs::LogWriter;
 use crate::nix::{self, LogScan};
 use crate::process::{self, CommandError};
@@ -41,7 +41,9 @@ async fn work(app: Arc<App>) {
             Ok(Some(build)) => run(&app, build).await,
             Ok(None) => {
                 let wait = match app.store.read(queue::next_due).await {
-                    Ok(Some(due)) => poll.min(Duration::from_millis((due - now_ms()).max(1) as u64)),
+                    Ok(Some(due)) => {
+                        poll.min(Duration::from_millis((due - now_ms()).max(1) as u64))
+                    }
                     _ => poll,
                 };
                 tokio::select! {
@@ -88,21 +90,29 @@ async fn run(app: &Arc<App>, build: Build) {
         );
         let view = app.view(build.clone());
         app.events.publish("build.started", Some(build.id), &view);
-        let cancel = CancellationToken::new();
-        let reason = Arc::new(Mutex::new(None));
+        let handle = CancelHandle::default();
         app.running
             .lock()
             .expect("running builds")
-            .insert(build.id, (cancel.clone(), reason.clone()));
-        let (outcome, exit_code, stats) = execute(app, &build, &cancel, &reason).await;
-        app.running.lock().expect("running builds").remove(&build.id);
+            .insert(build.id, handle.clone());
+        let (outcome, exit_code, stats) = execute(app, &build, &handle.token, &handle.reason).await;
+        app.running
+            .lock()
+            .expect("running builds")
+            .remove(&build.id);
         record(app, &build, outcome, exit_code, stats).await;
     }
     .instrument(span)
     .await
 }
 
-async fn record(app: &Arc<App>, build: &Build, outcome: Outcome, exit_code: Option<i32>, stats: LogStats) {
+async fn record(
+    app: &Arc<App>,
+    build: &Build,
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    stats: LogStats,
+) {
     let backoff_secs = app
         .config
         .retry_backoff_secs
@@ -113,7 +123,15 @@ async fn record(app: &Arc<App>, build: &Build, outcome: Outcome, exit_code: Opti
     let result = app
         .store
         .write(move |conn| {
-            queue::finish(conn, id, attempt, &stored, exit_code, stats, backoff_secs as i64 * 1000)
+            queue::finish(
+                conn,
+                id,
+                attempt,
+                &stored,
+                exit_code,
+                stats,
+                backoff_secs as i64 * 1000,
+            )
         })
         .await;
     let after = match result {
@@ -128,9 +146,14 @@ async fn record(app: &Arc<App>, build: &Build, outcome: Outcome, exit_code: Opti
     match (&outcome, after.status) {
         (Outcome::Success, _) => tracing::info!(build_id = id, "Build succeeded"),
         (Outcome::HandedBack, _) => {
-            tracing::info!(build_id = id, "Build handed back to the queue for the next start")
+            tracing::info!(
+                build_id = id,
+                "Build handed back to the queue for the next start"
+            )
         }
-        (Outcome::Cancelled { reason }, _) => tracing::info!(build_id = id, reason = %reason, "Build cancelled"),
+        (Outcome::Cancelled { reason }, _) => {
+            tracing::info!(build_id = id, reason = %reason, "Build cancelled")
+        }
         (Outcome::Failed { kind, summary }, queue::Status::Queued) => tracing::info!(
             build_id = id,
             attempt = after.retry_count,
@@ -170,13 +193,32 @@ async fn execute(
     let (id, attempt) = (build.id, build.attempt);
     let writer = match tokio::task::spawn_blocking(move || logs.create(id, attempt)).await {
         Ok(Ok(writer)) => Arc::new(Mutex::new(writer)),
-        Ok(Err(e)) => return (infra(format!("log storage failed: {e}")), None, LogStats::default()),
-        Err(e) => return (infra(format!("log storage failed: {e}")), None, LogStats::default()),
+        Ok(Err(e)) => {
+            return (
+                infra(format!("log storage failed: {e}")),
+                None,
+                LogStats::default(),
+            );
+        }
+        Err(e) => {
+            return (
+                infra(format!("log storage failed: {e}")),
+                None,
+                LogStats::default(),
+            );
+        }
     };
-    let flake = nix::flake_ref(std::path::Path::new(&build.repo_path), &build.branch, &build.commit);
+    let flake = nix::flake_ref(
+        std::path::Path::new(&build.repo_path),
+        &build.branch,
+        &build.commit,
+    );
     let args = nix::check_args(&app.config.nix_extra_args, &flake);
     let command_line = process::describe(&app.config.nix_bin, &args);
-    note(&writer, &format!("procurator-ci: build #{id}, attempt {attempt}: {command_line}\n"));
+    note(
+        &writer,
+        &format!("procurator-ci: build #{id}, attempt {attempt}: {command_line}\n"),
+    );
 
     let spawned = spawn_with_pipe(app, &args);
     let (mut child, reader) = match spawned {
@@ -202,20 +244,27 @@ async fn execute(
     let log_failed = Arc::new(Notify::new());
     let log_error = Arc::new(Mutex::new(None::<String>));
     let pump = {
-        let (writer, last_output, log_failed, log_error) =
-            (writer.clone(), last_output.clone(), log_failed.clone(), log_error.clone());
+        let (writer, last_output, log_failed, log_error) = (
+            writer.clone(),
+            last_output.clone(),
+            log_failed.clone(),
+            log_error.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("log-{id}"))
             .spawn(move || pump(reader, &writer, &last_output, &log_failed, &log_error))
             .expect("spawning a log thread")
     };
-    let mut introspection = tokio::spawn(introspect(app.clone(), id, flake.clone(), cancel.clone()));
+    let mut introspection =
+        tokio::spawn(introspect(app.clone(), id, flake.clone(), cancel.clone()));
 
     let config = &app.config;
     let timeout = tokio::time::sleep(Duration::from_secs(config.build_timeout_secs));
     tokio::pin!(timeout);
     let silence_limit = config.max_silent_secs as i64 * 1000;
-    let mut silence = tokio::time::interval(Duration::from_millis((silence_limit / 4).clamp(100, 1000) as u64));
+    let mut silence = tokio::time::interval(Duration::from_millis(
+        (silence_limit / 4).clamp(100, 1000) as u64,
+    ));
     let waited = loop {
         tokio::select! {
             status = child.wait() => break Ok(status),
@@ -242,7 +291,10 @@ async fn execute(
                 Stop::Timeout(why) | Stop::Cancelled(why) | Stop::LogFailed(why) => why.as_str(),
                 Stop::Shutdown => "the daemon is shutting down; the build goes back to the queue",
             };
-            note(&writer, &format!("\nprocurator-ci: stopping the build: {why}\n"));
+            note(
+                &writer,
+                &format!("\nprocurator-ci: stopping the build: {why}\n"),
+            );
             terminate(&mut child, pgid, grace).await
         }
     };
@@ -253,7 +305,10 @@ async fn execute(
     if waited.is_ok() {
         // Usually done by now; it only reads the flake, so it gets a bounded
         // moment more.
-        if tokio::time::timeout(Duration::from_secs(30), &mut introspection).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), &mut introspection)
+            .await
+            .is_err()
+        {
             introspection.abort();
         }
     } else {
@@ -313,7 +368,10 @@ async fn finish_log(writer: Arc<Mutex<LogWriter>>) -> LogStats {
     .unwrap_or_default()
 }
 
-fn spawn_with_pipe(app: &App, args: &[String]) -> Result<(Child, std::io::PipeReader), CommandError> {
+fn spawn_with_pipe(
+    app: &App,
+    args: &[String],
+) -> Result<(Child, std::io::PipeReader), CommandError> {
     let nix_bin = &app.config.nix_bin;
     let describe = || process::describe(nix_bin, args);
     let spawn_failed = |e: std::io::Error| CommandError::Spawn {
@@ -322,7 +380,8 @@ fn spawn_with_pipe(app: &App, args: &[String]) -> Result<(Child, std::io::PipeRe
     };
     let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
     let mut cmd = app.repos.tools().command(nix_bin, args);
-    cmd.stdout(writer.try_clone().map_err(spawn_failed)?).stderr(writer);
+    cmd.stdout(writer.try_clone().map_err(spawn_failed)?)
+        .stderr(writer);
     let child = tokio::process::Command::from(cmd)
         .spawn()
         .map_err(|e| process::spawn_error(nix_bin, &describe(), e));
@@ -333,10 +392,17 @@ fn spawn_with_pipe(app: &App, args: &[String]) -> Result<(Child, std::io::PipeRe
 
 /// SIGTERM to the whole group, then SIGKILL after `grace` if anything of it
 /// is left; reaps nix. Returns nix's exit status when it could be reaped.
-async fn terminate(child: &mut Child, pgid: i32, grace: Duration) -> Option<std::process::ExitStatus> {
+async fn terminate(
+    child: &mut Child,
+    pgid: i32,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
     process::signal_group(pgid, Signal::TERM);
     let deadline = tokio::time::Instant::now() + grace;
-    let status = tokio::time::timeout_at(deadline, child.wait()).await.ok().and_then(Result::ok);
+    let status = tokio::time::timeout_at(deadline, child.wait())
+        .await
+        .ok()
+        .and_then(Result::ok);
     while process::group_alive(pgid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -406,12 +472,15 @@ fn scan_lines(scan: &mut LogScan, partial: &mut Vec<u8>, chunk: &[u8]) {
 /// logged and recorded, never fatal to the build.
 async fn introspect(app: Arc<App>, id: i64, flake: String, cancel: CancellationToken) {
     let args = nix::show_args(&app.config.nix_extra_args, &flake);
-    let mut cmd = tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, &args));
+    let mut cmd =
+        tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, &args));
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     let outputs = match cmd.spawn() {
-        Err(e) => serde_json::json!({"error": process::spawn_error(&app.config.nix_bin, "nix flake show", e).to_string()}),
+        Err(e) => {
+            serde_json::json!({"error": process::spawn_error(&app.config.nix_bin, "nix flake show", e).to_string()})
+        }
         Ok(child) => {
             let pgid = child.id().map(|p| p as i32);
             let _guard = GroupGuard(pgid);
@@ -432,7 +501,11 @@ async fn introspect(app: Arc<App>, id: i64, flake: String, cancel: CancellationT
     if let Some(error) = outputs.get("error") {
         tracing::warn!(build_id = id, error = %error, "cannot introspect the flake");
     }
-    if let Err(e) = app.store.write(move |conn| queue::set_outputs(conn, id, &outputs)).await {
+    if let Err(e) = app
+        .store
+        .write(move |conn| queue::set_outputs(conn, id, &outputs))
+        .await
+    {
         tracing::warn!(build_id = id, error = %e, "cannot record the flake's outputs");
     }
 }
@@ -457,7 +530,11 @@ mod tests {
         let mut scan = LogScan::default();
         let mut partial = Vec::new();
         scan_lines(&mut scan, &mut partial, b"ok\nerr");
-        scan_lines(&mut scan, &mut partial, b"or: builder for '/nix/store/00000000000000000000000000000000-x.drv' fai");
+        scan_lines(
+            &mut scan,
+            &mut partial,
+            b"or: builder for '/nix/store/00000000000000000000000000000000-x.drv' fai",
+        );
         scan_lines(&mut scan, &mut partial, b"led with exit code 1\nmore\n");
         assert_eq!(scan.summary(), "failed: x");
     }

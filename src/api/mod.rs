@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -16,14 +17,15 @@ use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -77,24 +79,28 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!(
-                        "http",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = %id
-                    )
-                }))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!(
+                            "http",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id = %id
+                        )
+                    }),
+                )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-                    tracing::error!("a request handler panicked");
-                    ApiError::internal().into_response()
-                }))
+                .layer(CatchPanicLayer::custom(
+                    |_: Box<dyn std::any::Any + Send>| {
+                        tracing::error!("a request handler panicked");
+                        ApiError::internal().into_response()
+                    },
+                ))
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
 }
@@ -111,7 +117,9 @@ impl MakeRequestId for RequestIds {
         static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
         let epoch = EPOCH.get_or_init(|| chrono::Utc::now().timestamp());
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{epoch:x}-{n}")).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("{epoch:x}-{n}"))
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -169,7 +177,10 @@ async fn list_repos(State(app): AppState) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(json!({ "repos": app.list_repos().await? })))
 }
 
-async fn create_repo(State(app): AppState, Json(body): Json<CreateRepo>) -> ApiResult<impl IntoResponse> {
+async fn create_repo(
+    State(app): AppState,
+    Json(body): Json<CreateRepo>,
+) -> ApiResult<impl IntoResponse> {
     let repo = app.create_repo(body.name, body.description).await?;
     Ok((StatusCode::CREATED, axum::Json(repo)))
 }
@@ -252,12 +263,23 @@ async fn create_build(
         "Build request received"
     );
     let result = app
-        .enqueue(&body.repo, &body.branch, &body.commit, body.author, trigger, None)
+        .enqueue(
+            &body.repo,
+            &body.branch,
+            &body.commit,
+            body.author,
+            trigger,
+            None,
+        )
         .await;
     let (build, created) = result.inspect_err(|e| {
         tracing::warn!(repo = %body.repo.escape_debug(), branch = %body.branch.escape_debug(), error = %e, "Failed to enqueue build");
     })?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(build)))
 }
 
@@ -280,15 +302,13 @@ fn parse_list(params: ListParams) -> Result<ListQuery, ApiError> {
             .filter(|l| (1..=500).contains(l))
             .ok_or_else(|| ApiError::invalid("limit", "limit must be an integer from 1 to 500"))?,
     };
-    let before = match params.before.as_deref() {
-        None => None,
-        Some(raw) => Some(
-            raw.parse::<i64>()
-                .ok()
-                .filter(|b| *b > 0)
-                .ok_or_else(|| ApiError::invalid("before", "before must be a positive build id"))?,
-        ),
-    };
+    let before =
+        match params.before.as_deref() {
+            None => None,
+            Some(raw) => Some(raw.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+                ApiError::invalid("before", "before must be a positive build id")
+            })?),
+        };
     let status = match params.status.as_deref() {
         None => None,
         Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
@@ -315,7 +335,10 @@ fn parse_list(params: ListParams) -> Result<ListQuery, ApiError> {
     })
 }
 
-async fn list_builds(State(app): AppState, Query(params): Query<ListParams>) -> ApiResult<impl IntoResponse> {
+async fn list_builds(
+    State(app): AppState,
+    Query(params): Query<ListParams>,
+) -> ApiResult<impl IntoResponse> {
     let (builds, next) = app.list_builds(parse_list(params)?).await?;
     Ok(axum::Json(json!({ "builds": builds, "next_before": next })))
 }
@@ -332,13 +355,26 @@ async fn get_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<im
     Ok(axum::Json(app.build(build_id(&id)?).await?))
 }
 
-async fn cancel_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(app.cancel(build_id(&id)?, "cancelled through the API").await?))
+async fn cancel_build(
+    State(app): AppState,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        app.cancel(build_id(&id)?, "cancelled through the API")
+            .await?,
+    ))
 }
 
-async fn rebuild_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn rebuild_build(
+    State(app): AppState,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let (build, created) = app.rebuild(build_id(&id)?).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(build)))
 }
 
@@ -383,7 +419,10 @@ async fn log_stream(
     if let Some(a) = attempt
         && (a < 1 || a > build.build.build.attempt)
     {
-        return Err(ApiError::invalid("attempt", format!("build {id} has no attempt {a}")));
+        return Err(ApiError::invalid(
+            "attempt",
+            format!("build {id} has no attempt {a}"),
+        ));
     }
     while follow && attempt.is_none() && build.build.build.status == Status::Queued {
         tokio::select! {
@@ -398,7 +437,12 @@ async fn log_stream(
     }
     let attempt = attempt.unwrap_or(build.build.build.attempt);
     let shutdown = app.shutdown.clone().cancelled_owned();
-    let stream = if attempt == 0 || build.attempts.iter().any(|a| a.attempt == attempt && a.log_deleted) {
+    let stream = if attempt == 0
+        || build
+            .attempts
+            .iter()
+            .any(|a| a.attempt == attempt && a.log_deleted)
+    {
         futures_util::stream::empty().boxed()
     } else {
         app.logs.stream(id, attempt, offset, follow).boxed()
@@ -437,14 +481,13 @@ async fn events(
     }
     head.extend(subscription.replay.iter().map(to_sse));
     let live = futures_util::stream::unfold(subscription.live, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(event) => return Some((to_sse(&event), receiver)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((SseEvent::default().event("resync").data("{}"), receiver));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        match receiver.recv().await {
+            Ok(event) => Some((to_sse(&event), receiver)),
+            // Missed events cannot be replayed: the client reloads.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Some((SseEvent::default().event("resync").data("{}"), receiver))
             }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     });
     let feed = futures_util::stream::iter(head).chain(live).boxed();
@@ -452,7 +495,8 @@ async fn events(
         None => feed,
         Some(id) => {
             let log = log_stream(&app, id, None, params.offset.unwrap_or(0), true).await?;
-            futures_util::stream::select(feed, log_events(id, params.offset.unwrap_or(0), log)).boxed()
+            futures_util::stream::select(feed, log_events(id, params.offset.unwrap_or(0), log))
+                .boxed()
         }
     };
     let shutdown = app.shutdown.clone().cancelled_owned();
@@ -487,7 +531,8 @@ fn log_events(
         };
         let piece: Vec<u8> = carry.drain(..valid).collect();
         let event = SseEvent::default().event("build.log").data(
-            json!({"build": id, "offset": *offset, "text": String::from_utf8_lossy(&piece)}).to_string(),
+            json!({"build": id, "offset": *offset, "text": String::from_utf8_lossy(&piece)})
+                .to_string(),
         );
         *offset += piece.len() as u64;
         futures_util::future::ready(Some(event))

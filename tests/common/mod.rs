@@ -1,0 +1,428 @@
+//! Test harness: the real `procurator-ci` binary on real sockets, real git
+//! repositories and real `nix flake check` with an offline configuration.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Nix settings that work offline on Debian without a daemon.
+pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\nbuild-users-group =\nsandbox = false\n";
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_procurator-ci"))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A running daemon with its own state directory.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+    extra_env: Vec<(String, String)>,
+    _tmp: Option<TempDir>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh state directory with `extra` TOML appended
+    /// to its configuration, and waits until it answers.
+    pub fn start(extra: &str) -> Daemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut daemon = Daemon::configure(&dir, extra, &[]);
+        daemon._tmp = Some(tmp);
+        daemon.spawn();
+        daemon
+    }
+
+    /// Writes the configuration for `dir` without starting.
+    pub fn configure(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let config = dir.join("config.toml");
+        let state = dir.join("state");
+        let log_format = if extra.contains("log_format") {
+            ""
+        } else {
+            "log_format = \"json\"\n"
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\nbind_address = \"127.0.0.1:{port}\"\n{log_format}\
+                 retry_backoff_secs = 0\n{extra}\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        Daemon {
+            child: None,
+            stderr: dir.join("daemon.log"),
+            dir: dir.to_path_buf(),
+            port,
+            config,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _tmp: None,
+        }
+    }
+
+    /// The command that starts this daemon.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("PROCURATOR_CI_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// (Re)starts the process and waits for `/api/health`.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(resp) = agent().get(format!("{}/api/health", self.base())).call()
+                && resp.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the daemon has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state().join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn repo_path(&self, name: &str) -> PathBuf {
+        self.state().join("repos").join(format!("{name}.git"))
+    }
+
+    /// A request; returns status and body (JSON when it parses, else a string).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let (status, text) = self.request_text(method, path, body, token);
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub fn request_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.base());
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let request = match token {
+            Some(t) => request.header("Authorization", format!("Bearer {t}")),
+            None => request,
+        };
+        let result = match body {
+            Some(b) => agent().run(
+                request
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .unwrap(),
+            ),
+            None => agent().run(request.body(()).unwrap()),
+        };
+        let mut response = result.unwrap();
+        let status = response.status().as_u16();
+        let mut text = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut text)
+            .unwrap();
+        (status, text)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None, None)
+    }
+
+    /// An authenticated POST.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(&body.to_string()), Some(&self.token()))
+    }
+
+    /// Creates a repository through the API.
+    pub fn create_repo(&self, name: &str) -> Value {
+        let (status, body) = self.post(
+            "/api/repos",
+            &serde_json::json!({"name": name, "description": "test"}),
+        );
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Every build, newest first.
+    pub fn builds(&self) -> Vec<Value> {
+        let (status, body) = self.get("/api/builds?limit=500");
+        assert_eq!(status, 200, "{body}");
+        body["builds"].as_array().unwrap().clone()
+    }
+
+    pub fn build(&self, id: i64) -> Value {
+        let (status, body) = self.get(&format!("/api/builds/{id}"));
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until build `id` satisfies `done`.
+    pub fn wait_build(&self, id: i64, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let build = self.build(id);
+            if done(&build) {
+                return build;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "build {id} did not get there: {build}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until build `id` has a final status.
+    pub fn wait_final(&self, id: i64) -> Value {
+        self.wait_build(id, Duration::from_secs(120), |b| {
+            matches!(
+                b["status"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+        })
+    }
+
+    /// The log of a build.
+    pub fn log_of(&self, id: i64) -> String {
+        self.request_text("GET", &format!("/api/builds/{id}/logs"), None, None)
+            .1
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id() as i32, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id() as i32, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name with `kill`.
+pub fn signal(pid: i32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Runs git in `dir`, asserting success; returns stdout and stderr.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.org",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "git {args:?} failed: {text}");
+    text
+}
+
+/// A working clone of a managed repository.
+pub struct Work {
+    pub dir: TempDir,
+}
+
+impl Work {
+    /// Clones `repo` (a bare repository path).
+    pub fn clone(repo: &Path) -> Work {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        git(
+            dir.path(),
+            &["remote", "add", "origin", repo.to_str().unwrap()],
+        );
+        Work { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `flake.nix` with `checks` (name → shell script) and commits;
+    /// returns the commit id.
+    pub fn commit_flake(&self, checks: &[(&str, &str)]) -> String {
+        std::fs::write(self.path().join("flake.nix"), flake(checks)).unwrap();
+        self.commit("flake")
+    }
+
+    /// Commits everything; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        git(self.path(), &["add", "-A"]);
+        git(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(self.path(), &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// Pushes and returns git's output (the hook's lines included).
+    pub fn push(&self, args: &[&str]) -> String {
+        let mut all = vec!["push", "origin"];
+        all.extend_from_slice(args);
+        git(self.path(), &all)
+    }
+}
+
+/// A flake whose checks run the given shell scripts with /bin/sh, offline.
+pub fn flake(checks: &[(&str, &str)]) -> String {
+    let mut body = String::new();
+    for (name, script) in checks {
+        body.push_str(&format!(
+            "      {name} = derivation {{ name = \"{name}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+             args = [ \"-c\" {script:?} ]; }};\n"
+        ));
+    }
+    format!(
+        "{{\n  outputs = {{ self }}: {{\n    checks.x86_64-linux = {{\n{body}    }};\n  }};\n}}\n"
+    )
+}
+
+/// A passing check script: prints, then creates `$out`.
+pub fn passing(text: &str) -> String {
+    format!("echo {text}; echo ok > $out")
+}
+
+/// The ids of builds in `builds`.
+pub fn ids(builds: &[Value]) -> Vec<i64> {
+    builds.iter().map(|b| b["id"].as_i64().unwrap()).collect()
+}

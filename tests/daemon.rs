@@ -1,0 +1,296 @@
+//! The daemon itself: configuration on the command line, systemd's notify
+//! protocol, the journal and the HTTP skeleton, against the real binary.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, binary};
+
+#[test]
+fn check_config_prints_effective_toml_that_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("a.toml");
+    std::fs::write(
+        &first,
+        "workers = 3\nnix_extra_args = [\"--option\", \"cores\", \"1\"]\n[repos.demo]\ndescription = \"Demo\"\n",
+    )
+    .unwrap();
+    let run = |path: &std::path::Path| {
+        Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(path)
+            .env_remove("PROCURATOR_CI_CONFIG")
+            .env("STATE_DIRECTORY", "/var/lib/procurator-ci")
+            .output()
+            .unwrap()
+    };
+    let out = run(&first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("workers = 3"), "{text}");
+    assert!(
+        text.contains("database_url = \"/var/lib/procurator-ci/ci.db\""),
+        "{text}"
+    );
+    let second = dir.path().join("b.toml");
+    std::fs::write(&second, &text).unwrap();
+    let again = run(&second);
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+    assert!(
+        !std::path::Path::new("/var/lib/procurator-ci/ci.db").exists(),
+        "check-config creates nothing"
+    );
+}
+
+#[test]
+fn check_config_rejects_with_key_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "workers = 0\n").unwrap();
+    let out = Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`workers`") && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+    let serve = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!serve.status.success(), "serve refuses to start too");
+}
+
+/// Collects notify messages until `until` matches one or time runs out.
+fn receive(
+    socket: &UnixDatagram,
+    deadline: Instant,
+    mut until: impl FnMut(&str) -> bool,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).to_string();
+            let stop = until(&message);
+            got.push(message);
+            if stop {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn systemd_notify_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::configure(dir.path(), "", &[]);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut child = daemon
+        .command()
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut ready_seen = false;
+    let messages = receive(&socket, start + Duration::from_secs(30), |m| {
+        if m.lines().any(|l| l == "READY=1") {
+            // Readiness means the port already accepts connections.
+            let connected = std::net::TcpStream::connect(("127.0.0.1", daemon.port));
+            assert!(
+                connected.is_ok(),
+                "READY=1 before the port accepts connections"
+            );
+            ready_seen = true;
+        }
+        ready_seen
+    });
+    assert!(ready_seen, "no READY=1 in {messages:?}");
+    let ready = messages.last().unwrap();
+    assert!(ready.lines().any(|l| l.starts_with("STATUS=")), "{ready}");
+    let pings = receive(&socket, Instant::now() + Duration::from_secs(2), |_| false);
+    let watchdogs = pings
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    assert!(
+        watchdogs >= 3,
+        "WATCHDOG=1 should repeat every 200 ms: {pings:?}"
+    );
+
+    common::signal(child.id() as i32, "TERM");
+    let stopping = receive(&socket, Instant::now() + Duration::from_secs(10), |m| {
+        m.lines().any(|l| l == "STOPPING=1")
+    });
+    assert!(
+        stopping.iter().any(|m| m.contains("STOPPING=1")),
+        "{stopping:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn without_notify_socket_serve_starts_answers_and_stops_cleanly() {
+    let mut daemon = Daemon::start("");
+    let (status, body) = daemon.get("/api/health");
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ok");
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        !daemon.state().join("procurator-ci.sock").exists(),
+        "socket removed on exit"
+    );
+}
+
+fn ensure_journald() -> Option<std::process::Child> {
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        return None;
+    }
+    let child = Command::new("/lib/systemd/systemd-journald")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-journald is needed for this test (apt-get install systemd)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(Instant::now() < deadline, "journald did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child)
+}
+
+#[test]
+fn journald_entries_carry_structured_fields() {
+    // Left running on purpose when we start it: other tests and later runs
+    // share the journal, and it holds nothing of ours.
+    let _journald = ensure_journald();
+    let name = format!("journal{}", std::process::id());
+    let daemon = Daemon::start("log_format = \"journald\"\n");
+    let repo = daemon.create_repo(&name);
+    assert_eq!(repo["name"], name.as_str());
+    let work = common::Work::clone(&daemon.repo_path(&name));
+    let commit = work.commit_flake(&[("ok", &common::passing("journal"))]);
+    work.push(&["HEAD:main"]);
+    let build = daemon
+        .builds()
+        .into_iter()
+        .find(|b| b["commit"] == commit.as_str())
+        .unwrap();
+    let id = build["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("journalctl")
+            .args([
+                "-o",
+                "json",
+                "--no-pager",
+                "SYSLOG_IDENTIFIER=procurator-ci",
+            ])
+            .arg(format!("REPO={name}"))
+            .output()
+            .unwrap();
+        let found = String::from_utf8_lossy(&out.stdout).lines().any(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            entry["BUILD_ID"] == id.to_string().as_str()
+                && entry["MESSAGE"] == "Build enqueued successfully"
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no journal entry with BUILD_ID={id}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn http_errors_are_json() {
+    let daemon = Daemon::start("");
+    let (status, body) = daemon.get("/api/nothing-here");
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = daemon.request("DELETE", "/api/builds", None, Some(&daemon.token()));
+    assert_eq!(status, 405);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let huge = format!(
+        "{{\"name\":\"x\",\"description\":\"{}\"}}",
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let (status, body) = daemon.request("POST", "/api/repos", Some(&huge), Some(&daemon.token()));
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    let (status, body) = daemon.request(
+        "POST",
+        "/api/repos",
+        Some("{not json"),
+        Some(&daemon.token()),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_json");
+}
+
+#[tokio::test]
+async fn serves_on_a_listener_handed_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = procurator_ci::config::Config::load(None).unwrap();
+    config.state_dir = dir.path().to_path_buf();
+    config.database_url = dir.path().join("ci.db");
+    config.repos_base_path = dir.path().join("repos");
+    config.socket_path = dir.path().join("s.sock");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(procurator_ci::server::serve(
+        config,
+        Some(listener),
+        shutdown.clone(),
+    ));
+    let body = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut response) =
+                ureq::get(format!("http://127.0.0.1:{port}/api/health")).call()
+            {
+                return response.body_mut().read_to_string().unwrap();
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(body.contains("\"ok\""), "{body}");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

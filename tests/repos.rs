@@ -1,0 +1,468 @@
+//! Repositories and the push trigger: real git pushes through the installed
+//! hook to the real daemon.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, Work, git, passing};
+use serde_json::json;
+
+fn builds_of(daemon: &Daemon, repo: &str) -> Vec<serde_json::Value> {
+    let (status, body) = daemon.get(&format!("/api/builds?repo={repo}&limit=500"));
+    assert_eq!(status, 200, "{body}");
+    body["builds"].as_array().unwrap().clone()
+}
+
+#[test]
+fn push_queues_exactly_one_build_and_tells_the_pusher() {
+    let daemon = Daemon::start("");
+    let repo = daemon.create_repo("demo");
+    let path = daemon.repo_path("demo");
+    assert_eq!(repo["path"], path.to_str().unwrap());
+    assert!(path.join("hooks/post-receive").is_file());
+
+    let work = Work::clone(&path);
+    let commit = work.commit_flake(&[("ok", &passing("hello"))]);
+    let output = work.push(&["HEAD:main"]);
+    let builds = builds_of(&daemon, "demo");
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let build = &builds[0];
+    assert_eq!(build["repo"], "demo");
+    assert_eq!(build["branch"], "main");
+    assert_eq!(build["commit"], commit.as_str());
+    assert_eq!(build["trigger"], "push");
+    assert_eq!(build["author"], "Test <test@example.org>");
+    let line = format!(
+        "procurator-ci: build #{} queued for main ({})",
+        build["id"],
+        &commit[..7]
+    );
+    assert!(output.contains(&line), "{output}");
+    assert!(
+        output.contains(&format!("{}/#/builds/{}", daemon.base(), build["id"])),
+        "{output}"
+    );
+
+    let (status, detail) = daemon.get("/api/repos/demo");
+    assert_eq!(status, 200);
+    assert_eq!(detail["branches"][0]["name"], "main");
+    assert_eq!(detail["branches"][0]["commit"], commit.as_str());
+    assert_eq!(detail["branches"][0]["latest_build"]["id"], build["id"]);
+}
+
+#[test]
+fn three_branches_three_builds_deletions_and_tags_none() {
+    let daemon = Daemon::start("workers = 2\n");
+    daemon.create_repo("multi");
+    let work = Work::clone(&daemon.repo_path("multi"));
+    work.commit_flake(&[("ok", &passing("x"))]);
+    work.push(&["HEAD:main"]);
+    let base = builds_of(&daemon, "multi").len();
+    assert_eq!(base, 1);
+    work.commit("next");
+    let output = work.push(&["HEAD:main", "HEAD:refs/heads/a", "HEAD:refs/heads/b/c"]);
+    let builds = builds_of(&daemon, "multi");
+    assert_eq!(builds.len(), 4, "{output}");
+    let mut branches: Vec<&str> = builds[..3]
+        .iter()
+        .map(|b| b["branch"].as_str().unwrap())
+        .collect();
+    branches.sort();
+    assert_eq!(branches, ["a", "b/c", "main"]);
+    assert_eq!(
+        output.matches("procurator-ci: build #").count(),
+        3,
+        "{output}"
+    );
+
+    git(work.path(), &["tag", "v1"]);
+    let output = work.push(&["v1", ":refs/heads/a"]);
+    assert_eq!(
+        builds_of(&daemon, "multi").len(),
+        4,
+        "tag and deletion queue nothing: {output}"
+    );
+    assert!(!output.contains("procurator-ci: build #"), "{output}");
+}
+
+#[test]
+fn declared_repos_are_created_and_hooks_reinstalled_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "[repos.declared]\ndescription = \"From the config\"\n",
+        &[],
+    );
+    daemon.spawn();
+    let path = daemon.repo_path("declared");
+    let hook = path.join("hooks/post-receive");
+    let installed = std::fs::read_to_string(&hook).unwrap();
+    assert!(installed.contains("procurator-ci-managed-hook"));
+    assert!(installed.contains(common::binary().to_str().unwrap()));
+    let (status, repo) = daemon.get("/api/repos/declared");
+    assert_eq!(status, 200);
+    assert_eq!(repo["description"], "From the config");
+    assert_eq!(repo["declared"], true);
+    assert_eq!(
+        std::fs::read_to_string(path.join("description")).unwrap(),
+        "From the config\n"
+    );
+
+    // An older hook of ours is upgraded; a foreign one elsewhere is kept.
+    daemon.stop();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n# procurator-ci-managed-hook (old version)\n",
+    )
+    .unwrap();
+    daemon.create_repo_offline("other");
+    let foreign = daemon.repo_path("other").join("hooks/post-receive");
+    std::fs::write(&foreign, "#!/bin/sh\necho foreign hook ran\n").unwrap();
+    make_executable(&foreign);
+    daemon.spawn();
+    assert_eq!(std::fs::read_to_string(&hook).unwrap(), installed);
+    let kept = daemon
+        .repo_path("other")
+        .join("hooks/post-receive.d/previous-post-receive");
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "#!/bin/sh\necho foreign hook ran\n"
+    );
+    let (status, _) = daemon.get("/api/repos/other");
+    assert_eq!(status, 200, "repositories found on disk are served");
+    let work = Work::clone(&daemon.repo_path("other"));
+    work.commit_flake(&[("ok", &passing("x"))]);
+    let output = work.push(&["HEAD:main"]);
+    assert!(output.contains("procurator-ci: build #"), "{output}");
+    assert!(
+        output.contains("foreign hook ran"),
+        "the kept hook still runs: {output}"
+    );
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+trait Offline {
+    fn create_repo_offline(&self, name: &str);
+}
+
+impl Offline for Daemon {
+    /// A bare repository made by hand while the daemon is down.
+    fn create_repo_offline(&self, name: &str) {
+        let path = self.repo_path(name);
+        git(
+            Path::new("/"),
+            &["init", "-q", "--bare", path.to_str().unwrap()],
+        );
+    }
+}
+
+#[test]
+fn push_while_daemon_down_is_built_after_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(dir.path(), "", &[]);
+    daemon.spawn();
+    daemon.create_repo("late");
+    let work = Work::clone(&daemon.repo_path("late"));
+    work.commit_flake(&[("ok", &passing("x"))]);
+    daemon.stop();
+    let started = std::time::Instant::now();
+    let output = work.push(&["HEAD:main"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        output.contains("procurator-ci: warning: cannot reach"),
+        "{output}"
+    );
+    let commit = git(work.path(), &["rev-parse", "HEAD"]).trim().to_string();
+    daemon.spawn();
+    let builds = builds_of(&daemon, "late");
+    assert_eq!(builds.len(), 1, "caught up at startup");
+    assert_eq!(builds[0]["commit"], commit.as_str());
+    assert_eq!(builds[0]["trigger"], "scan");
+    // A second start queues nothing more, and an explicit scan neither.
+    let (status, body) = daemon.post("/api/repos/late/scan", &json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(body["queued"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn enqueue_is_idempotent_and_authenticated() {
+    // A nix that takes its time keeps the first build running and the
+    // second queued while the requests race.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow-nix");
+    std::fs::write(&slow, "#!/bin/sh\nexec /bin/sleep 30\n").unwrap();
+    make_executable(&slow);
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        &format!("workers = 1\nnix_bin = \"{}\"\n", slow.display()),
+        &[],
+    );
+    daemon.spawn();
+    daemon.create_repo("idem");
+    let work = Work::clone(&daemon.repo_path("idem"));
+    work.commit_flake(&[("ok", &passing("x"))]);
+    // Give the one worker something to do first so the next build stays queued.
+    work.push(&["HEAD:main"]);
+    let commit = work.commit("second");
+    work.push(&["HEAD:refs/heads/other"]);
+    let before = daemon.builds().len();
+    assert_eq!(before, 2);
+    let body = json!({"repo": "idem", "branch": "other", "commit": commit});
+    let (first, a) = daemon.post("/api/builds", &body);
+    let (second, b) = daemon.post("/api/builds", &body);
+    assert_eq!(first, 200, "the hook's build is still queued: {a}");
+    assert_eq!(second, 200, "{b}");
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["status"], "queued");
+    assert_eq!(daemon.builds().len(), before);
+    let fresh = json!({"repo": "idem", "branch": "third", "commit": commit});
+    let (created, c) = daemon.post("/api/builds", &fresh);
+    assert_eq!(created, 201, "{c}");
+    assert_eq!(daemon.post("/api/builds", &fresh).1["id"], c["id"]);
+    let before = daemon.builds().len();
+
+    let wrong = daemon.request(
+        "POST",
+        "/api/builds",
+        Some(&body.to_string()),
+        Some("not-the-token-at-all"),
+    );
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong.1["error"]["code"], "unauthorized");
+    let missing = daemon.request("POST", "/api/builds", Some(&body.to_string()), None);
+    assert_eq!(missing.0, 401);
+    let repo = daemon.request("POST", "/api/repos", Some(r#"{"name":"nope"}"#), None);
+    assert_eq!(repo.0, 401);
+    assert!(!daemon.repo_path("nope").exists());
+    let delete = daemon.request(
+        "DELETE",
+        "/api/repos/idem?confirm=idem",
+        None,
+        Some("wrong-token-wrong-token"),
+    );
+    assert_eq!(delete.0, 401);
+    assert_eq!(daemon.builds().len(), before, "no write without the token");
+}
+
+#[test]
+fn private_reads_need_the_token() {
+    let daemon = Daemon::start("public_read = false\n");
+    assert_eq!(daemon.get("/api/builds").0, 401);
+    assert_eq!(daemon.get("/api/repos").0, 401);
+    assert_eq!(daemon.get("/api/health").0, 200);
+    assert_eq!(
+        daemon
+            .request("GET", "/api/builds", None, Some(&daemon.token()))
+            .0,
+        200
+    );
+}
+
+#[test]
+fn delete_needs_confirmation_and_keeps_history() {
+    let daemon = Daemon::start("");
+    daemon.create_repo("gone");
+    let work = Work::clone(&daemon.repo_path("gone"));
+    work.commit_flake(&[("ok", &passing("x"))]);
+    work.push(&["HEAD:main"]);
+    let token = daemon.token();
+    let (status, body) = daemon.request("DELETE", "/api/repos/gone", None, Some(&token));
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["field"], "confirm");
+    assert!(daemon.repo_path("gone").exists());
+    let (status, _) = daemon.request("DELETE", "/api/repos/gone?confirm=gone", None, Some(&token));
+    assert_eq!(status, 204);
+    assert!(!daemon.repo_path("gone").exists());
+    assert_eq!(daemon.get("/api/repos/gone").0, 404);
+    assert_eq!(
+        builds_of(&daemon, "gone").len(),
+        1,
+        "history stays readable"
+    );
+    assert_eq!(daemon.create_repo("gone")["name"], "gone");
+    let (status, _) = daemon.post("/api/repos", &json!({"name": "gone"}));
+    assert_eq!(status, 409);
+}
+
+/// A `git` on the daemon's PATH that records every argument vector.
+fn recording_git(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let script = bin.join("git");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> {}/git-args; done\nexec {} \"$@\"\n",
+            dir.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    make_executable(&script);
+    bin
+}
+
+#[test]
+fn hostile_inputs_get_json_errors_and_touch_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = recording_git(dir.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut daemon = Daemon::configure(dir.path(), "", &[("PATH", &path)]);
+    daemon.spawn();
+    daemon.create_repo("target");
+    let work = Work::clone(&daemon.repo_path("target"));
+    let commit = work.commit_flake(&[("ok", &passing("x"))]);
+    work.push(&["HEAD:main"]);
+    let listing = || {
+        let mut entries: Vec<String> = std::fs::read_dir(daemon.state().join("repos"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        entries.sort();
+        entries
+    };
+    let before = listing();
+    let outside_before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let long = "a".repeat(10_000);
+    let hostile = [
+        "../x",
+        "a/../../b",
+        "x.git",
+        "-h",
+        "--upload-pack=touch /tmp/p",
+        "ext::sh -c id",
+        "a\0b",
+        "a\nb",
+        long.as_str(),
+        "dеmo",
+        "ＡＢＣ",
+        "..",
+        ".",
+        "",
+        " ",
+        "a b",
+        "$(id)",
+        "`id`",
+        "a;b",
+        "%2e%2e",
+    ];
+    let token = daemon.token();
+    for name in hostile {
+        let body = json!({"name": name}).to_string();
+        let (status, reply) = daemon.request("POST", "/api/repos", Some(&body), Some(&token));
+        assert_eq!(status, 400, "{name:?}: {reply}");
+        assert_eq!(reply["error"]["field"], "name", "{name:?}");
+        let build = json!({"repo": name, "branch": "main", "commit": commit}).to_string();
+        let (status, reply) = daemon.request("POST", "/api/builds", Some(&build), Some(&token));
+        assert!((400..500).contains(&status), "{name:?}: {reply}");
+        assert!(reply["error"]["message"].is_string());
+        let branch = json!({"repo": "target", "branch": name, "commit": commit}).to_string();
+        let (status, reply) = daemon.request("POST", "/api/builds", Some(&branch), Some(&token));
+        let git_accepts = !name.contains('\0')
+            && std::process::Command::new("git")
+                .args(["check-ref-format", "--branch", name])
+                .output()
+                .unwrap()
+                .status
+                .success();
+        if git_accepts && name.is_ascii() && name.len() <= 255 && !name.starts_with('-') {
+            assert!(
+                matches!(status, 200 | 201),
+                "branch {name:?} is valid: {reply}"
+            );
+        } else {
+            assert_eq!(status, 400, "branch {name:?}: {reply}");
+            assert_eq!(reply["error"]["field"], "branch", "{name:?}");
+        }
+        let bad_commit = json!({"repo": "target", "branch": "main", "commit": name}).to_string();
+        let (status, reply) =
+            daemon.request("POST", "/api/builds", Some(&bad_commit), Some(&token));
+        assert_eq!(status, 400, "commit {name:?}: {reply}");
+        assert_eq!(reply["error"]["field"], "commit");
+    }
+    for commit in [
+        commit.to_uppercase(),
+        commit[..7].to_string(),
+        "0".repeat(40),
+        format!("-{}", &commit[1..]),
+    ] {
+        let body = json!({"repo": "target", "branch": "main", "commit": commit}).to_string();
+        let (status, reply) = daemon.request("POST", "/api/builds", Some(&body), Some(&token));
+        assert_eq!(status, 400, "{commit}: {reply}");
+        assert_eq!(reply["error"]["field"], "commit");
+    }
+    let (status, _) = daemon.request("POST", "/api/builds", Some(r#"{"repo":"nope","branch":"main","commit":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#), Some(&token));
+    assert_eq!(status, 404);
+    for path in [
+        "/api/repos/..%2F..%2Fetc",
+        "/api/repos/-h",
+        "/api/builds/-1",
+        "/api/builds/1%20OR%201=1",
+        "/api/builds?repo=x%27%3Bdrop",
+        "/api/builds?limit=-1",
+        "/api/builds?limit=99999999999",
+        "/api/builds?before=abc",
+        "/api/builds?offset=1",
+    ] {
+        let (status, reply) = daemon.get(path);
+        assert!((400..500).contains(&status), "{path}: {status} {reply}");
+        assert!(reply["error"]["code"].is_string(), "{path}: {reply}");
+    }
+    assert_eq!(listing(), before, "nothing created under repos");
+    let outside_after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside_before.len(), outside_after.len());
+    assert!(!Path::new("/tmp/p").exists());
+    let args = std::fs::read_to_string(dir.path().join("git-args")).unwrap();
+    for arg in args.lines() {
+        assert!(
+            !hostile
+                .iter()
+                .any(|h| !h.is_empty() && h.len() > 1 && arg == *h),
+            "git received {arg:?}"
+        );
+    }
+    assert_eq!(daemon.get("/api/health").0, 200);
+}
+
+#[test]
+fn flake_reference_is_accepted_by_nix() {
+    let daemon = Daemon::start("nix_bin = \"/bin/true\"\n");
+    daemon.create_repo("refs");
+    let work = Work::clone(&daemon.repo_path("refs"));
+    let commit = work.commit_flake(&[("ok", &passing("x"))]);
+    work.push(&["HEAD:refs/heads/feature/a+b"]);
+    let flake = procurator_ci::nix::flake_ref(&daemon.repo_path("refs"), "feature/a+b", &commit);
+    let out = std::process::Command::new("nix")
+        .args(["flake", "metadata", "--json", &flake])
+        .env("NIX_CONFIG", common::NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(metadata["locked"]["rev"], commit.as_str());
+    assert_eq!(metadata["locked"]["ref"], "refs/heads/feature/a+b");
+}
