@@ -357,3 +357,494 @@ fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_s
     let (code, _) = daemon.get("/api/health");
     assert_eq!(code, 200);
 }
+
+// ---------------------------------------------------------------------------
+// Bounds and cancellation
+
+#[test]
+fn a_check_that_outlives_build_timeout_is_stopped_with_all_its_processes() {
+    let (daemon, work) = setup("build_timeout_secs = 2\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let builder_pid = scratch.path().join("builder");
+    let grandchild_pid = scratch.path().join("grandchild");
+    let script = format!(
+        "echo $$ > {}; /bin/sleep 1000 & echo $! > {}; echo started; /bin/sleep 1000",
+        builder_pid.display(),
+        grandchild_pid.display()
+    );
+    let id = push_checks(&daemon, &work, "main", &[("slow", &script)]);
+    let pgid = nix_check_group(daemon.pid());
+    let build = daemon.wait_final(id);
+    let log = daemon.log_of(id);
+    assert_eq!(status(&build), "failed", "{build}\n{log}");
+    assert_eq!(build["failure_kind"], "timeout", "{build}");
+    let summary = build["failure_summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("build_timeout_secs"), "{summary:?}");
+    assert!(
+        log.contains("build_timeout_secs (2 s)"),
+        "the reason is missing from the log:\n{log}"
+    );
+    assert!(
+        log.contains("started"),
+        "the check never ran before the timeout:\n{log}"
+    );
+    let builder = read_pid(&builder_pid);
+    let grandchild = read_pid(&grandchild_pid);
+    assert_gone(&[builder, grandchild], Some(pgid), "after a timeout");
+    assert_eq!(build["retry_count"], 0, "a timeout is not retried: {build}");
+}
+
+#[test]
+fn a_silent_check_is_stopped_by_max_silent_secs() {
+    let (daemon, work) = setup("max_silent_secs = 2\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let builder_pid = scratch.path().join("builder");
+    let script = format!(
+        "echo $$ > {}; echo going-quiet; /bin/sleep 1000",
+        builder_pid.display()
+    );
+    let id = push_checks(&daemon, &work, "main", &[("quiet", &script)]);
+    let pgid = nix_check_group(daemon.pid());
+    let build = daemon.wait_final(id);
+    let log = daemon.log_of(id);
+    assert_eq!(status(&build), "failed", "{build}\n{log}");
+    assert_eq!(build["failure_kind"], "timeout", "{build}");
+    let summary = build["failure_summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("max_silent_secs"), "{summary:?}");
+    assert!(
+        log.contains("printed nothing for max_silent_secs (2 s)"),
+        "{log}"
+    );
+    assert!(log.contains("going-quiet"), "{log}");
+    // It was silence, not the wall clock: it ended within seconds.
+    assert!(build["duration_ms"].as_i64().unwrap() < 30_000, "{build}");
+    assert_gone(&[read_pid(&builder_pid)], Some(pgid), "after silence");
+}
+
+#[test]
+fn cancelling_a_running_build_stops_it() {
+    let (daemon, work) = setup("kill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+    let script = ticking(&pid_file, None, "forever");
+    let id = push_checks(&daemon, &work, "main", &[("forever", &script)]);
+    let pgid = nix_check_group(daemon.pid());
+    wait_file(&pid_file, Duration::from_secs(30), &daemon);
+    assert_eq!(status(&daemon.build(id)), "running");
+
+    // Without the token nothing happens.
+    let (code, body) = daemon.request("POST", &format!("/api/builds/{id}/cancel"), None, None);
+    assert_eq!(code, 401, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&daemon.build(id)), "running");
+
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 200, "{body}");
+    let build = daemon.wait_final(id);
+    assert_eq!(
+        status(&build),
+        "cancelled",
+        "{build}\n{}",
+        daemon.log_of(id)
+    );
+    assert!(build["failure_kind"].is_null(), "{build}");
+    assert!(!build["cancel_reason"].is_null(), "{build}");
+    assert_eq!(build["retry_count"], 0, "{build}");
+    let log = daemon.log_of(id);
+    assert!(log.contains("forever tick 0"), "{log}");
+    assert!(log.contains("stopping the build"), "{log}");
+    assert_gone(&[read_pid(&pid_file)], Some(pgid), "after cancel");
+    // Cancelling again is a conflict, not a change.
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(status(&daemon.build(id)), "cancelled");
+}
+
+#[test]
+fn cancelling_a_queued_build_removes_it_before_it_runs() {
+    let (daemon, work) = setup("workers = 1\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let first_pid = scratch.path().join("first");
+    let second_pid = scratch.path().join("second");
+    let first = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("first", &ticking(&first_pid, None, "first"))],
+    );
+    wait_file(&first_pid, Duration::from_secs(30), &daemon);
+    let second = push_checks(
+        &daemon,
+        &work,
+        "other",
+        &[("second", &ticking(&second_pid, Some(1), "second"))],
+    );
+    assert_eq!(status(&daemon.build(second)), "queued");
+    let (code, body) = daemon.post(
+        &format!("/api/builds/{second}/cancel"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&body), "cancelled", "{body}");
+    assert_eq!(
+        status(&daemon.build(first)),
+        "running",
+        "the running build is untouched"
+    );
+
+    // Let the single worker go free; the cancelled build must not run.
+    let (code, body) = daemon.post(
+        &format!("/api/builds/{first}/cancel"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&daemon.wait_final(first)), "cancelled");
+    std::thread::sleep(Duration::from_secs(1));
+    let build = daemon.build(second);
+    assert_eq!(status(&build), "cancelled", "{build}");
+    assert_eq!(build["attempt"], 0, "it never started: {build}");
+    assert!(build["started_at"].is_null(), "{build}");
+    assert!(build["attempts"].as_array().unwrap().is_empty(), "{build}");
+    assert!(!second_pid.exists(), "the cancelled check ran");
+}
+
+#[test]
+fn two_workers_run_two_builds_at_the_same_time() {
+    let (daemon, work) = setup("workers = 2");
+    let scratch = tempfile::tempdir().unwrap();
+    let a_pid = scratch.path().join("a");
+    let b_pid = scratch.path().join("b");
+    // 15 ticks of 0.2 s: each check runs about 3 s.
+    let a = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("a", &ticking(&a_pid, Some(15), "a"))],
+    );
+    let b = push_checks(
+        &daemon,
+        &work,
+        "other",
+        &[("b", &ticking(&b_pid, Some(15), "b"))],
+    );
+    // Observe both running at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (x, y) = (daemon.build(a), daemon.build(b));
+        if status(&x) == "running" && status(&y) == "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && status(&x) != "success" && status(&y) != "success",
+            "never both running: {x}\n{y}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (x, y) = (daemon.wait_final(a), daemon.wait_final(b));
+    assert_eq!(status(&x), "success", "{x}");
+    assert_eq!(status(&y), "success", "{y}");
+    let span = |b: &Value| {
+        let start = b["started_ms"].as_i64().unwrap();
+        (start, start + b["duration_ms"].as_i64().unwrap())
+    };
+    let ((a_start, a_end), (b_start, b_end)) = (span(&x), span(&y));
+    assert!(
+        a_start < b_end && b_start < a_end,
+        "no overlap: a {a_start}..{a_end}, b {b_start}..{b_end}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Crashes and shutdown
+
+#[test]
+fn kill_9_mid_build_then_restart_reruns_the_build_exactly_once() {
+    let (mut daemon, work) = setup("kill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pids");
+    // About 3 s per run; every run appends its shell's pid.
+    let script = ticking(&pid_file, Some(15), "crash");
+    let id = push_checks(&daemon, &work, "main", &[("crash", &script)]);
+    let first_group = nix_check_group(daemon.pid());
+    wait_file(&pid_file, Duration::from_secs(30), &daemon);
+    assert_eq!(status(&daemon.build(id)), "running");
+    daemon.kill9();
+    let first_builder = read_pid(&pid_file);
+
+    daemon.spawn();
+    // Recovery ended the first run before the daemon answered.
+    assert!(
+        !alive(first_builder),
+        "the first run's builder survived the restart: {}",
+        cmdline(first_builder)
+    );
+    assert!(
+        group_members(first_group).is_empty(),
+        "{:?}",
+        group_members(first_group)
+    );
+    let build = daemon.wait_final(id);
+    let log = daemon.log_of(id);
+    assert_eq!(
+        status(&build),
+        "success",
+        "{build}\n{log}\n{}",
+        daemon.log()
+    );
+    assert_eq!(build["attempt"], 2, "{build}");
+    let attempts = build["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{build}");
+    assert_ne!(attempts[0]["outcome"], "success", "{build}");
+    assert_eq!(attempts[1]["outcome"], "success", "{build}");
+    assert!(log.contains("crash tick 14"), "{log}");
+    // One build row for the commit, and the first run really was re-run.
+    let commit = build["commit"].as_str().unwrap();
+    let rows: Vec<Value> = daemon
+        .builds()
+        .into_iter()
+        .filter(|b| b["commit"] == commit)
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let runs = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(runs.lines().count(), 2, "runs of the check: {runs:?}");
+    assert_gone(
+        &[first_builder],
+        Some(first_group),
+        "after kill -9 and restart",
+    );
+    // And it stays finished.
+    std::thread::sleep(Duration::from_millis(500));
+    let again = daemon.build(id);
+    assert_eq!(status(&again), "success");
+    assert_eq!(again["attempt"], 2);
+}
+
+#[test]
+fn sigterm_mid_build_hands_it_back_and_a_restart_completes_it() {
+    let (mut daemon, work) = setup("kill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pids");
+    let script = ticking(&pid_file, Some(10), "handback");
+    let id = push_checks(&daemon, &work, "main", &[("handback", &script)]);
+    let group = nix_check_group(daemon.pid());
+    wait_file(&pid_file, Duration::from_secs(30), &daemon);
+    let exit = daemon.stop();
+    assert!(
+        exit.success(),
+        "the daemon exited with {exit}: {}",
+        daemon.log()
+    );
+    assert_gone(&[read_pid(&pid_file)], Some(group), "after SIGTERM");
+    {
+        let db = database(&daemon);
+        let (state, attempts, retries, pgid): (String, i64, i64, Option<i64>) = db
+            .query_row(
+                "SELECT status, attempts, retry_count, pgid FROM builds WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(state, "queued", "the build was not handed back");
+        assert_eq!(attempts, 1);
+        assert_eq!(retries, 0, "a hand-back is not a retry");
+        assert_eq!(pgid, None);
+    }
+    daemon.spawn();
+    let build = daemon.wait_final(id);
+    assert_eq!(status(&build), "success", "{build}\n{}", daemon.log_of(id));
+    assert_eq!(build["attempt"], 2, "{build}");
+    assert_eq!(build["retry_count"], 0, "{build}");
+    assert_eq!(build["attempts"][0]["outcome"], "interrupted", "{build}");
+    let first_log = daemon
+        .request_text(
+            "GET",
+            &format!("/api/builds/{id}/logs?attempt=1"),
+            None,
+            None,
+        )
+        .1;
+    assert!(first_log.contains("shutting down"), "{first_log}");
+}
+
+// ---------------------------------------------------------------------------
+// Logs and events
+
+#[test]
+fn a_follower_joining_mid_build_receives_exactly_the_final_log() {
+    let (daemon, work) = setup("");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+    // About 4 s of numbered output.
+    let script = ticking(&pid_file, Some(20), "follow");
+    let id = push_checks(&daemon, &work, "main", &[("follow", &script)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon.log_of(id).contains("follow tick 2") {
+        assert!(
+            Instant::now() < deadline,
+            "no output: {}",
+            daemon.log_of(id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
+    let mut response = long_agent().get(&url).call().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        status(&daemon.build(id)),
+        "running",
+        "the follower joined too late"
+    );
+    let mut followed = String::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut followed)
+        .unwrap();
+    let build = daemon.wait_final(id);
+    assert_eq!(status(&build), "success", "{build}");
+    let log = daemon.log_of(id);
+    assert!(log.contains("follow tick 19"), "{log}");
+    assert_eq!(followed, log, "the followed log differs from the final one");
+    // And resuming from an offset gives the rest exactly.
+    let half = log.len() / 2;
+    let rest = daemon
+        .request_text(
+            "GET",
+            &format!("/api/builds/{id}/logs?offset={half}"),
+            None,
+            None,
+        )
+        .1;
+    assert_eq!(rest.as_bytes(), &log.as_bytes()[half..]);
+}
+
+/// Reads `/api/events` on a thread and sends each `(event, data)` on.
+fn sse_events(daemon: &Daemon) -> mpsc::Receiver<(String, Value)> {
+    let url = format!("{}/api/events", daemon.base());
+    let response = ureq::Agent::config_builder()
+        .timeout_global(None)
+        .build()
+        .new_agent()
+        .get(&url)
+        .call()
+        .unwrap();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(response.into_body().into_reader());
+        let mut kind = String::new();
+        let mut data = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            } else if line.is_empty() && !kind.is_empty() {
+                let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if sender.send((std::mem::take(&mut kind), value)).is_err() {
+                    return;
+                }
+                data.clear();
+            }
+        }
+    });
+    receiver
+}
+
+#[test]
+fn an_event_stream_sees_queued_started_finished_in_order() {
+    let (daemon, work) = setup("");
+    let events = sse_events(&daemon);
+    let script = common::passing(&nonce("events"));
+    let id = push_checks(&daemon, &work, "main", &[("events", &script)]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen
+        .iter()
+        .any(|(k, _): &(String, Value)| k == "build.finished")
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (kind, data) = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("events so far: {seen:?}"));
+        if data["id"] == id {
+            seen.push((kind, data));
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["build.queued", "build.started", "build.finished"]);
+    assert_eq!(seen[0].1["status"], "queued");
+    assert_eq!(seen[1].1["status"], "running");
+    assert_eq!(seen[2].1["status"], "success");
+    assert_eq!(seen[2].1["commit"], daemon.build(id)["commit"]);
+}
+
+#[test]
+fn a_log_over_the_cap_is_truncated_with_a_marker_and_the_build_succeeds() {
+    let (daemon, work) = setup("log_max_bytes = 4096");
+    let marker = nonce("cap");
+    // About 100 KB of output.
+    let script = format!(
+        "i=0; while [ $i -lt 2000 ]; do echo {marker} line $i of padding padding; i=$((i+1)); done; echo ok > $out"
+    );
+    let id = push_checks(&daemon, &work, "main", &[("loud", &script)]);
+    let build = daemon.wait_final(id);
+    let log = daemon.log_of(id);
+    assert_eq!(status(&build), "success", "{build}\n{log}");
+    let truncation = "\n[log truncated at 4096 bytes]\n";
+    assert!(log.ends_with(truncation), "{log}");
+    assert_eq!(log.len(), 4096 + truncation.len(), "{log}");
+    assert!(log.contains(&marker), "{log}");
+    assert_eq!(build["attempts"][0]["log_truncated"], true, "{build}");
+}
+
+#[test]
+fn retention_deletes_only_logs_of_attempts_finished_before_the_cutoff() {
+    let (mut daemon, work) = setup("log_retention_days = 1");
+    let mut ids = Vec::new();
+    for name in ["old", "recent", "fresh"] {
+        let script = common::passing(&nonce(name));
+        let id = push_checks(&daemon, &work, name, &[(name, &script)]);
+        assert_eq!(status(&daemon.wait_final(id)), "success");
+        ids.push(id);
+    }
+    let logs: Vec<String> = ids.iter().map(|id| daemon.log_of(*id)).collect();
+    assert!(logs.iter().all(|l| l.contains("flake check")), "{logs:?}");
+    daemon.stop();
+    let hour = 3_600_000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    {
+        let db = database(&daemon);
+        for (id, age) in [(ids[0], 25 * hour), (ids[1], 23 * hour)] {
+            db.execute(
+                "UPDATE build_attempts SET finished_at = ?2 WHERE build_id = ?1",
+                [id, now - age],
+            )
+            .unwrap();
+        }
+    }
+    let log_dir = daemon.state().join("logs");
+    let files = |id: i64| -> Vec<PathBuf> {
+        std::fs::read_dir(log_dir.join(id.to_string()))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    assert!(!files(ids[0]).is_empty());
+    // Retention runs when the daemon starts.
+    daemon.spawn();
+    let old = daemon.wait_build(ids[0], Duration::from_secs(30), |b| {
+        b["attempts"][0]["log_deleted"] == true
+    });
+    assert_eq!(status(&old), "success", "the build itself stays: {old}");
+    assert!(files(ids[0]).is_empty(), "{:?}", files(ids[0]));
+    assert_eq!(daemon.log_of(ids[0]), "");
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let build = daemon.build(*id);
+        assert_eq!(build["attempts"][0]["log_deleted"], false, "{build}");
+        assert!(!files(*id).is_empty());
+        assert_eq!(daemon.log_of(*id), logs[i], "a kept log changed");
+    }
+}
