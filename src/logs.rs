@@ -40,6 +40,9 @@ pub struct LogStore {
     dir: PathBuf,
     max_bytes: u64,
     live: Mutex<LiveMap>,
+    /// Signalled whenever an attempt's log starts, for followers that asked
+    /// for an attempt a worker has claimed but not yet begun writing.
+    started: tokio::sync::Notify,
 }
 
 impl LogStore {
@@ -49,6 +52,7 @@ impl LogStore {
             dir,
             max_bytes,
             live: Mutex::new(HashMap::new()),
+            started: tokio::sync::Notify::new(),
         }
     }
 
@@ -76,6 +80,7 @@ impl LogStore {
             .lock()
             .expect("live logs")
             .insert((build, attempt), sender.clone());
+        self.started.notify_waiters();
         Ok(LogWriter {
             store: self.clone(),
             build,
@@ -124,7 +129,11 @@ impl LogStore {
         follow: bool,
         out: &mpsc::Sender<io::Result<Bytes>>,
     ) -> io::Result<()> {
-        if let Some(mut progress) = self.live(build, attempt) {
+        let mut live = self.live(build, attempt);
+        if follow && live.is_none() {
+            live = self.await_start(build, attempt).await;
+        }
+        if let Some(mut progress) = live {
             // The file may have been compressed and unlinked since; then the
             // compressed copy below has the same bytes.
             if let Ok(file) = File::open(self.plain_path(build, attempt)) {
@@ -177,6 +186,26 @@ impl LogStore {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    /// Waits (bounded) for an attempt that has no file yet to start: the
+    /// database may say a build runs a moment before its worker opens the
+    /// log.
+    async fn await_start(&self, build: i64, attempt: i64) -> Option<watch::Receiver<LiveState>> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let started = self.started.notified();
+            if let Some(live) = self.live(build, attempt) {
+                return Some(live);
+            }
+            let exists = |p: PathBuf| p.exists();
+            if exists(self.compressed_path(build, attempt)) || exists(self.plain_path(build, attempt)) {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, started).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Deletes both files of an attempt.
