@@ -33,37 +33,32 @@ pub fn flake_ref(repo: &Path, branch: &str, commit: &str) -> String {
     )
 }
 
-/// The arguments of `nix flake check` for `flake`.
-pub fn check_args(extra: &[String], flake: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "flake",
-        "check",
-        "--print-build-logs",
-        "--keep-going",
-        "--extra-experimental-features",
-        "nix-command flakes",
-    ]
-    .map(String::from)
-    .to_vec();
+/// `nix flake <command> <options…> <extra…> <flake>`, with flakes enabled
+/// whatever the host's nix.conf says.
+fn flake_command(command: &[&str], extra: &[String], flake: &str) -> Vec<String> {
+    let mut args = vec!["flake".to_string()];
+    args.extend(command.iter().map(|a| a.to_string()));
+    args.extend([
+        "--extra-experimental-features".into(),
+        "nix-command flakes".into(),
+    ]);
     args.extend(extra.iter().cloned());
     args.push(flake.to_string());
     args
 }
 
+/// The arguments of `nix flake check` for `flake`.
+pub fn check_args(extra: &[String], flake: &str) -> Vec<String> {
+    flake_command(
+        &["check", "--print-build-logs", "--keep-going"],
+        extra,
+        flake,
+    )
+}
+
 /// The arguments of `nix flake show --json` for `flake`.
 pub fn show_args(extra: &[String], flake: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "flake",
-        "show",
-        "--json",
-        "--extra-experimental-features",
-        "nix-command flakes",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().cloned());
-    args.push(flake.to_string());
-    args
+    flake_command(&["show", "--json"], extra, flake)
 }
 
 /// What a build's log says about why it failed, gathered line by line as the

@@ -275,12 +275,17 @@ async fn create_build(
     let (build, created) = result.inspect_err(|e| {
         tracing::warn!(repo = %body.repo.escape_debug(), branch = %body.branch.escape_debug(), error = %e, "Failed to enqueue build");
     })?;
+    Ok(created_or_existing(build, created))
+}
+
+/// 201 for a build just queued, 200 for the live one it matched.
+fn created_or_existing(build: crate::app::BuildView, created: bool) -> impl IntoResponse {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(build)))
+    (status, axum::Json(build))
 }
 
 #[derive(Deserialize)]
@@ -370,12 +375,7 @@ async fn rebuild_build(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let (build, created) = app.rebuild(build_id(&id)?).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(build)))
+    Ok(created_or_existing(build, created))
 }
 
 #[derive(Deserialize)]
