@@ -105,8 +105,8 @@ fn read_pid(path: &Path) -> i32 {
         .unwrap_or_else(|| panic!("{} holds no pid: {text:?}", path.display()))
 }
 
-/// `(state, ppid, pgrp)` of a process, from `/proc/<pid>/stat`.
-fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
+/// `(state, ppid, pgrp, session)` of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, i32, i32, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -114,6 +114,7 @@ fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
         fields[0].chars().next()?,
         fields[1].parse().ok()?,
         fields[2].parse().ok()?,
+        fields[3].parse().ok()?,
     ))
 }
 
@@ -133,27 +134,45 @@ fn all_pids() -> Vec<i32> {
 /// Whether `pid` is a live process (a zombie is dead: it only waits to be
 /// reaped by whoever inherited it).
 fn alive(pid: i32) -> bool {
-    proc_stat(pid).is_some_and(|(state, _, _)| state != 'Z')
+    proc_stat(pid).is_some_and(|(state, _, _, _)| state != 'Z')
 }
 
 /// Live members of process group `pgid`, with their command lines.
 fn group_members(pgid: i32) -> Vec<(i32, String)> {
     all_pids()
         .into_iter()
-        .filter(|p| proc_stat(*p).is_some_and(|(state, _, g)| g == pgid && state != 'Z'))
+        .filter(|p| proc_stat(*p).is_some_and(|(state, _, g, _)| g == pgid && state != 'Z'))
         .map(|p| (p, cmdline(p)))
         .collect()
 }
 
-/// Waits (bounded) until none of `pids` is alive and group `pgid` is empty.
+/// Live members of session `sid` (Nix starts each builder in a session of
+/// its own, so the builder's pid is the session of everything it started).
+fn session_members(sid: i32) -> Vec<(i32, String)> {
+    all_pids()
+        .into_iter()
+        .filter(|p| proc_stat(*p).is_some_and(|(state, _, _, s)| s == sid && state != 'Z'))
+        .map(|p| (p, cmdline(p)))
+        .collect()
+}
+
+/// Waits (bounded) until none of `pids` is alive, nothing is left in their
+/// sessions, and group `pgid` is empty.
 fn assert_gone(pids: &[i32], pgid: Option<i32>, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let living: Vec<(i32, String)> = pids
+        let mut living: Vec<(i32, String)> = pids
             .iter()
             .filter(|p| alive(**p))
             .map(|p| (*p, cmdline(*p)))
             .collect();
+        for pid in pids {
+            for member in session_members(*pid) {
+                if !living.contains(&member) {
+                    living.push(member);
+                }
+            }
+        }
         let members = pgid.map(group_members).unwrap_or_default();
         if living.is_empty() && members.is_empty() {
             return;
@@ -172,7 +191,7 @@ fn nix_check_group(daemon_pid: i32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for pid in all_pids() {
-            if let Some((state, ppid, pgrp)) = proc_stat(pid)
+            if let Some((state, ppid, pgrp, _)) = proc_stat(pid)
                 && ppid == daemon_pid
                 && state != 'Z'
                 && cmdline(pid).contains("flake check")
@@ -198,17 +217,39 @@ fn long_agent() -> ureq::Agent {
 }
 
 /// A check that writes its shell's pid to `pid_file`, then prints a tick
-/// every 0.2 s for `ticks` ticks (forever when `None`) and succeeds.
+/// every 0.2 s for `ticks` ticks and succeeds. With `None` it never ends, and
+/// first starts a grandchild `/bin/sleep 1000` whose pid it writes to
+/// `<pid_file>.grandchild`.
 fn ticking(pid_file: &Path, ticks: Option<u32>, label: &str) -> String {
-    let condition = match ticks {
-        Some(n) => format!("[ $i -lt {n} ]"),
-        None => "true".into(),
+    let (condition, grandchild) = match ticks {
+        Some(n) => (format!("[ $i -lt {n} ]"), String::new()),
+        None => (
+            "true".to_string(),
+            format!(
+                "/bin/sleep 1000 > /dev/null 2>&1 & echo $! > {}.grandchild; ",
+                pid_file.display()
+            ),
+        ),
     };
     format!(
-        "echo $$ >> {}; i=0; while {condition}; do echo {label} tick $i; /bin/sleep 0.2; i=$((i+1)); done; \
-         echo ok > $out",
+        "echo $$ >> {}; {grandchild}i=0; while {condition}; do echo {label} tick $i; /bin/sleep 0.2; \
+         i=$((i+1)); done; echo ok > $out",
         pid_file.display()
     )
+}
+
+/// `script` preceded by starting a grandchild `/bin/sleep 1000` whose pid
+/// goes to `grandchild` — on the first run of the check only.
+fn with_first_run_grandchild(grandchild: &Path, script: &str) -> String {
+    format!(
+        "if [ ! -e {0} ]; then /bin/sleep 1000 > /dev/null 2>&1 & echo $! > {0}; fi; {script}",
+        grandchild.display()
+    )
+}
+
+/// The pid of the grandchild a never-ending `ticking` check started.
+fn grandchild_of(pid_file: &Path) -> i32 {
+    read_pid(&PathBuf::from(format!("{}.grandchild", pid_file.display())))
 }
 
 /// Opens the state database read-write (the daemon must be stopped or
@@ -399,9 +440,11 @@ fn a_silent_check_is_stopped_by_max_silent_secs() {
     let (daemon, work) = setup("max_silent_secs = 2\nkill_grace_secs = 5");
     let scratch = tempfile::tempdir().unwrap();
     let builder_pid = scratch.path().join("builder");
+    let grandchild_pid = scratch.path().join("grandchild");
     let script = format!(
-        "echo $$ > {}; echo going-quiet; /bin/sleep 1000",
-        builder_pid.display()
+        "echo $$ > {}; /bin/sleep 1000 & echo $! > {}; echo going-quiet; /bin/sleep 1000",
+        builder_pid.display(),
+        grandchild_pid.display()
     );
     let id = push_checks(&daemon, &work, "main", &[("quiet", &script)]);
     let pgid = nix_check_group(daemon.pid());
@@ -418,7 +461,11 @@ fn a_silent_check_is_stopped_by_max_silent_secs() {
     assert!(log.contains("going-quiet"), "{log}");
     // It was silence, not the wall clock: it ended within seconds.
     assert!(build["duration_ms"].as_i64().unwrap() < 30_000, "{build}");
-    assert_gone(&[read_pid(&builder_pid)], Some(pgid), "after silence");
+    assert_gone(
+        &[read_pid(&builder_pid), read_pid(&grandchild_pid)],
+        Some(pgid),
+        "after silence",
+    );
 }
 
 #[test]
@@ -453,7 +500,11 @@ fn cancelling_a_running_build_stops_it() {
     let log = daemon.log_of(id);
     assert!(log.contains("forever tick 0"), "{log}");
     assert!(log.contains("stopping the build"), "{log}");
-    assert_gone(&[read_pid(&pid_file)], Some(pgid), "after cancel");
+    assert_gone(
+        &[read_pid(&pid_file), grandchild_of(&pid_file)],
+        Some(pgid),
+        "after cancel",
+    );
     // Cancelling again is a conflict, not a change.
     let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
     assert_eq!(code, 409, "{body}");
@@ -499,7 +550,12 @@ fn cancelling_a_queued_build_removes_it_before_it_runs() {
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(status(&daemon.wait_final(first)), "cancelled");
-    std::thread::sleep(Duration::from_secs(1));
+    assert_gone(
+        &[read_pid(&first_pid), grandchild_of(&first_pid)],
+        None,
+        "after cancel",
+    );
+    std::thread::sleep(Duration::from_millis(500));
     let build = daemon.build(second);
     assert_eq!(status(&build), "cancelled", "{build}");
     assert_eq!(build["attempt"], 0, "it never started: {build}");
@@ -562,8 +618,9 @@ fn kill_9_mid_build_then_restart_reruns_the_build_exactly_once() {
     let (mut daemon, work) = setup("kill_grace_secs = 5");
     let scratch = tempfile::tempdir().unwrap();
     let pid_file = scratch.path().join("pids");
+    let grandchild = scratch.path().join("grandchild");
     // About 3 s per run; every run appends its shell's pid.
-    let script = ticking(&pid_file, Some(15), "crash");
+    let script = with_first_run_grandchild(&grandchild, &ticking(&pid_file, Some(15), "crash"));
     let id = push_checks(&daemon, &work, "main", &[("crash", &script)]);
     let first_group = nix_check_group(daemon.pid());
     wait_file(&pid_file, Duration::from_secs(30), &daemon);
@@ -571,12 +628,18 @@ fn kill_9_mid_build_then_restart_reruns_the_build_exactly_once() {
     daemon.kill9();
     let first_builder = read_pid(&pid_file);
 
+    let first_grandchild = read_pid(&grandchild);
     daemon.spawn();
     // Recovery ended the first run before the daemon answered.
     assert!(
         !alive(first_builder),
         "the first run's builder survived the restart: {}",
         cmdline(first_builder)
+    );
+    assert!(
+        !alive(first_grandchild),
+        "the first run's grandchild survived the restart: {}",
+        cmdline(first_grandchild)
     );
     assert!(
         group_members(first_group).is_empty(),
@@ -608,7 +671,7 @@ fn kill_9_mid_build_then_restart_reruns_the_build_exactly_once() {
     let runs = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(runs.lines().count(), 2, "runs of the check: {runs:?}");
     assert_gone(
-        &[first_builder],
+        &[first_builder, first_grandchild],
         Some(first_group),
         "after kill -9 and restart",
     );
@@ -624,7 +687,8 @@ fn sigterm_mid_build_hands_it_back_and_a_restart_completes_it() {
     let (mut daemon, work) = setup("kill_grace_secs = 5");
     let scratch = tempfile::tempdir().unwrap();
     let pid_file = scratch.path().join("pids");
-    let script = ticking(&pid_file, Some(10), "handback");
+    let grandchild = scratch.path().join("grandchild");
+    let script = with_first_run_grandchild(&grandchild, &ticking(&pid_file, Some(10), "handback"));
     let id = push_checks(&daemon, &work, "main", &[("handback", &script)]);
     let group = nix_check_group(daemon.pid());
     wait_file(&pid_file, Duration::from_secs(30), &daemon);
@@ -634,7 +698,11 @@ fn sigterm_mid_build_hands_it_back_and_a_restart_completes_it() {
         "the daemon exited with {exit}: {}",
         daemon.log()
     );
-    assert_gone(&[read_pid(&pid_file)], Some(group), "after SIGTERM");
+    assert_gone(
+        &[read_pid(&pid_file), read_pid(&grandchild)],
+        Some(group),
+        "after SIGTERM",
+    );
     {
         let db = database(&daemon);
         let (state, attempts, retries, pgid): (String, i64, i64, Option<i64>) = db
@@ -847,4 +915,56 @@ fn retention_deletes_only_logs_of_attempts_finished_before_the_cutoff() {
         assert!(!files(*id).is_empty());
         assert_eq!(daemon.log_of(*id), logs[i], "a kept log changed");
     }
+}
+
+#[test]
+fn a_follower_waiting_on_a_queued_build_receives_its_whole_log() {
+    let (daemon, work) = setup("workers = 1\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let blocker_pid = scratch.path().join("blocker");
+    let blocker = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("blocker", &ticking(&blocker_pid, None, "blocker"))],
+    );
+    wait_file(&blocker_pid, Duration::from_secs(30), &daemon);
+    let followed_pid = scratch.path().join("followed");
+    let id = push_checks(
+        &daemon,
+        &work,
+        "other",
+        &[("followed", &ticking(&followed_pid, Some(5), "followed"))],
+    );
+    assert_eq!(status(&daemon.build(id)), "queued");
+    let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
+    let follower = std::thread::spawn(move || {
+        let mut response = long_agent().get(&url).call().unwrap();
+        let mut text = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    });
+    // Give the follower time to park on the queued build.
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, body) = daemon.post(
+        &format!("/api/builds/{blocker}/cancel"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&daemon.wait_final(blocker)), "cancelled");
+    assert_gone(
+        &[read_pid(&blocker_pid), grandchild_of(&blocker_pid)],
+        None,
+        "after cancel",
+    );
+    let build = daemon.wait_final(id);
+    assert_eq!(status(&build), "success", "{build}");
+    let followed = follower.join().unwrap();
+    let log = daemon.log_of(id);
+    assert!(log.contains("followed tick 4"), "{log}");
+    assert_eq!(followed, log, "the follower missed part of the log");
 }
