@@ -34,6 +34,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../static/style.css"),
     },
+    Asset {
+        path: "/favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../static/favicon.svg"),
+    },
 ];
 
 /// A strong ETag from the content (FNV-1a; collisions only cost a reload).

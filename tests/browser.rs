@@ -1,0 +1,747 @@
+//! The web page in a real headless Chromium, driven over the W3C WebDriver
+//! protocol (chromedriver, plain HTTP on loopback), against the real daemon
+//! with real pushes and real `nix flake check`.
+//!
+//! Screenshots of every view go to `target/browser-screenshots/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use common::{Daemon, Work, free_port, passing};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+// ------------------------------------------------------------ WebDriver
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// chromedriver and one browser session; both end on drop.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+    _profile: tempfile::TempDir,
+    /// Every browser console entry read so far.
+    console: Vec<Value>,
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Finds chromedriver and chromium, installing Debian's packages when they
+/// are missing and we may.
+fn chromium() -> (PathBuf, PathBuf) {
+    let found = || {
+        let driver = std::env::var_os("CHROMEDRIVER")
+            .map(PathBuf::from)
+            .or_else(|| which("chromedriver"));
+        let browser = std::env::var_os("CHROMIUM")
+            .map(PathBuf::from)
+            .or_else(|| which("chromium"))
+            .or_else(|| which("chromium-browser"));
+        driver.zip(browser)
+    };
+    if let Some(both) = found() {
+        return both;
+    }
+    eprintln!("chromium or chromedriver missing: installing Debian's chromium and chromium-driver");
+    let install = || {
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "chromium",
+                "chromium-driver",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").arg("update").status();
+        install();
+    }
+    found().expect("chromium and chromedriver are needed: apt-get install chromium chromium-driver")
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let (driver_bin, chromium_bin) = chromium();
+        let port = free_port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Browser {
+            driver,
+            base: format!("http://127.0.0.1:{port}"),
+            session: String::new(),
+            agent: agent(),
+            _profile: profile,
+            console: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = browser
+                .agent
+                .get(format!("{}/status", browser.base))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| v["value"]["ready"] == true);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium_bin,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+                    "--disable-extensions", "--window-size=1280,900",
+                    format!("--user-data-dir={}", browser._profile.path().display()),
+                ],
+            },
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "timeouts": {"script": 30000, "pageLoad": 30000, "implicit": 0},
+        }}});
+        let created = browser.call("POST", "/session", Some(caps));
+        browser.session = created["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_string();
+        browser
+    }
+
+    /// A WebDriver command; returns `value`, panicking on an error.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|(status, value)| panic!("webdriver {method} {path}: {status} {value}"))
+    }
+
+    /// A WebDriver command; returns `value`, or the status and error value.
+    fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let result = match body {
+            Some(b) => self.agent.run(
+                request
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .unwrap(),
+            ),
+            None => self.agent.run(request.body(()).unwrap()),
+        };
+        let mut response = result.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status >= 300 {
+            return Err((status, value["value"].clone()));
+        }
+        Ok(value["value"].clone())
+    }
+
+    fn s(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", &self.s("/url"), Some(json!({ "url": url })));
+    }
+
+    /// Runs `script` (a function body) in the page.
+    fn js(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    fn find(&self, css: &str) -> String {
+        let found = self.call(
+            "POST",
+            &self.s("/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        found[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    /// Clicks the element matching `css`, finding it again if the page
+    /// replaced it in between (rows are re-rendered on live updates).
+    fn click(&self, css: &str) {
+        for _ in 0..20 {
+            let el = self.find(css);
+            match self.try_call(
+                "POST",
+                &self.s(&format!("/element/{el}/click")),
+                Some(json!({})),
+            ) {
+                Ok(_) => return,
+                Err((_, e)) if e["error"] == "stale element reference" => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((status, e)) => panic!("click {css}: {status} {e}"),
+            }
+        }
+        panic!("{css} kept being replaced");
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{el}/clear")),
+            Some(json!({})),
+        );
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{el}/value")),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    /// Text of the first element matching `css`, or None.
+    fn text(&self, css: &str) -> Option<String> {
+        self.js(
+            "const el = document.querySelector(arguments[0]); return el ? el.innerText : null;",
+            json!([css]),
+        )
+        .as_str()
+        .map(String::from)
+    }
+
+    fn visible(&self, css: &str) -> bool {
+        self.js(
+            "const el = document.querySelector(arguments[0]); \
+             return !!el && !el.closest('[hidden]') && el.getClientRects().length > 0;",
+            json!([css]),
+        ) == true
+    }
+
+    fn hash(&self) -> String {
+        self.js("return location.hash;", json!([]))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Polls `probe` until it returns Some, for at most `timeout`.
+    fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut(&Browser) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = probe(self) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let body = self.text("body").unwrap_or_default();
+                panic!(
+                    "timed out waiting for {what}; page at {} shows:\n{body}",
+                    self.hash()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_visible(&self, css: &str) {
+        self.wait(css, Duration::from_secs(20), |b| {
+            b.visible(css).then_some(())
+        });
+    }
+
+    fn cdp(&self, cmd: &str, params: Value) {
+        self.call(
+            "POST",
+            &self.s("/goog/cdp/execute"),
+            Some(json!({"cmd": cmd, "params": params})),
+        );
+    }
+
+    /// Writes a PNG of the viewport.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        // Let animations and fonts settle.
+        std::thread::sleep(Duration::from_millis(300));
+        let data = self.call("GET", &self.s("/screenshot"), None);
+        let png = base64_decode(data.as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+
+    /// Reads (and keeps) the console entries logged since the last read.
+    fn read_console(&mut self) -> Vec<Value> {
+        let entries = self.call("POST", &self.s("/se/log"), Some(json!({"type": "browser"})));
+        let entries = entries.as_array().cloned().unwrap_or_default();
+        self.console.extend(entries.iter().cloned());
+        entries
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self
+                .agent
+                .delete(format!("{}/session/{}", self.base, self.session))
+                .call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target directory")
+        .join("browser-screenshots")
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in text.bytes().filter_map(value) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+// --------------------------------------------------------------- helpers
+
+/// A string that makes a derivation new, so nix really builds it.
+fn nonce() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}")
+}
+
+/// A check that prints `tick 1` … `tick n` a second apart, then passes.
+fn ticking(n: u32) -> String {
+    format!(
+        "echo start {}; for i in {}; do echo tick $i; /bin/sleep 1; done; echo ok > $out",
+        nonce(),
+        (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+    )
+}
+
+/// Installs recorders in the page: statuses each build row was shown with,
+/// CSP violations, and a marker that a reload would lose.
+const RECORDERS: &str = r#"
+window.__marker = "no reload since";
+window.__seen = {};
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__csp.push(e.violatedDirective + " " + e.blockedURI);
+});
+const record = (node) => {
+  if (!(node instanceof Element)) return;
+  const rows = node.matches("li.build-row") ? [node] : [...node.querySelectorAll("li.build-row")];
+  for (const row of rows) {
+    const seen = (window.__seen[row.dataset.id] = window.__seen[row.dataset.id] || []);
+    if (seen[seen.length - 1] !== row.dataset.status) seen.push(row.dataset.status);
+  }
+};
+new MutationObserver((records) => {
+  for (const r of records) for (const n of r.addedNodes) record(n);
+}).observe(document.body, { childList: true, subtree: true });
+"#;
+
+fn seen(browser: &Browser, id: i64) -> Vec<String> {
+    let v = browser.js(
+        "return window.__seen[arguments[0]] || [];",
+        json!([id.to_string()]),
+    );
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn log_text(browser: &Browser) -> String {
+    browser.text(".log-lines").unwrap_or_default()
+}
+
+fn pill(browser: &Browser) -> String {
+    browser.text(".build-head .pill").unwrap_or_default()
+}
+
+// ------------------------------------------------------------------ test
+
+#[test]
+fn the_page_live_in_chromium() {
+    let d = Daemon::start("");
+    let token = d.token();
+    d.create_repo("demo");
+    let w = Work::clone(&d.repo_path("demo"));
+
+    // Builds that exist before the page is opened: one passing, one failing.
+    w.commit_flake(&[("hello", &passing(&format!("hi {}", nonce())))]);
+    w.push(&["HEAD:main"]);
+    let failing = format!(
+        "echo start {}; echo tick 1; echo 'error: the widget is broken' >&2; exit 1",
+        nonce()
+    );
+    w.commit_flake(&[("widget", &failing)]);
+    w.push(&["HEAD:broken"]);
+    let before = d.builds();
+    assert_eq!(before.len(), 2, "{before:?}");
+    for b in &before {
+        d.wait_final(b["id"].as_i64().unwrap());
+    }
+    let failed_id = before.iter().find(|b| b["branch"] == "broken").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(d.build(failed_id)["status"], "failed");
+
+    let mut browser = Browser::start();
+    let base = d.base();
+
+    // The console is really collected: a sentinel error shows up.
+    browser.goto(&format!("{base}/"));
+    browser.js("console.error('sentinel-' + 'console-check');", json!([]));
+    let sentinel = browser.read_console();
+    assert!(
+        sentinel.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sentinel-console-check")),
+        "console entries are readable: {sentinel:?}"
+    );
+    browser.console.clear();
+
+    // ---- Home: the existing builds are listed.
+    browser.wait("the two existing builds", Duration::from_secs(20), |b| {
+        (b.js(
+            "return document.querySelectorAll('li.build-row').length;",
+            json!([]),
+        ) == 2)
+            .then_some(())
+    });
+    assert!(browser.visible(&format!(
+        "li.build-row[data-id='{failed_id}'][data-status='failed']"
+    )));
+    browser.wait("the live indicator", Duration::from_secs(20), |b| {
+        (b.text("#live").as_deref() == Some("Live")).then_some(())
+    });
+    browser.js(RECORDERS, json!([]));
+
+    // ---- A push after the page loaded appears without a reload, and goes
+    // queued → running → success live.
+    w.commit_flake(&[("slow", &ticking(4))]);
+    w.push(&["HEAD:main"]);
+    let pushed = d.builds()[0]["id"].as_i64().unwrap();
+    browser.wait(
+        "the pushed build to show running",
+        Duration::from_secs(60),
+        |b| {
+            let s = seen(b, pushed);
+            s.contains(&"running".to_string()).then_some(())
+        },
+    );
+    assert!(
+        browser.visible(&format!("li.build-row[data-id='{pushed}'] .ticking")),
+        "running duration ticks"
+    );
+    browser.screenshot("builds");
+    browser.wait(
+        "the pushed build to succeed",
+        Duration::from_secs(90),
+        |b| (seen(b, pushed).last().map(String::as_str) == Some("success")).then_some(()),
+    );
+    assert_eq!(
+        seen(&browser, pushed),
+        ["queued", "running", "success"],
+        "statuses shown live"
+    );
+    let title = browser.js("return document.title;", json!([]));
+    assert!(
+        title.as_str().unwrap().contains(&format!("#{pushed}")),
+        "title names the latest build: {title}"
+    );
+
+    // ---- Opening a running build streams its log lines as they come.
+    w.commit_flake(&[("slow", &ticking(8))]);
+    w.push(&["HEAD:slow"]);
+    let running = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_build(running, Duration::from_secs(60), |b| {
+        b["status"] == "running"
+    });
+    let row = format!("li.build-row[data-id='{running}'] a");
+    browser.wait("the new row", Duration::from_secs(20), |b| {
+        b.visible(&row).then_some(())
+    });
+    browser.click(&row);
+    browser.wait("the build view", Duration::from_secs(20), |b| {
+        (b.hash() == format!("#/builds/{running}") && b.visible(".build-head")).then_some(())
+    });
+    let (partial, seen_tick) = browser.wait(
+        "a partial log of the running build",
+        Duration::from_secs(60),
+        |b| {
+            let log = log_text(b);
+            let last = (1..=8).rev().find(|i| log.contains(&format!("tick {i}")))?;
+            (last < 6 && pill(b) == "Running").then(|| (log, last))
+        },
+    );
+    assert!(!partial.contains("tick 8"), "{partial}");
+    let title = browser.js("return document.title;", json!([]));
+    assert!(
+        title.as_str().unwrap().starts_with('▶'),
+        "title shows running: {title}"
+    );
+    let favicon = browser.js("return document.getElementById('favicon').href;", json!([]));
+    assert!(
+        favicon.as_str().unwrap().starts_with("data:image/svg+xml"),
+        "{favicon}"
+    );
+    browser.screenshot("build-running");
+    browser.wait("more log lines", Duration::from_secs(30), |b| {
+        log_text(b)
+            .contains(&format!("tick {}", seen_tick + 1))
+            .then_some(())
+    });
+    browser.wait("the running build to pass", Duration::from_secs(60), |b| {
+        (pill(b) == "Passed" && log_text(b).contains("tick 8")).then_some(())
+    });
+    let log = log_text(&browser);
+    assert_eq!(log.matches("tick 3").count(), 1, "each line once: {log}");
+    assert_eq!(
+        browser.js("return window.__marker;", json!([])),
+        "no reload since",
+        "everything above happened without a reload"
+    );
+
+    // ---- A deep link survives a reload; the first error is highlighted
+    // with a link to it.
+    browser.goto(&format!("{base}/#/builds/{failed_id}"));
+    browser.js(RECORDERS, json!([]));
+    browser.wait_visible(".error-link");
+    let first = browser.text(".ln.first-error").unwrap();
+    assert!(first.contains("error:"), "{first}");
+    browser.click(".error-link");
+    browser.wait("the error line targeted", Duration::from_secs(10), |b| {
+        (b.hash().starts_with(&format!("#/builds/{failed_id}?line="))
+            && b.visible(".ln.target.first-error"))
+        .then_some(())
+    });
+    assert_eq!(pill(&browser), "Failed");
+    browser.screenshot("build-failed");
+
+    // ---- Rebuild asks for the token; a wrong one is refused visibly.
+    browser.click("#rebuild");
+    browser.wait_visible("#token-dialog[open] #token-input");
+    browser.type_into("#token-input", "certainly-not-the-token");
+    browser.click("#token-save");
+    browser.wait("the wrong-token error", Duration::from_secs(10), |b| {
+        b.visible("#token-dialog[open] #token-error")
+            .then(|| b.text("#token-error"))
+            .flatten()
+            .filter(|t| t.contains("the API token is wrong"))
+    });
+    browser.screenshot("token-dialog");
+    let builds_before = d.builds().len();
+    assert_eq!(builds_before, 4, "the wrong token queued nothing");
+    browser.type_into("#token-input", &token);
+    browser.click("#token-save");
+    let rebuilt = browser.wait("the rebuild's page", Duration::from_secs(20), |b| {
+        let hash = b.hash();
+        let id: i64 = hash.strip_prefix("#/builds/")?.parse().ok()?;
+        (id != failed_id).then_some(id)
+    });
+    let rebuilt_json = d.build(rebuilt);
+    assert_eq!(rebuilt_json["rebuild_of"], failed_id, "{rebuilt_json}");
+    assert_eq!(rebuilt_json["trigger"], "rebuild");
+    browser.wait(
+        "the rebuild to fail again, live",
+        Duration::from_secs(90),
+        |b| (pill(b) == "Failed" && b.visible(".ln.first-error")).then_some(()),
+    );
+    let stored = browser.js(
+        "return localStorage.getItem('procurator-ci.token');",
+        json!([]),
+    );
+    assert_eq!(stored, token.as_str(), "the token is kept");
+
+    // ---- Repositories: the server's message for a bad name; creation.
+    browser.click("a[data-nav='repos']");
+    browser.wait_visible(".repo-card[data-repo='demo']");
+    let (status, refusal) = d.post("/api/repos", &json!({"name": "bad..name"}));
+    assert_eq!(status, 400);
+    let message = refusal["error"]["message"].as_str().unwrap().to_string();
+    browser.type_into("#repo-name", "bad..name");
+    browser.click("#repo-create");
+    browser.wait("the server's refusal", Duration::from_secs(10), |b| {
+        (b.visible("#repo-error") && b.text("#repo-error").as_deref() == Some(message.as_str()))
+            .then_some(())
+    });
+    browser.screenshot("repos");
+    browser.type_into("#repo-name", "from-the-browser");
+    browser.type_into("#repo-description", "Created from the web page");
+    browser.click("#repo-create");
+    browser.wait("the new repository's page", Duration::from_secs(20), |b| {
+        (b.hash() == "#/repos/from-the-browser"
+            && b.text("h1").as_deref() == Some("from-the-browser"))
+        .then_some(())
+    });
+    let (status, created) = d.get("/api/repos/from-the-browser");
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["description"], "Created from the web page");
+
+    browser.goto(&format!("{base}/#/repos/demo"));
+    browser.wait("the demo repository with its badge", Duration::from_secs(20), |b| {
+        (b.js(
+            "const img = document.querySelector('img.badge'); return !!img && img.complete && img.naturalWidth > 0;",
+            json!([]),
+        ) == true)
+            .then_some(())
+    });
+    let snippet = browser.js(
+        "return document.getElementById('badge-markdown').value;",
+        json!([]),
+    );
+    assert!(
+        snippet
+            .as_str()
+            .unwrap()
+            .contains("/api/repos/demo/badge.svg?branch=main"),
+        "{snippet}"
+    );
+    let branches = browser.text("table.branches").unwrap();
+    assert!(
+        branches.contains("broken") && branches.contains("slow"),
+        "{branches}"
+    );
+    browser.screenshot("repo");
+
+    // ---- Dark and phone-width renderings.
+    browser.cdp(
+        "Emulation.setEmulatedMedia",
+        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    );
+    browser.goto(&format!("{base}/#/"));
+    browser.wait_visible("li.build-row");
+    browser.screenshot("builds-dark");
+    browser.goto(&format!("{base}/#/builds/{failed_id}"));
+    browser.wait_visible(".ln.first-error");
+    browser.screenshot("build-dark");
+    browser.cdp(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    browser.goto(&format!("{base}/#/"));
+    browser.wait_visible("li.build-row");
+    let overflow = browser.js(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        json!([]),
+    );
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "no sideways scrolling on a phone: {overflow}"
+    );
+    browser.screenshot("builds-phone");
+    browser.cdp(
+        "Emulation.setEmulatedMedia",
+        json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
+    );
+    browser.goto(&format!("{base}/#/builds/{running}"));
+    browser.wait_visible(".log .ln");
+    browser.screenshot("build-phone");
+    browser.cdp("Emulation.clearDeviceMetricsOverride", json!({}));
+
+    // ---- No console errors and no CSP violations, except the two refusals
+    // the steps above asked for.
+    let csp = browser.js("return window.__csp || [];", json!([]));
+    assert_eq!(csp, json!([]), "CSP violations");
+    browser.read_console();
+    let expected = [
+        format!(
+            "/api/builds/{failed_id}/rebuild - Failed to load resource: the server responded with a status of 401"
+        ),
+        "/api/repos - Failed to load resource: the server responded with a status of 400"
+            .to_string(),
+    ];
+    let problems: Vec<&Value> = browser
+        .console
+        .iter()
+        .filter(|e| e["level"] != "INFO" && e["level"] != "DEBUG")
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            !expected.iter().any(|x| m.contains(x.as_str()))
+        })
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "console errors or warnings: {problems:#?}"
+    );
+    for x in &expected {
+        assert!(
+            browser.console.iter().any(|e| e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(x.as_str())),
+            "the console shows the refused request {x}: {:#?}",
+            browser.console
+        );
+    }
+}
