@@ -199,7 +199,9 @@ impl LogStore {
                 return Some(live);
             }
             let exists = |p: PathBuf| p.exists();
-            if exists(self.compressed_path(build, attempt)) || exists(self.plain_path(build, attempt)) {
+            if exists(self.compressed_path(build, attempt))
+                || exists(self.plain_path(build, attempt))
+            {
                 return None;
             }
             if tokio::time::timeout_at(deadline, started).await.is_err() {
@@ -312,6 +314,17 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
+    /// Appends a short line of procurator-ci's own (the command, why the
+    /// build was stopped) whole, even past the cap: the reason a build ended
+    /// must be readable in every log, truncated or not.
+    pub fn note(&mut self, text: &str) -> io::Result<()> {
+        self.file.write_all(text.as_bytes())?;
+        self.written += text.len() as u64;
+        let len = self.written;
+        self.live.send_modify(|s| s.len = len);
+        Ok(())
+    }
+
     /// Appends `data`; past the cap, writes the truncation marker once and
     /// drops the rest (the build goes on).
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -470,6 +483,21 @@ mod tests {
         );
         let tail = collect(logs.stream(1, 1, 2040, false)).await;
         assert_eq!(tail, text[2040..]);
+    }
+
+    #[tokio::test]
+    async fn notes_are_kept_whole_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Arc::new(LogStore::new(dir.path().to_path_buf(), 1024));
+        let mut writer = logs.create(2, 1).unwrap();
+        writer.write(&[b'x'; 2000]).unwrap();
+        writer.note("stopped: the reason\n").unwrap();
+        writer.write(b"dropped").unwrap();
+        let stats = writer.finish();
+        let text = collect(logs.stream(2, 1, 0, false)).await;
+        assert!(text.ends_with(b"\n[log truncated at 1024 bytes]\nstopped: the reason\n"));
+        assert_eq!(stats.bytes as usize, text.len());
+        assert!(stats.truncated);
     }
 
     #[tokio::test]

@@ -347,7 +347,7 @@ async fn execute(
 
 /// Writes a line of our own into the build's log.
 fn note(writer: &Arc<Mutex<LogWriter>>, text: &str) {
-    let _ = writer.lock().expect("log writer").write(text.as_bytes());
+    let _ = writer.lock().expect("log writer").note(text);
 }
 
 async fn finish_log(writer: Arc<Mutex<LogWriter>>) -> LogStats {

@@ -976,3 +976,128 @@ fn a_follower_waiting_on_a_queued_build_receives_its_whole_log() {
     assert!(log.contains("followed tick 4"), "{log}");
     assert_eq!(followed, log, "the follower missed part of the log");
 }
+
+#[test]
+fn a_truncated_log_still_says_why_the_build_stopped() {
+    let (daemon, work) = setup("log_max_bytes = 4096\nbuild_timeout_secs = 3\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; i=0; while [ $i -lt 500 ]; do echo line $i of padding padding padding; i=$((i+1)); done; \
+         /bin/sleep 1000",
+        pid_file.display()
+    );
+    let id = push_checks(&daemon, &work, "main", &[("loud_then_stuck", &script)]);
+    let build = daemon.wait_final(id);
+    let log = daemon.log_of(id);
+    assert_eq!(build["failure_kind"], "timeout", "{build}\n{log}");
+    assert!(log.contains("[log truncated at 4096 bytes]"), "{log}");
+    assert!(
+        log.contains("build_timeout_secs"),
+        "the reason is missing from a truncated log:\n{log}"
+    );
+    assert_gone(&[read_pid(&pid_file)], None, "after a timeout");
+}
+
+#[test]
+fn a_push_wakes_an_idle_worker_at_once() {
+    // Polling alone would take a minute.
+    let (daemon, work) = setup("worker_poll_interval_ms = 60000");
+    // Let the worker go idle first.
+    std::thread::sleep(Duration::from_millis(500));
+    let script = common::passing(&nonce("wake"));
+    let id = push_checks(&daemon, &work, "main", &[("wake", &script)]);
+    let build = daemon.wait_build(id, Duration::from_secs(30), |b| !b["started_ms"].is_null());
+    let latency = build["started_ms"].as_i64().unwrap() - build["created_ms"].as_i64().unwrap();
+    assert!(latency < 2000, "push to running took {latency} ms: {build}");
+    assert_eq!(status(&daemon.wait_final(id)), "success");
+}
+
+#[test]
+fn repeated_kill_9_exhausts_retries_and_the_build_fails_once() {
+    let (mut daemon, work) = setup("max_retries = 1\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pids");
+    let script = ticking(&pid_file, Some(50), "doomed");
+    let id = push_checks(&daemon, &work, "main", &[("doomed", &script)]);
+    for run in 1..=2 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < run
+        {
+            assert!(
+                Instant::now() < deadline,
+                "run {run} never started: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon.kill9();
+        daemon.spawn();
+    }
+    let build = daemon.wait_final(id);
+    assert_eq!(status(&build), "failed", "{build}");
+    assert_eq!(build["failure_kind"], "infrastructure", "{build}");
+    assert_eq!(build["attempt"], 2, "{build}");
+    assert_eq!(build["retry_count"], 1, "{build}");
+    let runs: Vec<i32> = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_gone(&runs, None, "after repeated kill -9");
+    // Nothing runs it again.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().lines().count(),
+        2
+    );
+    assert_eq!(daemon.build(id)["attempt"], 2);
+}
+
+#[test]
+fn sigterm_ends_open_log_and_event_streams_promptly() {
+    let (mut daemon, work) = setup("kill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+    let id = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("long", &ticking(&pid_file, None, "long"))],
+    );
+    wait_file(&pid_file, Duration::from_secs(30), &daemon);
+    let events = sse_events(&daemon);
+    let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
+    let follower = std::thread::spawn(move || {
+        let mut response = long_agent().get(&url).call().unwrap();
+        let mut text = Vec::new();
+        let _ = response.body_mut().as_reader().read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let exit = daemon.stop();
+    let took = started.elapsed();
+    assert!(exit.success(), "{exit}: {}", daemon.log());
+    assert!(took < Duration::from_secs(15), "stopping took {took:?}");
+    let followed = follower.join().unwrap();
+    assert!(followed.contains("long tick 0"), "{followed}");
+    // The event stream ended too: its reader thread hung up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            _ => assert!(Instant::now() < deadline, "the event stream stayed open"),
+        }
+    }
+    assert_gone(
+        &[read_pid(&pid_file), grandchild_of(&pid_file)],
+        None,
+        "after SIGTERM",
+    );
+}
