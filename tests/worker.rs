@@ -1101,3 +1101,51 @@ fn sigterm_ends_open_log_and_event_streams_promptly() {
         "after SIGTERM",
     );
 }
+
+#[test]
+fn a_check_that_ignores_sigterm_is_still_stopped_without_leftovers() {
+    let (daemon, work) = setup("kill_grace_secs = 3");
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+    let grandchild = scratch.path().join("grandchild");
+    let script = format!(
+        "trap '' TERM; echo $$ > {}; /bin/sleep 1000 & echo $! > {}; \
+         while true; do echo stubborn; /bin/sleep 0.2; done",
+        pid_file.display(),
+        grandchild.display()
+    );
+    let id = push_checks(&daemon, &work, "main", &[("stubborn", &script)]);
+    let pgid = nix_check_group(daemon.pid());
+    wait_file(&grandchild, Duration::from_secs(30), &daemon);
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 200, "{body}");
+    let build = daemon.wait_final(id);
+    assert_eq!(status(&build), "cancelled", "{build}");
+    assert_gone(
+        &[read_pid(&pid_file), read_pid(&grandchild)],
+        Some(pgid),
+        "after cancelling a check that ignores SIGTERM",
+    );
+}
+
+#[test]
+fn many_builds_on_several_workers_each_run_exactly_once() {
+    let (daemon, work) = setup("workers = 3");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut builds = Vec::new();
+    for n in 0..6 {
+        let pid_file = scratch.path().join(format!("run-{n}"));
+        let name = format!("c{n}");
+        let script = ticking(&pid_file, Some(3), &name);
+        let id = push_checks(&daemon, &work, &format!("b{n}"), &[(&name, &script)]);
+        builds.push((id, pid_file));
+    }
+    for (id, pid_file) in &builds {
+        let build = daemon.wait_final(*id);
+        assert_eq!(status(&build), "success", "{build}");
+        assert_eq!(build["attempt"], 1, "{build}");
+        let runs = std::fs::read_to_string(pid_file).unwrap();
+        assert_eq!(runs.lines().count(), 1, "build {id} ran {runs:?}");
+    }
+    assert_eq!(daemon.builds().len(), builds.len());
+}
