@@ -52,7 +52,7 @@
   }
 
   function append(el, children) {
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : String(child));
     }
@@ -187,6 +187,11 @@
     }, kind === "error" ? 9000 : 5000);
   }
 
+  /** Tells screen readers about a change they did not ask for. */
+  function announce(message) {
+    document.getElementById("announce").textContent = message;
+  }
+
   async function copyText(text, input) {
     try {
       await navigator.clipboard.writeText(text);
@@ -200,15 +205,10 @@
   }
 
   /** A read-only field with a copy button. */
-  function copyField(label, value, id) {
-    const input = h("input", {
-      id,
-      type: "text",
-      readonly: true,
-      value,
-      spellcheck: "false",
-      class: "mono",
-    });
+  function copyField(label, value, id, rows) {
+    const input = rows
+      ? h("textarea", { id, readonly: true, rows, spellcheck: "false", class: "mono", text: value })
+      : h("input", { id, type: "text", readonly: true, value, spellcheck: "false", class: "mono" });
     input.addEventListener("focus", () => input.select());
     return h(
       "div",
@@ -393,9 +393,12 @@
       const value = input.value.trim();
       if (!value) return;
       saveToken(value);
-      if (tokenAsk) tokenAsk.finish(value);
-      else dialog.close();
-      toast("Token saved in this browser");
+      if (tokenAsk) {
+        tokenAsk.finish(value);
+      } else {
+        dialog.close();
+        toast("Token saved in this browser");
+      }
     });
     document.getElementById("token-cancel").addEventListener("click", () => {
       if (tokenAsk) tokenAsk.finish(null);
@@ -1416,13 +1419,10 @@
         h("span", { "aria-hidden": "true", text: " / " }),
       );
       const live = !FINAL.has(b.status);
-      this.rebuildButton = h("button", {
-        type: "button",
-        id: "rebuild",
-        class: "primary",
-        text: "Rebuild",
-        onclick: () => this.rebuild(),
-      });
+      // A rebuild of a live build would only find that build again.
+      this.rebuildButton = live
+        ? null
+        : h("button", { type: "button", id: "rebuild", class: "primary", text: "Rebuild", onclick: () => this.rebuild() });
       this.cancelButton = live
         ? h("button", { type: "button", id: "cancel", class: "danger", text: "Cancel", onclick: () => this.cancel() })
         : null;
@@ -1502,6 +1502,7 @@
       this.updateLogState();
       if (previous && previous.status !== b.status) {
         this.root.querySelector(".build-head").classList.add("changed");
+        announce(`Build #${b.id} ${STATUS_TEXT[b.status].toLowerCase()}`);
       }
       if (!this.destroyed && this.streaming !== null) this.openStream();
     }
@@ -1882,7 +1883,7 @@
             "section",
             { class: "card", "aria-labelledby": "badge-title" },
             h("h2", { id: "badge-title", text: "Status badge" }),
-            copyField(`Markdown for ${main}`, markdown, "badge-markdown"),
+            copyField(`Markdown for ${main}`, markdown, "badge-markdown", 3),
           ),
         ),
         h(

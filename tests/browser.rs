@@ -300,8 +300,9 @@ impl Browser {
 
     /// Writes a PNG of the viewport.
     fn screenshot(&self, name: &str) -> PathBuf {
-        // Let animations and fonts settle.
+        // Let animations settle; the passing toast would hide the page.
         std::thread::sleep(Duration::from_millis(300));
+        self.js("document.getElementById('toast').hidden = true;", json!([]));
         let data = self.call("GET", &self.s("/screenshot"), None);
         let png = base64_decode(data.as_str().unwrap());
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
@@ -709,10 +710,47 @@ fn the_page_live_in_chromium() {
     browser.screenshot("build-phone");
     browser.cdp("Emulation.clearDeviceMetricsOverride", json!({}));
 
-    // ---- No console errors and no CSP violations, except the two refusals
-    // the steps above asked for.
     let csp = browser.js("return window.__csp || [];", json!([]));
     assert_eq!(csp, json!([]), "CSP violations");
+
+    // ---- With `public_read = false` the page asks for the token before
+    // showing anything, then shows builds live (over its fetch stream).
+    let private = Daemon::start("public_read = false");
+    private.create_repo("secret");
+    let pw = Work::clone(&private.repo_path("secret"));
+    browser.goto(&format!("{}/", private.base()));
+    browser.wait_visible("#token-dialog[open] #token-input");
+    let shown = browser.js(
+        "return document.querySelector('.build-list, .repo-list') === null;",
+        json!([]),
+    );
+    assert_eq!(shown, true, "nothing is shown before the token");
+    browser.screenshot("private-token");
+    browser.type_into("#token-input", &private.token());
+    browser.click("#token-save");
+    browser.wait("the empty builds list", Duration::from_secs(20), |b| {
+        (b.visible(".builds-view .empty") && b.text("#live").as_deref() == Some("Live"))
+            .then_some(())
+    });
+    browser.js(RECORDERS, json!([]));
+    pw.commit_flake(&[("quick", &passing(&format!("private {}", nonce())))]);
+    pw.push(&["HEAD:main"]);
+    let (_, listed) = private.request("GET", "/api/builds", None, Some(&private.token()));
+    let secret_build = listed["builds"][0]["id"].as_i64().unwrap();
+    browser.wait(
+        "the private build to pass, live",
+        Duration::from_secs(60),
+        |b| (seen(b, secret_build).last().map(String::as_str) == Some("success")).then_some(()),
+    );
+    assert_eq!(
+        browser.js("return window.__marker;", json!([])),
+        "no reload since"
+    );
+    let csp = browser.js("return window.__csp || [];", json!([]));
+    assert_eq!(csp, json!([]), "CSP violations");
+
+    // ---- No console errors and no CSP violations, except the refusals the
+    // steps above asked for.
     browser.read_console();
     let expected = [
         format!(
@@ -720,6 +758,10 @@ fn the_page_live_in_chromium() {
         ),
         "/api/repos - Failed to load resource: the server responded with a status of 400"
             .to_string(),
+        format!(
+            "{}/api/repos - Failed to load resource: the server responded with a status of 401",
+            private.base()
+        ),
     ];
     let problems: Vec<&Value> = browser
         .console
