@@ -74,12 +74,14 @@ impl LogStore {
     pub fn create(self: &Arc<Self>, build: i64, attempt: i64) -> io::Result<LogWriter> {
         let path = self.plain_path(build, attempt);
         fs::create_dir_all(path.parent().expect("log files live in a directory"))?;
+        // The file appears and the attempt becomes live under one lock, so a
+        // reader never sees a running attempt's file without its progress
+        // (it would take it for a finished log and stop early).
+        let mut live = self.live.lock().expect("live logs");
         let file = File::create(&path)?;
         let (sender, _) = watch::channel(LiveState::default());
-        self.live
-            .lock()
-            .expect("live logs")
-            .insert((build, attempt), sender.clone());
+        live.insert((build, attempt), sender.clone());
+        drop(live);
         self.started.notify_waiters();
         Ok(LogWriter {
             store: self.clone(),
@@ -195,14 +197,18 @@ impl LogStore {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let started = self.started.notified();
-            if let Some(live) = self.live(build, attempt) {
-                return Some(live);
-            }
-            let exists = |p: PathBuf| p.exists();
-            if exists(self.compressed_path(build, attempt))
-                || exists(self.plain_path(build, attempt))
             {
-                return None;
+                // Under the lock `create` holds while it makes the file: a
+                // file without a live entry is a finished (or orphaned) log.
+                let live = self.live.lock().expect("live logs");
+                if let Some(sender) = live.get(&(build, attempt)) {
+                    return Some(sender.subscribe());
+                }
+                if self.compressed_path(build, attempt).exists()
+                    || self.plain_path(build, attempt).exists()
+                {
+                    return None;
+                }
             }
             if tokio::time::timeout_at(deadline, started).await.is_err() {
                 return None;
@@ -483,6 +489,29 @@ mod tests {
         );
         let tail = collect(logs.stream(1, 1, 2040, false)).await;
         assert_eq!(tail, text[2040..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_follower_racing_the_start_of_an_attempt_gets_all_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Arc::new(LogStore::new(dir.path().to_path_buf(), 1 << 20));
+        for build in 1..=300 {
+            let follower = tokio::spawn(collect(logs.stream(build, 1, 0, true)));
+            let writer_logs = logs.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut writer = writer_logs.create(build, 1).unwrap();
+                writer.note("header\n").unwrap();
+                writer.write(b"output\n").unwrap();
+                writer.finish();
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                follower.await.unwrap(),
+                b"header\noutput\n",
+                "build {build}"
+            );
+        }
     }
 
     #[tokio::test]
