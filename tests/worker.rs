@@ -1149,3 +1149,18 @@ fn many_builds_on_several_workers_each_run_exactly_once() {
     }
     assert_eq!(daemon.builds().len(), builds.len());
 }
+
+#[test]
+fn a_process_a_passing_check_leaves_behind_does_not_survive() {
+    let (daemon, work) = setup("");
+    let scratch = tempfile::tempdir().unwrap();
+    let straggler = scratch.path().join("straggler");
+    let script = format!(
+        "/bin/sleep 1000 > /dev/null 2>&1 & echo $! > {}; echo done; echo ok > $out",
+        straggler.display()
+    );
+    let id = push_checks(&daemon, &work, "main", &[("leaves_one", &script)]);
+    let build = daemon.wait_final(id);
+    assert_eq!(status(&build), "success", "{build}\n{}", daemon.log_of(id));
+    assert_gone(&[read_pid(&straggler)], None, "after a passing check");
+}
