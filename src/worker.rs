@@ -20,6 +20,9 @@ use crate::nix::{self, LogScan};
 use crate::process::{self, CommandError};
 use crate::queue::{self, Build, FailureKind, LogStats, Outcome, now_ms};
 
+/// How long the output may stay open after nix and its group are gone.
+const PIPE_DRAIN: Duration = Duration::from_secs(10);
+
 /// Starts `config.workers` workers; they stop when `app.shutdown` fires,
 /// handing their builds back to the queue.
 pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
@@ -314,9 +317,21 @@ async fn execute(
     } else {
         introspection.abort();
     }
-    let pumped = tokio::task::spawn_blocking(move || pump.join()).await;
+    // The pipe closes when the last process holding it exits; nix closes it
+    // in what it starts, but a process that escaped the group could keep it
+    // open forever, so the worker waits only a bounded time for the rest of
+    // the output.
+    let pumped =
+        tokio::time::timeout(PIPE_DRAIN, tokio::task::spawn_blocking(move || pump.join())).await;
     let scan = match pumped {
-        Ok(Ok(scan)) => scan,
+        Ok(Ok(Ok(scan))) => scan,
+        Err(_) => {
+            tracing::warn!(
+                build_id = id,
+                "a process outside the build's group keeps its output open; not waiting for it"
+            );
+            LogScan::default()
+        }
         _ => LogScan::default(),
     };
     let exit_code = status.and_then(|s| s.code());
