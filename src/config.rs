@@ -54,6 +54,52 @@ pub struct RepoDecl {
     pub description: String,
 }
 
+/// When a notification fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// A build succeeded.
+    Success,
+    /// A build failed (any failure kind).
+    Failure,
+    /// A build ended: succeeded, failed or was cancelled.
+    Finished,
+}
+
+/// A `[[notify]]` entry: where to tell about finished builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Which endings fire it.
+    pub on: NotifyOn,
+    /// Repository name pattern (`*` matches any run of characters).
+    #[serde(default = "any_pattern")]
+    pub repo: String,
+    /// Branch name pattern (`*` matches any run of characters).
+    #[serde(default = "any_pattern")]
+    pub branch: String,
+    /// POST the build JSON here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// File holding the HMAC-SHA256 key that signs webhook bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// Or run this argument vector with the build JSON on stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Bound on one delivery attempt or command run.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn any_pattern() -> String {
+    "*".into()
+}
+
+fn default_notify_timeout() -> u64 {
+    30
+}
+
 /// The effective, validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +130,9 @@ pub struct Config {
     pub public_read: bool,
     #[serde(default)]
     pub repos: BTreeMap<String, RepoDecl>,
+    pub cancel_superseded: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
 }
 
 /// What the providers yield before paths derived from `state_dir` are filled
@@ -116,6 +165,9 @@ struct RawConfig {
     public_read: bool,
     #[serde(default)]
     repos: BTreeMap<String, RepoDecl>,
+    cancel_superseded: bool,
+    #[serde(default)]
+    notify: Vec<Notify>,
 }
 
 impl Default for RawConfig {
@@ -144,6 +196,8 @@ impl Default for RawConfig {
             api_token_file: None,
             public_read: true,
             repos: BTreeMap::new(),
+            cancel_superseded: true,
+            notify: Vec::new(),
         }
     }
 }
@@ -320,6 +374,8 @@ fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         api_token_file: raw.api_token_file.map(absolute),
         public_read: raw.public_read,
         repos: raw.repos,
+        cancel_superseded: raw.cancel_superseded,
+        notify: raw.notify,
     })
 }
 
@@ -470,6 +526,63 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
                     &format!("cannot read it: {e}"),
                 ));
             }
+        }
+    }
+    for (i, entry) in config.notify.iter().enumerate() {
+        let key = format!("notify.{i}");
+        let source = || source_of(figment, "notify");
+        let bad = |field: &str, value: String, reason: &str| ConfigError::Invalid {
+            key: format!("{key}.{field}"),
+            value,
+            source_name: source(),
+            reason: reason.to_string(),
+        };
+        match (&entry.url, &entry.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(bad(
+                    "url",
+                    format!("{:?}", entry.url),
+                    "give exactly one of `url` and `command`",
+                ));
+            }
+            (Some(url), None) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(bad(
+                    "url",
+                    format!("{url:?}"),
+                    "must start with http:// or https://",
+                ));
+            }
+            (None, Some(command)) if command.is_empty() || command[0].is_empty() => {
+                return Err(bad(
+                    "command",
+                    format!("{command:?}"),
+                    "must name a program",
+                ));
+            }
+            _ => {}
+        }
+        if entry.secret_file.is_some() && entry.url.is_none() {
+            return Err(bad(
+                "secret_file",
+                format!("{:?}", entry.secret_file),
+                "only signs webhooks (`url`)",
+            ));
+        }
+        if let Some(path) = &entry.secret_file
+            && let Err(e) = std::fs::read(path)
+        {
+            return Err(bad(
+                "secret_file",
+                path.display().to_string(),
+                &format!("cannot read it: {e}"),
+            ));
+        }
+        if !(1..=3600).contains(&entry.timeout_secs) {
+            return Err(bad(
+                "timeout_secs",
+                entry.timeout_secs.to_string(),
+                "must be between 1 and 3600",
+            ));
         }
     }
     for name in config.repos.keys() {
@@ -664,6 +777,38 @@ mod tests {
             jail.create_file("l.toml", "log_format = \"xml\"\n")?;
             let err = load_in(jail, Some("l.toml")).unwrap_err().to_string();
             assert!(err.contains("log_format") && err.contains("xml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn notify_entries_are_validated() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "n.toml",
+                "[[notify]]\non = \"success\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+                 [[notify]]\non = \"finished\"\nrepo = \"web*\"\ncommand = [\"/bin/true\"]\n",
+            )?;
+            let config = load_in(jail, Some("n.toml")).unwrap();
+            assert_eq!(config.notify.len(), 2);
+            assert_eq!(config.notify[0].branch, "*");
+            assert_eq!(config.notify[1].on, NotifyOn::Finished);
+            assert!(config.cancel_superseded);
+
+            jail.create_file("b.toml", "[[notify]]\non = \"success\"\n")?;
+            let err = load_in(jail, Some("b.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("notify.0.url") && err.contains("exactly one"),
+                "{err}"
+            );
+
+            jail.create_file(
+                "o.toml",
+                "[[notify]]\non = \"sometimes\"\ncommand = [\"x\"]\n",
+            )?;
+            let err = load_in(jail, Some("o.toml")).unwrap_err().to_string();
+            assert!(err.contains("sometimes"), "{err}");
             Ok(())
         });
     }
