@@ -512,10 +512,12 @@
       const source = new EventSource(this.url());
       this.source = source;
       let errors = 0;
+      let seenId = false;
       source.onopen = () => {
-        // A reconnect by the browser sends Last-Event-ID: the server
-        // replays what was missed or says `resync`.
-        this.opened(gen, errors === 0 && resumed);
+        // A reconnect by the browser sends Last-Event-ID and the server
+        // replays what was missed (or says `resync`); without an id seen
+        // on this source, nothing can be replayed: reload instead.
+        this.opened(gen, (resumed || errors > 0) && !seenId);
       };
       source.onerror = () => {
         if (gen !== this.generation) return;
@@ -527,6 +529,7 @@
       };
       for (const type of EVENT_TYPES) {
         source.addEventListener(type, (e) => {
+          if (e.lastEventId) seenId = true;
           if (gen === this.generation) this.dispatch(type, e.data, e.lastEventId);
         });
       }
@@ -1012,15 +1015,15 @@
         }
         return;
       }
-      if (!old) {
-        // Only where it belongs among what is loaded.
-        const ids = [...this.builds.keys()];
-        const lowest = ids.length ? Math.min(...ids) : Infinity;
-        if (!this.done && b.id < lowest && ids.length) return;
-      }
+      // Only where it belongs among what is loaded: older ones come with
+      // their page.
+      if (!old && fresh && !this.done && this.builds.size && b.id < this.lowest) return;
       const el = this.row(b, fresh && !old);
       if (old) {
         old.el.replaceWith(el);
+      } else if (!this.builds.size || b.id < this.lowest) {
+        this.list.append(el);
+        this.lowest = b.id;
       } else {
         let before = null;
         for (const child of this.list.children) {

@@ -431,7 +431,7 @@ fn pill(browser: &Browser) -> String {
 
 #[test]
 fn the_page_live_in_chromium() {
-    let d = Daemon::start("");
+    let mut d = Daemon::start("");
     let token = d.token();
     d.create_repo("demo");
     let w = Work::clone(&d.repo_path("demo"));
@@ -542,7 +542,7 @@ fn the_page_live_in_chromium() {
         |b| {
             let log = log_text(b);
             let last = (1..=8).rev().find(|i| log.contains(&format!("tick {i}")))?;
-            (last < 6 && pill(b) == "Running").then(|| (log, last))
+            (last < 6 && pill(b) == "Running").then_some((log, last))
         },
     );
     assert!(!partial.contains("tick 8"), "{partial}");
@@ -674,6 +674,125 @@ fn the_page_live_in_chromium() {
         "{branches}"
     );
     browser.screenshot("repo");
+
+    // ---- Back and forward between views.
+    browser.click("a[data-nav='repos']");
+    browser.wait_visible(".repo-card[data-repo='demo']");
+    browser.call("POST", &browser.s("/back"), Some(json!({})));
+    browser.wait("back to the repository", Duration::from_secs(10), |b| {
+        (b.hash() == "#/repos/demo" && b.visible("table.branches")).then_some(())
+    });
+    browser.call("POST", &browser.s("/forward"), Some(json!({})));
+    browser.wait("forward to the list", Duration::from_secs(10), |b| {
+        (b.hash() == "#/repos" && b.visible(".repo-card")).then_some(())
+    });
+
+    // ---- Filters live in the URL; back undoes one.
+    browser.click("a[data-nav='builds']");
+    browser.wait_visible("li.build-row");
+    browser.click("#filter-status option[value='failed']");
+    browser.wait("only failed builds", Duration::from_secs(10), |b| {
+        let statuses = b.js(
+            "return [...document.querySelectorAll('li.build-row')].map(r => r.dataset.status);",
+            json!([]),
+        );
+        (b.hash() == "#/?status=failed" && statuses == json!(["failed", "failed"])).then_some(())
+    });
+    browser.call("POST", &browser.s("/back"), Some(json!({})));
+    browser.wait("the unfiltered list again", Duration::from_secs(10), |b| {
+        let rows = b.js(
+            "return document.querySelectorAll('li.build-row').length;",
+            json!([]),
+        );
+        (b.hash() == "#/" && rows == 5).then_some(())
+    });
+
+    // ---- The daemon restarts: the page reconnects and catches up with what
+    // it missed (a push while the daemon was down, queued at its start).
+    browser.wait("the live indicator", Duration::from_secs(20), |b| {
+        (b.text("#live").as_deref() == Some("Live")).then_some(())
+    });
+    browser.js(RECORDERS, json!([]));
+    d.stop();
+    browser.wait(
+        "the page to notice the daemon is gone",
+        Duration::from_secs(20),
+        |b| (b.text("#live").as_deref() != Some("Live")).then_some(()),
+    );
+    let missed = w.commit_flake(&[("after", &passing(&format!("after a restart {}", nonce())))]);
+    w.push(&["HEAD:main"]);
+    d.spawn();
+    let caught_up = d.builds()[0].clone();
+    assert_eq!(
+        caught_up["commit"],
+        missed.as_str(),
+        "queued at the start: {caught_up}"
+    );
+    let caught_up = caught_up["id"].as_i64().unwrap();
+    browser.wait(
+        "the missed build, without a reload",
+        Duration::from_secs(60),
+        |b| {
+            (b.visible(&format!("li.build-row[data-id='{caught_up}']"))
+                && b.text("#live").as_deref() == Some("Live"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        browser.js("return window.__marker;", json!([])),
+        "no reload since"
+    );
+    d.wait_final(caught_up);
+
+    // ---- Older builds load as the list is scrolled (pages of 50).
+    let commit = d.build(caught_up)["commit"].as_str().unwrap().to_string();
+    let mut many = Vec::new();
+    for i in 0..52 {
+        let (status, b) = d.post(
+            "/api/builds",
+            &json!({"repo": "demo", "branch": format!("page-{i}"), "commit": commit}),
+        );
+        assert_eq!(status, 201, "{b}");
+        many.push(b["id"].as_i64().unwrap());
+    }
+    for id in &many {
+        d.post(&format!("/api/builds/{id}/cancel"), &json!({}));
+    }
+    for id in &many {
+        d.wait_final(*id);
+    }
+    let total = d.builds().len();
+    assert!(total > 50, "more than a page: {total}");
+    browser.goto(&format!("{base}/#/"));
+    browser.wait(
+        "every build, page by page, as the list scrolls",
+        Duration::from_secs(30),
+        |b| {
+            let ids = b.js(
+                "window.scrollTo(0, document.body.scrollHeight); \
+             return [...document.querySelectorAll('li.build-row')].map(r => Number(r.dataset.id));",
+                json!([]),
+            );
+            let ids: Vec<i64> = ids.as_array()?.iter().filter_map(Value::as_i64).collect();
+            (ids.len() == total).then_some(ids)
+        },
+    );
+    let ids = browser.js(
+        "return [...document.querySelectorAll('li.build-row')].map(r => Number(r.dataset.id));",
+        json!([]),
+    );
+    let ids: Vec<i64> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no duplicates: {ids:?}"
+    );
+    assert!(browser.visible(".end-note"), "the end of the list is said");
+    browser.js("window.scrollTo(0, 0);", json!([]));
 
     // ---- Dark and phone-width renderings.
     browser.cdp(
