@@ -424,9 +424,47 @@ impl App {
             self.events
                 .publish("build.queued", Some(view.build.id), &view);
             self.wake.notify_one();
+            // A rebuild asks for an old commit on purpose; it supersedes nothing.
+            if self.config.cancel_superseded && trigger != "rebuild" {
+                self.supersede(&view.build).await;
+            }
             Ok((view, true))
         } else {
             Ok((self.view(build), false))
+        }
+    }
+
+    /// Cancels the older live builds of the same branch once a newer commit
+    /// is queued: their results would be stale before they arrive.
+    async fn supersede(&self, newer: &Build) {
+        let probe = newer.clone();
+        let ids = match self
+            .store
+            .read(move |conn| queue::superseded(conn, &probe))
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(build_id = newer.id, error = %e, "cannot look for superseded builds");
+                return;
+            }
+        };
+        let reason = format!("superseded by #{}", newer.id);
+        for id in ids {
+            // A build claimed a moment ago registers its cancel handle right
+            // after; give it that moment.
+            for _ in 0..20 {
+                match self.cancel(id, &reason).await {
+                    Err(AppError::Conflict(message)) if message.contains("is starting") => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(build_id = id, error = %e, "cannot cancel a superseded build");
+                        break;
+                    }
+                    Ok(_) => break,
+                }
+            }
         }
     }
 

@@ -407,6 +407,24 @@ pub fn cancel_queued(
     get(conn, id)
 }
 
+/// Live (queued or running) builds of `branch` of `repo` older than build
+/// `newer`, of another commit: what a push of `newer` supersedes.
+pub fn superseded(conn: &Connection, newer: &Build) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id FROM builds WHERE repo_name = ?1 AND branch = ?2 AND commit_hash <> ?3 \
+             AND id < ?4 AND status IN ('queued', 'running') ORDER BY id",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map(
+            params![newer.repo, newer.branch, newer.commit, newer.id],
+            |r| r.get(0),
+        )
+        .db()?;
+    rows.collect::<Result<Vec<_>, _>>().db()
+}
+
 /// Builds recorded as running: after a restart, orphans of a dead instance.
 pub fn running(conn: &Connection) -> Result<Vec<Build>, StoreError> {
     let mut stmt = conn

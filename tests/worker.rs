@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work};
+use common::{Daemon, Work, passing};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -1163,4 +1163,96 @@ fn a_process_a_passing_check_leaves_behind_does_not_survive() {
     let build = daemon.wait_final(id);
     assert_eq!(status(&build), "success", "{build}\n{}", daemon.log_of(id));
     assert_gone(&[read_pid(&straggler)], None, "after a passing check");
+}
+
+#[test]
+fn a_newer_push_cancels_older_builds_of_the_same_branch() {
+    let (daemon, work) = setup("workers = 1\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let busy_pid = scratch.path().join("busy");
+    let busy = push_checks(
+        &daemon,
+        &work,
+        "busy",
+        &[("busy", &ticking(&busy_pid, None, "busy"))],
+    );
+    wait_file(&busy_pid, Duration::from_secs(30), &daemon);
+
+    // Queued behind the busy build, then superseded while still queued.
+    let old_pid = scratch.path().join("old");
+    let queued = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("old", &ticking(&old_pid, None, "old"))],
+    );
+    let running_pid = scratch.path().join("running");
+    let second = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("second", &ticking(&running_pid, None, "second"))],
+    );
+    let build = daemon.wait_final(queued);
+    assert_eq!(status(&build), "cancelled", "{build}");
+    assert_eq!(build["cancel_reason"], format!("superseded by #{second}"));
+    assert_eq!(build["attempt"], 0, "it never ran: {build}");
+    assert_eq!(
+        status(&daemon.build(busy)),
+        "running",
+        "other branches are untouched"
+    );
+
+    // Free the worker; the second build runs and is superseded while running.
+    daemon.post(
+        &format!("/api/builds/{busy}/cancel"),
+        &serde_json::json!({}),
+    );
+    wait_file(&running_pid, Duration::from_secs(30), &daemon);
+    let third = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("third", &passing(&nonce("third")))],
+    );
+    let build = daemon.wait_final(second);
+    assert_eq!(status(&build), "cancelled", "{build}");
+    assert_eq!(build["cancel_reason"], format!("superseded by #{third}"));
+    assert_gone(
+        &[read_pid(&running_pid), grandchild_of(&running_pid)],
+        None,
+        "after superseding",
+    );
+    assert_eq!(status(&daemon.wait_final(third)), "success");
+
+    // A rebuild of an old commit supersedes nothing.
+    let (code, rebuilt) = daemon.post(
+        &format!("/api/builds/{second}/rebuild"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(code, 201, "{rebuilt}");
+    assert_eq!(status(&daemon.build(third)), "success");
+    assert!(!old_pid.exists(), "the superseded queued build never ran");
+}
+
+#[test]
+fn superseding_can_be_turned_off() {
+    let (daemon, work) = setup("workers = 1\ncancel_superseded = false");
+    let scratch = tempfile::tempdir().unwrap();
+    let first_pid = scratch.path().join("first");
+    let first = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("first", &ticking(&first_pid, Some(5), "first"))],
+    );
+    wait_file(&first_pid, Duration::from_secs(30), &daemon);
+    let second = push_checks(
+        &daemon,
+        &work,
+        "main",
+        &[("second", &passing(&nonce("second")))],
+    );
+    assert_eq!(status(&daemon.wait_final(first)), "success");
+    assert_eq!(status(&daemon.wait_final(second)), "success");
 }
