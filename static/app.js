@@ -1182,13 +1182,10 @@
         this.lines,
       );
       this.reset();
+      // Following stops when the reader scrolls up and resumes at the end;
+      // the page's own scrolls land at the end, so they keep it on.
       this.el.addEventListener("scroll", () => {
-        const bottom = this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < 24;
-        if (this.programmatic) {
-          this.programmatic = false;
-          return;
-        }
-        this.setFollow(bottom);
+        this.setFollow(this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < 24);
       });
       this.onFollow = null;
     }
@@ -1257,7 +1254,6 @@
     }
 
     toEnd() {
-      this.programmatic = this.el.scrollTop + this.el.clientHeight < this.el.scrollHeight;
       this.el.scrollTop = this.el.scrollHeight;
     }
 
@@ -1272,7 +1268,6 @@
       this.setFollow(false);
       for (const old of this.lines.querySelectorAll(".target")) old.classList.remove("target");
       el.classList.add("target");
-      this.programmatic = true;
       this.el.scrollTop = el.offsetTop - this.el.clientHeight / 3;
       return true;
     }
@@ -1521,7 +1516,9 @@
 
     event(type, data) {
       if (type === "build.log") {
-        if (data.build === this.id) this.log.piece(data.offset, data.text);
+        if (data.build !== this.id) return;
+        this.log.piece(data.offset, data.text);
+        if (this.wantLine && this.log.showLine(this.wantLine)) this.wantLine = null;
         return;
       }
       if (!type.startsWith("build.") || data.id !== this.id) return;
