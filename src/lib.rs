@@ -7,12 +7,15 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod hook;
 pub mod logs;
+pub mod metrics;
 pub mod nix;
+pub mod notify;
 pub mod process;
 pub mod queue;
 pub mod repos;

@@ -47,13 +47,65 @@ fn flake_command(command: &[&str], extra: &[String], flake: &str) -> Vec<String>
     args
 }
 
-/// The arguments of `nix flake check` for `flake`.
+/// The arguments of `nix flake check` for `flake`. Its log is nix's
+/// internal JSON, which the worker renders as plain text while attributing
+/// every build to its derivation.
 pub fn check_args(extra: &[String], flake: &str) -> Vec<String> {
     flake_command(
-        &["check", "--print-build-logs", "--keep-going"],
+        &[
+            "check",
+            "--print-build-logs",
+            "--keep-going",
+            "--log-format",
+            "internal-json",
+        ],
         extra,
         flake,
     )
+}
+
+/// The arguments of `nix eval --json <installable> --apply <function>`.
+pub fn eval_args(extra: &[String], installable: &str, apply: &str) -> Vec<String> {
+    let mut args = vec![
+        "eval".to_string(),
+        "--json".into(),
+        "--extra-experimental-features".into(),
+        "nix-command flakes".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    args.extend([installable.to_string(), "--apply".into(), apply.to_string()]);
+    args
+}
+
+/// `name` as one attribute of a Nix attribute path, quoted when needed.
+pub fn attr(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '\''))
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        let escaped = name
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace("${", "\\${");
+        format!("\"{escaped}\"")
+    }
+}
+
+/// The first error line of nix's stderr, without colours or the `error:`
+/// prefix.
+pub fn first_error(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .map(strip_ansi)
+        .find_map(|l| {
+            l.trim_start()
+                .strip_prefix("error:")
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| crate::process::tail(stderr, 300))
 }
 
 /// The arguments of `nix flake show --json` for `flake`.
@@ -247,6 +299,8 @@ mod tests {
                 "check",
                 "--print-build-logs",
                 "--keep-going",
+                "--log-format",
+                "internal-json",
                 "--extra-experimental-features",
                 "nix-command flakes",
                 "--option",
@@ -254,6 +308,19 @@ mod tests {
                 "1",
                 "F"
             ]
+        );
+    }
+
+    #[test]
+    fn attribute_names_are_quoted_when_needed() {
+        assert_eq!(attr("ok"), "ok");
+        assert_eq!(attr("x86_64-linux"), "x86_64-linux");
+        assert_eq!(attr("a.b"), "\"a.b\"");
+        assert_eq!(attr("1x"), "\"1x\"");
+        assert_eq!(attr("a\"${b}"), "\"a\\\"\\${b}\"");
+        assert_eq!(
+            first_error(b"warning: x\n\x1b[31;1merror:\x1b[0m undefined variable 'nope'\n  at x"),
+            "undefined variable 'nope'"
         );
     }
 

@@ -116,6 +116,9 @@ pub struct Build {
     pub started_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Value>,
+    /// One result per check of this system, once the build has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Value>,
     #[serde(skip)]
     pub pgid: Option<i64>,
     #[serde(skip)]
@@ -124,7 +127,8 @@ pub struct Build {
 
 const COLUMNS: &str = "id, repo_name, repo_path, branch, commit_hash, author, status, \
     failure_kind, failure_summary, cancel_reason, exit_code, retry_count, max_retries, \
-    attempts, trigger, rebuild_of, created_at, started_at, finished_at, outputs, pgid, pstart";
+    attempts, trigger, rebuild_of, created_at, started_at, finished_at, outputs, pgid, pstart, \
+    checks";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     let status: String = row.get(6)?;
@@ -161,6 +165,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
         outputs: outputs.and_then(|o| serde_json::from_str(&o).ok()),
         pgid: row.get(20)?,
         pstart: row.get(21)?,
+        checks: row
+            .get::<_, Option<String>>(22)?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
@@ -280,6 +287,15 @@ pub fn set_outputs(conn: &Connection, id: i64, outputs: &Value) -> Result<(), St
     conn.prepare_cached("UPDATE builds SET outputs = ?2 WHERE id = ?1")
         .db()?
         .execute(params![id, outputs.to_string()])
+        .db()?;
+    Ok(())
+}
+
+/// Stores the per-check results of a build.
+pub fn set_checks(conn: &Connection, id: i64, checks: &Value) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE builds SET checks = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![id, checks.to_string()])
         .db()?;
     Ok(())
 }

@@ -164,6 +164,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempts_by_finish ON build_attempts (finished_at);
     DROP TABLE build_logs;",
+    // 4: per-check results.
+    "ALTER TABLE builds ADD COLUMN checks TEXT;",
 ];
 
 /// The schema version this binary migrates to.

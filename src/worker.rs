@@ -14,7 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use std::collections::HashMap;
+
 use crate::app::{App, CancelHandle};
+use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild, Renderer};
 use crate::logs::LogWriter;
 use crate::nix::{self, LogScan};
 use crate::process::{self, CommandError};
@@ -305,35 +308,46 @@ async fn execute(
     if process::group_alive(pgid) {
         terminate(&mut child, pgid, grace.min(Duration::from_secs(2))).await;
     }
-    if waited.is_ok() {
-        // Usually done by now; it only reads the flake, so it gets a bounded
-        // moment more.
-        if tokio::time::timeout(Duration::from_secs(30), &mut introspection)
-            .await
-            .is_err()
-        {
-            introspection.abort();
+    let introspection_result = if waited.is_ok() {
+        // Usually done by now; it only evaluates the flake, so it gets a
+        // bounded moment more.
+        match tokio::time::timeout(Duration::from_secs(30), &mut introspection).await {
+            Ok(result) => Some(result),
+            Err(_) => {
+                introspection.abort();
+                None
+            }
         }
     } else {
         introspection.abort();
-    }
+        None
+    };
     // The pipe closes when the last process holding it exits; nix closes it
     // in what it starts, but a process that escaped the group could keep it
     // open forever, so the worker waits only a bounded time for the rest of
     // the output.
     let pumped =
         tokio::time::timeout(PIPE_DRAIN, tokio::task::spawn_blocking(move || pump.join())).await;
-    let scan = match pumped {
-        Ok(Ok(Ok(scan))) => scan,
+    let pumped = match pumped {
+        Ok(Ok(Ok(pumped))) => pumped,
         Err(_) => {
             tracing::warn!(
                 build_id = id,
                 "a process outside the build's group keeps its output open; not waiting for it"
             );
-            LogScan::default()
+            Pumped::default()
         }
-        _ => LogScan::default(),
+        _ => Pumped::default(),
     };
+    let check_map = match introspection_result {
+        Some(Ok(map)) => map,
+        _ => None,
+    };
+    let checks = match check_map {
+        Some(map) => Some(per_check(map, pumped.builds, pumped.scan.failed_drvs.clone()).await),
+        None => None,
+    };
+    let scan = pumped.scan;
     let exit_code = status.and_then(|s| s.code());
     let outcome = match waited {
         Err(Stop::Timeout(why)) => Outcome::Failed {
@@ -351,13 +365,44 @@ async fn execute(
                 (None, None) => infra(format!("nix was {}", process::describe_status(status))),
                 _ => Outcome::Failed {
                     kind: FailureKind::Check,
-                    summary: scan.summary(),
+                    summary: match checks.as_deref().map(checks::failed_names) {
+                        Some(names) if !names.is_empty() => {
+                            format!("failed checks: {}", names.join(", "))
+                        }
+                        _ => scan.summary(),
+                    },
                 },
             },
         },
     };
+    if let Some(checks) = checks {
+        let checks = serde_json::to_value(&checks).expect("check results serialise");
+        if let Err(e) = app
+            .store
+            .write(move |conn| queue::set_checks(conn, id, &checks))
+            .await
+        {
+            tracing::warn!(build_id = id, error = %e, "cannot record the per-check results");
+        }
+    }
     let stats = finish_log(writer).await;
     (outcome, exit_code, stats)
+}
+
+/// One result per check, from what the build did and what the flake's
+/// checks evaluate to.
+async fn per_check(
+    map: CheckMap,
+    builds: HashMap<String, DrvBuild>,
+    failed_drvs: Vec<String>,
+) -> Vec<CheckResult> {
+    tokio::task::spawn_blocking(move || {
+        checks::results(&checks::host_system(), &map, &builds, &failed_drvs, |out| {
+            std::path::Path::new(out).exists()
+        })
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Writes a line of our own into the build's log.
@@ -431,40 +476,75 @@ async fn terminate(
     }
 }
 
-/// Copies the build's output into its log as it arrives and watches it for
-/// failure reasons. Runs on its own thread: the pipe and the file are
-/// blocking.
+/// What the output pump learned by the time the pipe closed.
+#[derive(Default)]
+struct Pumped {
+    scan: LogScan,
+    builds: HashMap<String, DrvBuild>,
+}
+
+/// Longest line held back waiting for its newline; longer ones are
+/// written as they are.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Copies the build's output into its log as it arrives, rendering nix's
+/// internal JSON as plain text, following each derivation's build and
+/// watching for failure reasons. Runs on its own thread: the pipe and the
+/// file are blocking.
 fn pump(
     mut reader: std::io::PipeReader,
     writer: &Mutex<LogWriter>,
     last_output: &AtomicI64,
     log_failed: &Notify,
     log_error: &Mutex<Option<String>>,
-) -> LogScan {
-    let mut scan = LogScan::default();
-    let mut partial: Vec<u8> = Vec::new();
+) -> Pumped {
+    let mut pumped = Pumped::default();
+    let mut renderer = Renderer::default();
+    let mut line: Vec<u8> = Vec::new();
+    let mut scan_partial: Vec<u8> = Vec::new();
+    let mut rendered: Vec<u8> = Vec::with_capacity(128 * 1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut failed = false;
-    loop {
+    let mut eof = false;
+    while !eof {
         let n = match reader.read(&mut buf) {
-            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(_) => 0,
         };
-        last_output.store(now_ms(), Ordering::Relaxed);
-        let chunk = &buf[..n];
-        if !failed && let Err(e) = writer.lock().expect("log writer").write(chunk) {
+        eof = n == 0;
+        let now = now_ms();
+        if !eof {
+            last_output.store(now, Ordering::Relaxed);
+        }
+        rendered.clear();
+        let base = writer.lock().expect("log writer").len();
+        for piece in buf[..n].split_inclusive(|b| *b == b'\n') {
+            line.extend_from_slice(piece);
+            if line.ends_with(b"\n") || line.len() >= MAX_LINE {
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                renderer.line(text, base + rendered.len() as u64, now, &mut rendered);
+                line.clear();
+            }
+        }
+        if eof && !line.is_empty() {
+            renderer.line(&line, base + rendered.len() as u64, now, &mut rendered);
+        }
+        if !failed
+            && !rendered.is_empty()
+            && let Err(e) = writer.lock().expect("log writer").write(&rendered)
+        {
             failed = true;
             *log_error.lock().expect("log error") = Some(e.to_string());
             log_failed.notify_one();
         }
-        scan_lines(&mut scan, &mut partial, chunk);
+        scan_lines(&mut pumped.scan, &mut scan_partial, &rendered);
     }
-    if !partial.is_empty() {
-        scan.line(&String::from_utf8_lossy(&partial));
+    if !scan_partial.is_empty() {
+        pumped.scan.line(&String::from_utf8_lossy(&scan_partial));
     }
-    scan
+    pumped.builds = renderer.builds;
+    pumped
 }
 
 /// Feeds complete lines that mention `error:` to the scanner; a line longer
@@ -483,35 +563,58 @@ fn scan_lines(scan: &mut LogScan, partial: &mut Vec<u8>, chunk: &[u8]) {
     }
 }
 
-/// Records what the flake exposes at the build's revision. Failure is
-/// logged and recorded, never fatal to the build.
-async fn introspect(app: Arc<App>, id: i64, flake: String, cancel: CancellationToken) {
-    let args = nix::show_args(&app.config.nix_extra_args, &flake);
+/// Runs nix with `args` and returns its stdout, or its first error line;
+/// `None` when the build was cancelled or the daemon stops first. Its
+/// process group ends with it.
+async fn run_nix(
+    app: &App,
+    args: &[String],
+    cancel: &CancellationToken,
+) -> Option<Result<Vec<u8>, String>> {
     let mut cmd =
-        tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, &args));
+        tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, args));
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let outputs = match cmd.spawn() {
+    let child = match cmd.spawn() {
+        Ok(child) => child,
         Err(e) => {
-            serde_json::json!({"error": process::spawn_error(&app.config.nix_bin, "nix flake show", e).to_string()})
+            let command = process::describe(&app.config.nix_bin, args);
+            return Some(Err(
+                process::spawn_error(&app.config.nix_bin, &command, e).to_string()
+            ));
         }
-        Ok(child) => {
-            let pgid = child.id().map(|p| p as i32);
-            let _guard = GroupGuard(pgid);
-            tokio::select! {
-                out = child.wait_with_output() => match out {
-                    Ok(out) if out.status.success() => match serde_json::from_slice(&out.stdout) {
-                        Ok(show) => nix::summarize_show(&show),
-                        Err(e) => serde_json::json!({"error": format!("unreadable nix flake show output: {e}")}),
-                    },
-                    Ok(out) => serde_json::json!({"error": process::tail(&out.stderr, 500)}),
-                    Err(e) => serde_json::json!({"error": e.to_string()}),
-                },
-                _ = cancel.cancelled() => return,
-                _ = app.shutdown.cancelled() => return,
+    };
+    let _guard = GroupGuard(child.id().map(|p| p as i32));
+    tokio::select! {
+        out = child.wait_with_output() => Some(match out {
+            Ok(out) if out.status.success() => Ok(out.stdout),
+            Ok(out) => Err(nix::first_error(&out.stderr)),
+            Err(e) => Err(e.to_string()),
+        }),
+        _ = cancel.cancelled() => None,
+        _ = app.shutdown.cancelled() => None,
+    }
+}
+
+/// Records what the flake exposes at the build's revision and returns its
+/// checks for this system mapped to derivations. Failure is logged and
+/// recorded, never fatal to the build.
+async fn introspect(
+    app: Arc<App>,
+    id: i64,
+    flake: String,
+    cancel: CancellationToken,
+) -> Option<CheckMap> {
+    let args = nix::show_args(&app.config.nix_extra_args, &flake);
+    let outputs = match run_nix(&app, &args, &cancel).await? {
+        Ok(stdout) => match serde_json::from_slice(&stdout) {
+            Ok(show) => nix::summarize_show(&show),
+            Err(e) => {
+                serde_json::json!({"error": format!("unreadable nix flake show output: {e}")})
             }
-        }
+        },
+        Err(error) => serde_json::json!({ "error": error }),
     };
     if let Some(error) = outputs.get("error") {
         tracing::warn!(build_id = id, error = %error, "cannot introspect the flake");
@@ -523,6 +626,49 @@ async fn introspect(app: Arc<App>, id: i64, flake: String, cancel: CancellationT
     {
         tracing::warn!(build_id = id, error = %e, "cannot record the flake's outputs");
     }
+    check_map(&app, &flake, &cancel).await
+}
+
+/// Evaluates every check of `checks.<system>` to its derivation at the
+/// build's revision. A check that fails to evaluate is evaluated alone, so
+/// that its error is attributed to it.
+async fn check_map(app: &App, flake: &str, cancel: &CancellationToken) -> Option<CheckMap> {
+    let extra = &app.config.nix_extra_args;
+    let checks = format!("{flake}#checks.{}", nix::attr(&checks::host_system()));
+    let all = nix::eval_args(extra, &checks, checks::PATHS_EXPR);
+    let mut map = CheckMap::new();
+    let names: Vec<String> = match run_nix(app, &all, cancel).await? {
+        Ok(stdout) => {
+            let evaluated: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&stdout).ok()?;
+            let mut failed = Vec::new();
+            for (name, paths) in evaluated {
+                match serde_json::from_value::<CheckPaths>(paths) {
+                    Ok(paths) => {
+                        map.insert(name, Ok(paths));
+                    }
+                    Err(_) => failed.push(name),
+                }
+            }
+            failed
+        }
+        Err(error) if error.contains("does not provide attribute") => return Some(map),
+        Err(_) => {
+            let names = nix::eval_args(extra, &checks, "builtins.attrNames");
+            let stdout = run_nix(app, &names, cancel).await?.ok()?;
+            serde_json::from_slice(&stdout).ok()?
+        }
+    };
+    for name in names {
+        let one = format!("{checks}.{}", nix::attr(&name));
+        let args = nix::eval_args(extra, &one, "c: { drv = c.drvPath; out = c.outPath; }");
+        let result = match run_nix(app, &args, cancel).await? {
+            Ok(stdout) => serde_json::from_slice::<CheckPaths>(&stdout).map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        map.insert(name, result);
+    }
+    Some(map)
 }
 
 /// Ends the introspection's process group when its task is dropped.
