@@ -425,6 +425,25 @@
     updateTokenButton();
   }
 
+  // Raw log links are plain links; when reads need the token (which a
+  // link cannot send), the log is fetched with it and opened as a blob.
+  document.addEventListener("click", async (e) => {
+    const link = e.target instanceof Element && e.target.closest("a[data-raw-log]");
+    if (!link || !privateReads || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    e.preventDefault();
+    const tab = window.open("", "_blank");
+    try {
+      const text = await api(link.getAttribute("href"));
+      const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+      if (tab) tab.location.href = url;
+      else location.href = url;
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (err) {
+      if (tab) tab.close();
+      toast(err.message, "error");
+    }
+  });
+
   // ------------------------------------------------------------ live feed
 
   const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "resync", "build.log"];
@@ -1304,6 +1323,7 @@
         rel: "noopener",
         text: "Raw log",
         class: "raw-link",
+        "data-raw-log": true,
       });
       this.logState = h("span", { class: "log-state muted" });
       this.root = h(
@@ -1621,6 +1641,7 @@
                   ? h("span", { class: "muted", text: "deleted" })
                   : h("a", {
                       href: `/api/builds/${b.id}/logs?attempt=${a.attempt}`,
+                      "data-raw-log": true,
                       target: "_blank",
                       rel: "noopener",
                       text: `${formatBytes(a.log_bytes)}${a.log_truncated ? " (truncated)" : ""}`,

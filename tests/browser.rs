@@ -868,6 +868,32 @@ fn the_page_live_in_chromium() {
     let csp = browser.js("return window.__csp || [];", json!([]));
     assert_eq!(csp, json!([]), "CSP violations");
 
+    // The raw log, which a plain link cannot fetch with the token.
+    browser.click(&format!("li.build-row[data-id='{secret_build}'] a"));
+    browser.wait_visible(".raw-link");
+    let home = browser.call("GET", &browser.s("/window"), None);
+    browser.click(".raw-link");
+    let tab = browser.wait("the raw log's tab", Duration::from_secs(10), |b| {
+        let handles = b.call("GET", &b.s("/window/handles"), None);
+        handles.as_array()?.iter().find(|h| **h != home).cloned()
+    });
+    browser.call(
+        "POST",
+        &browser.s("/window"),
+        Some(json!({ "handle": tab })),
+    );
+    browser.wait("the raw log's text", Duration::from_secs(10), |b| {
+        b.text("body")
+            .filter(|t| t.contains("quick> private"))
+            .map(|_| ())
+    });
+    browser.call("DELETE", &browser.s("/window"), None);
+    browser.call(
+        "POST",
+        &browser.s("/window"),
+        Some(json!({ "handle": home })),
+    );
+
     // ---- No console errors and no CSP violations, except the refusals the
     // steps above asked for.
     browser.read_console();
