@@ -163,6 +163,8 @@ fn without_notify_socket_serve_starts_answers_and_stops_cleanly() {
     let (status, body) = daemon.get("/api/health");
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
+    assert_eq!(body["public_read"], true);
+    assert_eq!(body["public_url"], daemon.base());
     let status = daemon.stop();
     assert!(status.success(), "{status}");
     assert!(

@@ -796,7 +796,12 @@ fn a_follower_joining_mid_build_receives_exactly_the_final_log() {
 
 /// Reads `/api/events` on a thread and sends each `(event, data)` on.
 fn sse_events(daemon: &Daemon) -> mpsc::Receiver<(String, Value)> {
-    let url = format!("{}/api/events", daemon.base());
+    sse_events_at(daemon, "/api/events")
+}
+
+/// Events of the stream at `path`, parsed, as they arrive.
+fn sse_events_at(daemon: &Daemon, path: &str) -> mpsc::Receiver<(String, Value)> {
+    let url = format!("{}{path}", daemon.base());
     let response = ureq::Agent::config_builder()
         .timeout_global(None)
         .build()
@@ -1255,4 +1260,40 @@ fn superseding_can_be_turned_off() {
     );
     assert_eq!(status(&daemon.wait_final(first)), "success");
     assert_eq!(status(&daemon.wait_final(second)), "success");
+}
+
+#[test]
+fn a_log_stream_of_a_queued_build_lets_other_events_through_until_it_starts() {
+    let (daemon, work) = setup("workers = 1\nkill_grace_secs = 5");
+    let scratch = tempfile::tempdir().unwrap();
+    let busy_pid = scratch.path().join("busy");
+    let busy = push_checks(
+        &daemon,
+        &work,
+        "busy",
+        &[("busy", &ticking(&busy_pid, None, "busy"))],
+    );
+    wait_file(&busy_pid, Duration::from_secs(30), &daemon);
+    let marker = nonce("queued-log");
+    let queued = push_checks(&daemon, &work, "other", &[("q", &passing(&marker))]);
+    let events = sse_events_at(&daemon, &format!("/api/events?build={queued}"));
+    daemon.create_repo("while-waiting");
+    let (kind, data) = events
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event while the build waits");
+    assert_eq!(kind, "repo.created");
+    assert_eq!(data["name"], "while-waiting");
+    daemon.post(
+        &format!("/api/builds/{busy}/cancel"),
+        &serde_json::json!({}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = String::new();
+    while !log.contains(&marker) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (kind, data) = events.recv_timeout(left).expect("the build's log");
+        if kind == "build.log" && data["build"] == queued {
+            log.push_str(data["text"].as_str().unwrap());
+        }
+    }
 }
