@@ -14,6 +14,7 @@ use crate::auth::Token;
 use crate::config::Config;
 use crate::events::Events;
 use crate::logs::LogStore;
+use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, build_stats};
 use crate::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
 use crate::repos::{self, Branch, RepoError, RepoFiles};
 use crate::store::{SqlResultExt, Store, StoreError};
@@ -98,6 +99,9 @@ pub struct BranchStatus {
     pub name: String,
     pub commit: String,
     pub latest_build: Option<BuildRef>,
+    /// Success rate and median duration of the branch's last finished
+    /// builds.
+    pub stats: BuildStats,
 }
 
 /// Enough of a build to link to it.
@@ -114,6 +118,8 @@ pub struct RepoDetail {
     #[serde(flatten)]
     pub repo: Repo,
     pub branches: Vec<BranchStatus>,
+    /// The same statistics over the repository's last finished builds.
+    pub stats: BuildStats,
 }
 
 /// A build with its attempts and links.
@@ -158,6 +164,8 @@ pub struct App {
     pub running: Mutex<HashMap<i64, CancelHandle>>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// What `GET /metrics` shows.
+    pub metrics: Metrics,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -297,13 +305,26 @@ impl App {
         let path = PathBuf::from(&repo.path);
         let branches: Vec<Branch> = blocking(move || Ok(files.branches(&path)?)).await?;
         let key = name.to_string();
-        let latest = self
+        let names: Vec<String> = branches.iter().map(|b| b.name.clone()).collect();
+        let (latest, branch_stats, stats) = self
             .store
-            .read(move |conn| queue::latest_per_branch(conn, &key))
+            .read(move |conn| {
+                let per_branch = names
+                    .iter()
+                    .map(|b| build_stats(conn, &key, Some(b), STATS_WINDOW))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((
+                    queue::latest_per_branch(conn, &key)?,
+                    per_branch,
+                    build_stats(conn, &key, None, STATS_WINDOW)?,
+                ))
+            })
             .await?;
         let branches = branches
             .into_iter()
-            .map(|b| BranchStatus {
+            .zip(branch_stats)
+            .map(|(b, stats)| BranchStatus {
+                stats,
                 latest_build: latest
                     .iter()
                     .find(|l| l.branch == b.name)
@@ -316,7 +337,11 @@ impl App {
                 commit: b.commit,
             })
             .collect();
-        Ok(RepoDetail { repo, branches })
+        Ok(RepoDetail {
+            repo,
+            branches,
+            stats,
+        })
     }
 
     async fn find_repo(&self, name: &str) -> Result<Repo, AppError> {

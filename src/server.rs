@@ -57,6 +57,10 @@ pub async fn serve(
         "Starting Procurator CI Service"
     );
     let app = build_app(config.clone(), shutdown.clone()).await?;
+    // Listening before anything is published: recovered orphans and the
+    // first builds are counted and notified too.
+    crate::metrics::spawn(&app);
+    crate::notify::spawn(&app);
     app::prepare_repos(&app).await?;
     let recovered = app::recover_orphans(&app).await?;
     if recovered > 0 {
@@ -178,6 +182,7 @@ async fn build_app(
         wake: Notify::new(),
         running: Mutex::new(Default::default()),
         shutdown,
+        metrics: crate::metrics::Metrics::new(),
     }))
 }
 

@@ -69,13 +69,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/builds/{id}/cancel", post(cancel_build))
         .route("/api/builds/{id}/rebuild", post(rebuild_build))
         .route("/api/events", get(events))
+        .route("/metrics", get(crate::metrics::handler))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), authorize))
-        .with_state(app);
+        .with_state(app.clone());
     Router::new()
         .merge(api)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Inside the outer layers, so it sees each route's `MatchedPath`.
+        .layer(axum::middleware::from_fn_with_state(
+            app,
+            crate::metrics::count_requests,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
@@ -158,10 +164,14 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
 
 async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
     let status = app.status_line().await?;
+    // What a client needs before its first read: whether reads need the
+    // token, and the daemon's public address for links it builds.
     Ok(axum::Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "builds": status,
+        "public_read": app.config.public_read,
+        "public_url": app.config.public_url,
     })))
 }
 
@@ -494,9 +504,19 @@ async fn events(
     let feed = match build {
         None => feed,
         Some(id) => {
-            let log = log_stream(&app, id, None, params.offset.unwrap_or(0), true).await?;
-            futures_util::stream::select(feed, log_events(id, params.offset.unwrap_or(0), log))
-                .boxed()
+            app.build(id).await?;
+            let offset = params.offset.unwrap_or(0);
+            // Opened inside the stream: for a queued build it waits for the
+            // start, and the other events must flow meanwhile.
+            let app = app.clone();
+            let log = futures_util::stream::once(async move {
+                match log_stream(&app, id, None, offset, true).await {
+                    Ok(log) => log_events(id, offset, log).boxed(),
+                    Err(_) => futures_util::stream::empty().boxed(),
+                }
+            })
+            .flatten();
+            futures_util::stream::select(feed, log).boxed()
         }
     };
     let shutdown = app.shutdown.clone().cancelled_owned();
