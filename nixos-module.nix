@@ -6,6 +6,7 @@
 {
   config,
   lib,
+  options,
   pkgs,
   ...
 }:
@@ -51,6 +52,20 @@ let
   restrictKey =
     key:
     if builtins.match "(ssh|ecdsa|sk)-.*" key != null then "restrict ${key}" else "restrict,${key}";
+
+  # Host names root's SSH client has a declared host key for.
+  knownHostNames = lib.concatLists (
+    lib.mapAttrsToList (name: host: (host.hostNames or [ name ]) ++ (host.extraHostNames or [ ])) (
+      config.programs.ssh.knownHosts or { }
+    )
+  );
+  machinesWithoutHostKey = lib.filter (
+    machine: machine.publicHostKey or null == null && !lib.elem machine.hostName knownHostNames
+  ) cfg.buildMachines;
+  machinesWithKeyInStore = lib.filter (
+    machine: lib.hasPrefix "${builtins.storeDir}/" (toString (machine.sshKey or ""))
+  ) cfg.buildMachines;
+  hostNamesOf = machines: lib.concatMapStringsSep ", " (machine: machine.hostName) machines;
 
   setting =
     type: description:
@@ -136,6 +151,42 @@ in
       '';
     };
 
+    buildMachines = lib.mkOption {
+      # The entries of nix.buildMachines, checked by the same submodule.
+      inherit (options.nix.buildMachines) type;
+      default = [ ];
+      example = lib.literalExpression ''
+        [
+          {
+            hostName = "builder.example.org";
+            protocol = "ssh-ng";
+            sshUser = "nixremote";
+            sshKey = "/etc/nix/builder_ed25519"; # root's, mode 0600, not in the store
+            system = "x86_64-linux";
+            maxJobs = 8;
+            supportedFeatures = [ "big-parallel" ];
+          }
+        ]
+      '';
+      description = ''
+        Machines the Nix daemon sends builds to. procurator-ci runs
+        `nix flake check` through the Nix daemon, so its checks are built
+        wherever the daemon builds: the entries are added to
+        {option}`nix.buildMachines` as they are, and
+        {option}`nix.distributedBuilds` is turned on. They serve every build
+        of this machine, not only procurator-ci's; defining
+        {option}`nix.buildMachines` directly works the same.
+
+        The daemon connects as root. `sshKey` must be readable by root and
+        outside the Nix store (the store is world-readable; the module refuses
+        a key there), and root must know the builder's host key: give
+        `publicHostKey` or {option}`programs.ssh.knownHosts` (the module warns
+        when neither names the host). On the builder, `sshUser` must be in
+        `nix.settings.trusted-users`. Use `protocol = "ssh-ng"`. To build
+        nothing on this machine, set `nix.settings.max-jobs = 0`.
+      '';
+    };
+
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
@@ -196,7 +247,20 @@ in
         assertion = cfg.authorizedKeys == [ ] || config.services.openssh.enable;
         message = "services.procurator-ci.authorizedKeys needs services.openssh.enable";
       }
+      {
+        assertion = machinesWithKeyInStore == [ ];
+        message = "services.procurator-ci.buildMachines: the sshKey of ${hostNamesOf machinesWithKeyInStore} is in the Nix store, which every user can read; give a path outside it";
+      }
     ];
+
+    warnings = lib.optional (machinesWithoutHostKey != [ ]) (
+      "services.procurator-ci.buildMachines: no host key is declared for ${hostNamesOf machinesWithoutHostKey}:"
+      + " set publicHostKey or programs.ssh.knownHosts, or the Nix daemon's SSH connection fails"
+      + " unless root's ~/.ssh/known_hosts already holds the key"
+    );
+
+    nix.buildMachines = cfg.buildMachines;
+    nix.distributedBuilds = lib.mkIf (cfg.buildMachines != [ ]) true;
 
     services.procurator-ci.settings = lib.mkMerge [
       (lib.mapAttrs (_: lib.mkDefault) {
