@@ -1212,6 +1212,10 @@
     reset() {
       this.bytes = 0;
       this.count = 0;
+      // Byte offset where each line starts (index = line number), so that a
+      // check's log offset can be shown as a line.
+      this.lineStarts = [0, 0];
+      this.partialStart = 0;
       this.partial = "";
       this.partialEl = null;
       this.state = freshState();
@@ -1249,7 +1253,11 @@
         this.partialEl = null;
       }
       const fragment = document.createDocumentFragment();
-      for (const line of parts) fragment.append(this.line(line, this.state, true));
+      for (const line of parts) {
+        fragment.append(this.line(line, this.state, true));
+        this.partialStart += encoder.encode(line).length + 1;
+        this.lineStarts[this.count + 1] = this.partialStart;
+      }
       this.partial = rest;
       if (rest) {
         this.partialEl = this.line(rest, { ...this.state }, false);
@@ -1274,6 +1282,19 @@
 
     toEnd() {
       this.el.scrollTop = this.el.scrollHeight;
+    }
+
+    /** The number of the line holding byte `offset`, once it has arrived. */
+    lineAt(offset) {
+      if (offset >= this.partialStart) return this.partial ? this.count + 1 : null;
+      let low = 1;
+      let high = this.count;
+      while (low < high) {
+        const mid = Math.ceil((low + high) / 2);
+        if (this.lineStarts[mid] <= offset) low = mid;
+        else high = mid - 1;
+      }
+      return low;
     }
 
     jumpToEnd() {
@@ -1515,6 +1536,7 @@
           ),
           h("section", { class: "card outputs-card", "aria-labelledby": "outputs-title" }, h("h2", { id: "outputs-title", text: "Flake outputs" }), outputsEl(b.outputs)),
         ),
+        this.checksEl(b),
         attemptsEl(b),
       );
       this.updateLogState();
@@ -1523,6 +1545,53 @@
         announce(`Build #${b.id} ${STATUS_TEXT[b.status].toLowerCase()}`);
       }
       if (!this.destroyed && this.streaming !== null) this.openStream();
+    }
+
+    /** One row per check with its result and a jump to its part of the log. */
+    checksEl(b) {
+      if (!b.checks || !b.checks.length) return "";
+      const rows = b.checks.map((c) => {
+        const jump =
+          c.log_offset === null || c.log_offset === undefined
+            ? h("span", { class: "muted", text: c.status === "cached" ? "nothing built" : "" })
+            : h("button", {
+                type: "button",
+                class: "ghost small",
+                text: "Show in log",
+                "aria-label": `Show ${c.name} in the log`,
+                "data-check-jump": c.name,
+                onclick: () => this.showOffset(c.log_offset),
+              });
+        const detail = c.error || (c.status === "failed" && c.log_excerpt ? c.log_excerpt.split("\n").slice(-1)[0] : "");
+        return h(
+          "tr",
+          { "data-check": c.name },
+          h("td", {}, checkPill(c.status)),
+          h("td", {}, h("code", { text: c.name })),
+          h("td", { class: "muted", text: c.system }),
+          h("td", { text: c.duration_ms === null || c.duration_ms === undefined ? "" : duration(c.duration_ms) }),
+          h("td", { class: "check-detail" }, detail ? h("code", { text: detail }) : ""),
+          h("td", {}, jump),
+        );
+      });
+      const failed = b.checks.filter((c) => c.status === "failed").length;
+      return h(
+        "section",
+        { class: "card checks-card", "aria-labelledby": "checks-title" },
+        h("h2", { id: "checks-title", text: `Checks (${b.checks.length}${failed ? `, ${failed} failed` : ""})` }),
+        h(
+          "table",
+          { class: "checks" },
+          h("thead", {}, h("tr", {}, ["Result", "Check", "System", "Duration", "Detail", "Log"].map((t) => h("th", { scope: "col", text: t })))),
+          h("tbody", {}, rows),
+        ),
+      );
+    }
+
+    showOffset(offset) {
+      const n = this.log.lineAt(offset);
+      if (n === null) return toast("That part of the log has not arrived yet.", "info");
+      location.hash = `#/builds/${this.id}?line=${n}`;
     }
 
     updateLogState() {
@@ -1577,6 +1646,13 @@
         button.disabled = false;
       }
     }
+  }
+
+  /** A check's result, as a pill readable without colour. */
+  function checkPill(status) {
+    const as = { passed: "success", failed: "failed", cached: "success", not_built: "cancelled" }[status] || "cancelled";
+    const text = { passed: "Passed", failed: "Failed", cached: "Cached", not_built: "Not built" }[status] || status;
+    return h("span", { class: `pill status-${as} check-${status}` }, statusIcon(as), h("span", { class: "pill-text", text }));
   }
 
   function kindText(kind) {

@@ -587,6 +587,22 @@ fn the_page_live_in_chromium() {
         .then_some(())
     });
     assert_eq!(pill(&browser), "Failed");
+
+    // ---- Per-check results: the failed check is listed, and one click
+    // shows its part of the log.
+    browser.wait_visible("tr[data-check='widget'] .check-failed");
+    browser.click("button[data-check-jump='widget']");
+    browser.wait(
+        "the check's part of the log",
+        Duration::from_secs(10),
+        |b| {
+            let target = b.text(".ln.target")?;
+            (b.hash().starts_with(&format!("#/builds/{failed_id}?line="))
+                && target.starts_with("building '")
+                && target.contains("widget"))
+            .then_some(())
+        },
+    );
     browser.screenshot("build-failed");
 
     // ---- Rebuild asks for the token; a wrong one is refused visibly.
