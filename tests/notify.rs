@@ -289,6 +289,13 @@ fn a_failing_receiver_is_retried_with_the_same_delivery() {
         assert!(Instant::now() < deadline, "{}", daemon.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    let (_, metrics) = daemon.request_text("GET", "/metrics", None, None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "procurator_notifications_total{kind=\"webhook\",result=\"delivered\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -424,10 +431,15 @@ fn a_silent_or_unreachable_receiver_never_delays_builds_or_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !daemon.log().contains("127.0.0.1:") || !daemon.log().contains("/nobody") {
+    let nobody = format!("127.0.0.1:{closed}/nobody");
+    while !daemon
+        .log()
+        .lines()
+        .any(|l| l.contains(&nobody) && l.contains("webhook notification not delivered"))
+    {
         assert!(
             Instant::now() < deadline,
-            "unreachable receiver not tried: {}",
+            "unreachable receiver not tried and given up on: {}",
             daemon.log()
         );
         std::thread::sleep(Duration::from_millis(50));
