@@ -1648,6 +1648,16 @@
     }
   }
 
+  /** Success rate and median duration over a branch's recent builds. */
+  function statsCells(stats) {
+    if (!stats || !stats.builds) return [h("td", { class: "muted", text: "—" }), h("td", { class: "muted", text: "—" })];
+    const rate = Math.round(stats.success_rate * 100);
+    return [
+      h("td", { class: "stat-rate", title: `${stats.successes} of the last ${stats.builds} finished builds passed`, text: `${rate}% of ${stats.builds}` }),
+      h("td", { class: "stat-median", text: stats.median_duration_ms === null ? "—" : duration(stats.median_duration_ms) }),
+    ];
+  }
+
   /** A check's result, as a pill readable without colour. */
   function checkPill(status) {
     const as = { passed: "success", failed: "failed", cached: "success", not_built: "cancelled" }[status] || "cancelled";
@@ -1996,14 +2006,14 @@
             ? h(
                 "table",
                 { class: "branches" },
-                h("thead", {}, h("tr", {}, ["Branch", "Head", "Latest build"].map((t) => h("th", { scope: "col", text: t })))),
+                h("thead", {}, h("tr", {}, ["Branch", "Head", "Latest build", "Success rate", "Median duration"].map((t) => h("th", { scope: "col", text: t })))),
                 h(
                   "tbody",
                   {},
                   repo.branches.map((b) =>
                     h(
                       "tr",
-                      {},
+                      { "data-branch": b.name },
                       h("td", {}, h("a", { href: buildsHash({ repo: repo.name, branch: b.name }), text: b.name })),
                       h("td", {}, h("code", { title: b.commit, text: shortCommit(b.commit) })),
                       h(
@@ -2021,6 +2031,7 @@
                             )
                           : h("span", { class: "muted", text: "never built" }),
                       ),
+                      ...statsCells(b.stats),
                     ),
                   ),
                 ),

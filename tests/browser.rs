@@ -666,6 +666,11 @@ fn the_page_live_in_chromium() {
     assert_eq!(created["description"], "Created from the web page");
 
     browser.goto(&format!("{base}/#/repos/demo"));
+    browser.wait("branch statistics", Duration::from_secs(20), |b| {
+        let broken = b.text("tr[data-branch='broken'] .stat-rate")?;
+        let main = b.text("tr[data-branch='main'] .stat-rate")?;
+        (broken.starts_with("0% of ") && main.starts_with("100% of ")).then_some(())
+    });
     browser.wait("the demo repository with its badge", Duration::from_secs(20), |b| {
         (b.js(
             "const img = document.querySelector('img.badge'); return !!img && img.complete && img.naturalWidth > 0;",
