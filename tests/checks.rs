@@ -2,27 +2,8 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::{Daemon, NIX_CONFIG, Work};
+use common::{Daemon, NIX_CONFIG, Work, nonce};
 use serde_json::Value;
-
-fn nonce() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}-{nanos}", std::process::id())
-}
-
-fn build_of(daemon: &Daemon, commit: &str) -> i64 {
-    daemon
-        .builds()
-        .iter()
-        .find(|b| b["commit"] == commit)
-        .and_then(|b| b["id"].as_i64())
-        .expect("the push queued a build")
-}
 
 fn check<'a>(build: &'a Value, name: &str) -> &'a Value {
     build["checks"]
@@ -38,7 +19,7 @@ fn three_checks_one_failing_one_cached() {
     let daemon = Daemon::start("");
     daemon.create_repo("multi");
     let work = Work::clone(&daemon.repo_path("multi"));
-    let n = nonce();
+    let n = nonce("check");
     let pass = format!("echo passing {n}; echo ok > $out");
     let fail = format!("echo failing {n} >&2; exit 3");
     let cached = format!("echo cached {n}; echo ok > $out");
@@ -56,7 +37,7 @@ fn three_checks_one_failing_one_cached() {
         String::from_utf8_lossy(&out.stderr)
     );
     work.push(&["HEAD:main"]);
-    let id = build_of(&daemon, &commit);
+    let id = daemon.build_of("main", &commit);
     let build = daemon.wait_final(id);
     assert_eq!(build["status"], "failed", "{build}");
     assert_eq!(build["failure_kind"], "check");
@@ -103,7 +84,7 @@ fn an_evaluation_error_is_attributed_to_its_check() {
     let daemon = Daemon::start("");
     daemon.create_repo("evalerr");
     let work = Work::clone(&daemon.repo_path("evalerr"));
-    let n = nonce();
+    let n = nonce("check");
     let good = format!("echo good {n}; echo ok > $out");
     std::fs::write(
         work.path().join("flake.nix"),
@@ -115,7 +96,7 @@ fn an_evaluation_error_is_attributed_to_its_check() {
     .unwrap();
     let commit = work.commit("eval error");
     work.push(&["HEAD:main"]);
-    let build = daemon.wait_final(build_of(&daemon, &commit));
+    let build = daemon.wait_final(daemon.build_of("main", &commit));
     assert_eq!(build["status"], "failed", "{build}");
     assert_eq!(build["failure_kind"], "check");
     let broken = check(&build, "broken");

@@ -7,45 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work, passing};
+use common::{Daemon, Work, build_one, failing_script, nonce, ok_script};
 use serde_json::Value;
-
-/// Something unique, so each check's derivation is new to Nix.
-fn nonce(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos}", std::process::id())
-}
-
-/// Commits a flake with one check running `script`, pushes it to `branch`,
-/// waits for the build to end and returns it.
-fn build(daemon: &Daemon, work: &Work, branch: &str, script: &str) -> Value {
-    let commit = work.commit_flake(&[("check", script)]);
-    work.push(&[&format!("HEAD:refs/heads/{branch}")]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        if let Some(b) = daemon
-            .builds()
-            .iter()
-            .find(|b| b["commit"] == commit && b["branch"] == branch)
-        {
-            break b["id"].as_i64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no build: {}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    daemon.wait_final(id)
-}
-
-fn ok_script() -> String {
-    passing(&nonce("ok"))
-}
-
-fn failing_script() -> String {
-    format!("echo {}; exit 1", nonce("bad"))
-}
 
 /// The value of the sample `series` (name and labels exactly as exposed).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -80,8 +43,8 @@ fn metrics_count_builds_durations_logs_requests_and_subscribers() {
     let daemon = Daemon::start("");
     daemon.create_repo("demo");
     let work = Work::clone(&daemon.repo_path("demo"));
-    let good = build(&daemon, &work, "main", &ok_script());
-    let bad = build(&daemon, &work, "main", &failing_script());
+    let good = build_one(&daemon, &work, "main", &ok_script());
+    let bad = build_one(&daemon, &work, "main", &failing_script());
     assert_eq!(good["status"], "success");
     assert_eq!(bad["status"], "failed");
     assert_eq!(bad["failure_kind"], "check");
@@ -285,11 +248,11 @@ fn repo_api_has_success_rate_and_median_duration_per_branch() {
     daemon.create_repo("demo");
     let work = Work::clone(&daemon.repo_path("demo"));
     let builds = [
-        build(&daemon, &work, "main", &ok_script()),
-        build(&daemon, &work, "main", &failing_script()),
-        build(&daemon, &work, "main", &ok_script()),
-        build(&daemon, &work, "main", &ok_script()),
-        build(&daemon, &work, "dev", &failing_script()),
+        build_one(&daemon, &work, "main", &ok_script()),
+        build_one(&daemon, &work, "main", &failing_script()),
+        build_one(&daemon, &work, "main", &ok_script()),
+        build_one(&daemon, &work, "main", &ok_script()),
+        build_one(&daemon, &work, "dev", &failing_script()),
     ];
     let (status, repo) = daemon.get("/api/repos/demo");
     assert_eq!(status, 200, "{repo}");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work, passing};
+use common::{Daemon, Work, build_one, failing_script, nonce, ok_script, wait_file};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -136,64 +136,12 @@ fn assert_signed(request: &Received, key: &[u8]) {
     );
 }
 
-/// Something unique, so each check's derivation is new to Nix.
-fn nonce(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos}", std::process::id())
-}
-
 /// A daemon with repository `demo` and a clone of it.
 fn setup(extra: &str) -> (Daemon, Work) {
     let daemon = Daemon::start(extra);
     daemon.create_repo("demo");
     let work = Work::clone(&daemon.repo_path("demo"));
     (daemon, work)
-}
-
-/// Commits a flake with one check running `script`, pushes it to `main`,
-/// waits for the build to end and returns it.
-fn build(daemon: &Daemon, work: &Work, script: &str) -> Value {
-    let commit = work.commit_flake(&[("check", script)]);
-    work.push(&["HEAD:refs/heads/main"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        if let Some(b) = daemon.builds().iter().find(|b| b["commit"] == commit) {
-            break b["id"].as_i64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no build: {}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    daemon.wait_final(id)
-}
-
-fn ok_script() -> String {
-    passing(&nonce("ok"))
-}
-
-fn failing_script() -> String {
-    format!("echo {}; exit 1", nonce("bad"))
-}
-
-/// Waits for `path` to hold something; returns it.
-fn wait_file(path: &Path, timeout: Duration, daemon: &Daemon) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && !text.is_empty()
-        {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never written: {}",
-            path.display(),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A `[[notify]]` command entry that writes its stdin to `path`.
@@ -216,7 +164,7 @@ fn a_success_is_posted_signed_and_a_failure_is_not_when_on_success() {
         secret.display()
     ));
 
-    let good = build(&daemon, &work, &ok_script());
+    let good = build_one(&daemon, &work, "main", &ok_script());
     assert_eq!(good["status"], "success", "{good}");
     let request = received
         .recv_timeout(Duration::from_secs(30))
@@ -237,7 +185,7 @@ fn a_success_is_posted_signed_and_a_failure_is_not_when_on_success() {
         "{body}"
     );
 
-    let bad = build(&daemon, &work, &failing_script());
+    let bad = build_one(&daemon, &work, "main", &failing_script());
     assert_eq!(bad["status"], "failed", "{bad}");
     let request = received
         .recv_timeout(Duration::from_secs(30))
@@ -268,7 +216,7 @@ fn a_failing_receiver_is_retried_with_the_same_delivery() {
         "[[notify]]\non = \"finished\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\n",
         secret.display()
     ));
-    let good = build(&daemon, &work, &ok_script());
+    let good = build_one(&daemon, &work, "main", &ok_script());
     let first = received
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no webhook: {}", daemon.log()));
@@ -312,7 +260,7 @@ fn a_command_gets_the_build_json_on_stdin_and_its_output_is_logged() {
         recorder("success", "", &out),
         slow_pid.display()
     ));
-    let good = build(&daemon, &work, &ok_script());
+    let good = build_one(&daemon, &work, "main", &ok_script());
     let json: Value = serde_json::from_str(&wait_file(&out, Duration::from_secs(30), &daemon))
         .expect("the command got JSON");
     assert_eq!(json["id"], good["id"]);
@@ -383,7 +331,7 @@ fn entries_whose_patterns_do_not_match_send_nothing() {
          {}",
         recorder("finished", "repo = \"d*o\"\nbranch = \"ma*\"\n", &sentinel)
     ));
-    let good = build(&daemon, &work, &ok_script());
+    let good = build_one(&daemon, &work, "main", &ok_script());
     let json: Value =
         serde_json::from_str(&wait_file(&sentinel, Duration::from_secs(30), &daemon)).unwrap();
     assert_eq!(json["id"], good["id"], "the matching entry fired");
@@ -406,14 +354,14 @@ fn a_silent_or_unreachable_receiver_never_delays_builds_or_shutdown() {
         recorder("finished", "", &recorded)
     ));
     let started = Instant::now();
-    let first = build(&daemon, &work, &ok_script());
+    let first = build_one(&daemon, &work, "main", &ok_script());
     let request = received
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no webhook: {}", daemon.log()));
     assert_eq!(request.json()["id"], first["id"]);
     // The receiver holds that request unanswered; builds go on regardless.
-    let second = build(&daemon, &work, &failing_script());
-    let third = build(&daemon, &work, &ok_script());
+    let second = build_one(&daemon, &work, "main", &failing_script());
+    let third = build_one(&daemon, &work, "main", &ok_script());
     assert_eq!(second["status"], "failed");
     assert_eq!(third["status"], "success");
     assert!(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work, passing};
+use common::{Daemon, Work, nonce, passing, wait_file};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -27,15 +27,6 @@ fn setup(extra: &str) -> (Daemon, Work) {
     (daemon, work)
 }
 
-/// Something unique to this call, so a check's derivation is new to Nix.
-fn nonce(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos}", std::process::id())
-}
-
 /// Commits a flake with `checks`, pushes it to `branch` and returns the id
 /// of the build the hook queued for it.
 fn push_checks(daemon: &Daemon, work: &Work, branch: &str, checks: &[(&str, &str)]) -> i64 {
@@ -46,54 +37,11 @@ fn push_checks(daemon: &Daemon, work: &Work, branch: &str, checks: &[(&str, &str
 /// Pushes HEAD (which is `commit`) to `branch`; returns the build's id.
 fn push_commit(daemon: &Daemon, work: &Work, branch: &str, commit: &str) -> i64 {
     work.push(&[&format!("HEAD:refs/heads/{branch}")]);
-    build_of(daemon, branch, commit)
-}
-
-/// The id of the build of `commit` on `branch` (waits briefly for it).
-fn build_of(daemon: &Daemon, branch: &str, commit: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found: Vec<i64> = daemon
-            .builds()
-            .iter()
-            .filter(|b| b["commit"] == commit && b["branch"] == branch)
-            .map(|b| b["id"].as_i64().unwrap())
-            .collect();
-        match found.as_slice() {
-            [id] => return *id,
-            [] => {}
-            many => panic!("more than one build of {commit} on {branch}: {many:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no build was queued for {commit}: {}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.build_of(branch, commit)
 }
 
 fn status(build: &Value) -> &str {
     build["status"].as_str().unwrap_or("?")
-}
-
-/// Waits until `path` exists with content; returns it.
-fn wait_file(path: &Path, timeout: Duration, daemon: &Daemon) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} was never written: {}",
-            path.display(),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Reads a pid written by a check.

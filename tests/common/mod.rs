@@ -426,3 +426,76 @@ pub fn passing(text: &str) -> String {
 pub fn ids(builds: &[Value]) -> Vec<i64> {
     builds.iter().map(|b| b["id"].as_i64().unwrap()).collect()
 }
+
+/// Something unique to this call, so a check's derivation is new to Nix.
+pub fn nonce(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{label}-{}-{nanos}", std::process::id())
+}
+
+/// Waits until `path` exists with content; returns it.
+pub fn wait_file(path: &Path, timeout: Duration, daemon: &Daemon) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written: {}",
+            path.display(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Daemon {
+    /// The id of the one build of `commit` on `branch`, waiting briefly for
+    /// the hook to queue it.
+    pub fn build_of(&self, branch: &str, commit: &str) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found: Vec<i64> = self
+                .builds()
+                .iter()
+                .filter(|b| b["commit"] == commit && b["branch"] == branch)
+                .map(|b| b["id"].as_i64().unwrap())
+                .collect();
+            match found.as_slice() {
+                [id] => return *id,
+                [] => {}
+                many => panic!("more than one build of {commit} on {branch}: {many:?}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no build was queued for {commit}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Commits a flake with one check running `script`, pushes it to `branch`,
+/// waits for the build to end and returns it.
+pub fn build_one(daemon: &Daemon, work: &Work, branch: &str, script: &str) -> Value {
+    let commit = work.commit_flake(&[("check", script)]);
+    work.push(&[&format!("HEAD:refs/heads/{branch}")]);
+    daemon.wait_final(daemon.build_of(branch, &commit))
+}
+
+/// A passing check script whose derivation is new to Nix.
+pub fn ok_script() -> String {
+    passing(&nonce("ok"))
+}
+
+/// A failing check script whose derivation is new to Nix.
+pub fn failing_script() -> String {
+    format!("echo {}; exit 1", nonce("bad"))
+}
