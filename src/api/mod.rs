@@ -350,12 +350,24 @@ fn parse_list(params: ListParams) -> Result<ListQuery, ApiError> {
     })
 }
 
+/// A page of builds. Serialised straight from the builds: going through a
+/// `serde_json::Value` first allocated a map per build and was most of the
+/// cost of a listing.
+#[derive(serde::Serialize)]
+struct BuildPage {
+    builds: Vec<crate::app::BuildView>,
+    next_before: Option<i64>,
+}
+
 async fn list_builds(
     State(app): AppState,
     Query(params): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let (builds, next) = app.list_builds(parse_list(params)?).await?;
-    Ok(axum::Json(json!({ "builds": builds, "next_before": next })))
+    let (builds, next_before) = app.list_builds(parse_list(params)?).await?;
+    Ok(axum::Json(BuildPage {
+        builds,
+        next_before,
+    }))
 }
 
 /// A build id from the path: a positive integer.
