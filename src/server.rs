@@ -21,6 +21,9 @@ use crate::store::Store;
 /// How often old logs are pruned.
 const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
 
+/// Repositories scanned at once at startup.
+const STARTUP_SCANS: usize = 8;
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -69,10 +72,10 @@ pub async fn serve(
             "Recovered builds orphaned by an earlier instance"
         );
     }
-    let caught_up = app.scan(None).await?;
-    if !caught_up.is_empty() {
+    let caught_up = catch_up(&app).await?;
+    if caught_up > 0 {
         tracing::info!(
-            count = caught_up.len(),
+            count = caught_up,
             "Queued builds for pushes made while the daemon was away"
         );
     }
@@ -184,6 +187,20 @@ async fn build_app(
         shutdown,
         metrics: crate::metrics::Metrics::new(),
     }))
+}
+
+/// Queues builds for pushes made while the daemon was away. Each
+/// repository's scan waits mostly on a git process, so several run at once:
+/// with 100 repositories this is most of the time to readiness.
+async fn catch_up(app: &Arc<App>) -> Result<usize, AppError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let repos = app.list_repos().await?;
+    let queued: Vec<usize> = futures_util::stream::iter(repos)
+        .map(|repo| async move { app.scan(Some(&repo.name)).await.map(|q| q.len()) })
+        .buffer_unordered(STARTUP_SCANS)
+        .try_collect()
+        .await?;
+    Ok(queued.iter().sum())
 }
 
 /// Binds the hook's socket, replacing a stale one, readable and writable by
