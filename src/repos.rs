@@ -112,6 +112,10 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
     if branch == "@" || branch.contains("@{") {
         return Err("must not be '@' or contain '@{'".into());
     }
+    if branch == "HEAD" {
+        // git refuses it as a branch name: `HEAD` would be ambiguous.
+        return Err("must not be 'HEAD'".into());
+    }
     if branch.contains("..") {
         return Err("must not contain '..'".into());
     }
