@@ -33,6 +33,8 @@ struct Row {
     met: Option<bool>,
     note: String,
     data: Value,
+    /// The 1-minute load average when the bench ended.
+    load: f64,
 }
 
 struct Ctx {
@@ -97,7 +99,8 @@ fn main() {
             .build()
             .expect("runtime"),
     };
-    let machine = machine(&ctx.root);
+    let mut machine = machine(&ctx.root);
+    machine["load_at_start"] = json!(load_average());
     eprintln!("machine: {machine}");
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -109,6 +112,16 @@ fn main() {
         let t = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bench(&ctx)));
         let result = result.unwrap_or_else(|_| Err("the bench panicked".into()));
+        // Other work on a shared machine shows here first.
+        let load = load_average();
+        let result = result.map(|rows| {
+            rows.into_iter()
+                .map(|mut row| {
+                    row.load = load;
+                    row
+                })
+                .collect::<Vec<_>>()
+        });
         match result {
             Ok(r) => {
                 for row in &r {
@@ -135,6 +148,7 @@ fn main() {
                     met: Some(false),
                     note: e,
                     data: Value::Null,
+                    load: load_average(),
                 });
             }
         }
@@ -169,6 +183,13 @@ fn main() {
     }
 }
 
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "met",
@@ -179,17 +200,18 @@ fn verdict(met: Option<bool>) -> &'static str {
 
 fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| figure | measured | floor (same run) | ratio | goal | verdict |\n|---|---|---|---|---|---|\n",
+        "| figure | measured | floor (same run) | ratio | goal | verdict | load |\n|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1} |\n",
             r.figure,
             r.measured,
             r.floor,
             r.ratio,
             r.goal,
-            verdict(r.met)
+            verdict(r.met),
+            r.load
         ));
     }
     out.push('\n');
@@ -468,6 +490,7 @@ fn footprint(ctx: &Ctx) -> Res<Vec<Row>> {
             note: "VmRSS 2 s after start and a few reads; peak (VmHWM) was \
                    {hwm:.1} MiB"
                 .replace("{hwm:.1}", &format!("{:.1}", mib(idle.hwm_kib))),
+            load: 0.0,
             data: json!({"idle_rss_kib": idle.rss_kib, "idle_hwm_kib": idle.hwm_kib, "floor_rss_kib": floor_rss.rss_kib}),
         },
         Row {
@@ -484,6 +507,7 @@ fn footprint(ctx: &Ctx) -> Res<Vec<Row>> {
                 ms(first),
                 ms(catch_up)
             ),
+            load: 0.0,
             data: json!({"restart_ms": start, "first_start_ms": first, "catch_up_start_ms": catch_up, "check_config_ms": check}),
         },
     ])
@@ -578,6 +602,7 @@ fn claim(ctx: &Ctx) -> Res<Vec<Row>> {
             ms(c.p50),
             ms(c.p99)
         ),
+        load: 0.0,
         data: json!({"server_ms": s, "client_post_to_started_ms": c, "commit_floor_ms": commit_floor, "statuses": statuses}),
     }])
 }
@@ -663,6 +688,7 @@ fn push(ctx: &Ctx) -> Res<Vec<Row>> {
             "{N} pushes of one new commit each to both repositories, alternated; the push returns \
              after the hook printed `build #N queued`"
         ),
+        load: 0.0,
         data: json!({"with_hook_ms": h, "without_hook_ms": b, "overhead_p50_ms": overhead}),
     }])
 }
@@ -762,6 +788,7 @@ fn enqueue_rate(ctx: &Ctx) -> Res<Vec<Row>> {
              nix stand-in so the daemon does only this. Sweep: {others}. Newest queued id after: {}",
             queued["builds"][0]["id"]
         ),
+        load: 0.0,
         data: json!({"sweep": sweep, "floor_commits_per_s": floor_rate, "floor_commit_ms": floor_latency}),
     }])
 }
@@ -926,6 +953,7 @@ fn list(ctx: &Ctx) -> Res<Vec<Row>> {
             ms(sql.p50),
             mib(mem.rss_kib)
         ),
+        load: 0.0,
         data: json!({"load": r, "floor": floor, "sql_ms": sql, "response_bytes": bytes, "rss_kib": mem.rss_kib}),
     };
     Ok(vec![
@@ -1105,6 +1133,7 @@ fn sse(ctx: &Ctx) -> Res<Vec<Row>> {
             mib(main.rss_peak_kib),
             mib(after.rss_kib)
         ),
+        load: 0.0,
         data: json!({"main": main, "floor": floor}),
     }])
 }
@@ -1308,6 +1337,7 @@ fn logs(ctx: &Ctx) -> Res<Vec<Row>> {
                  truncated {}, marker present {}; nix itself emits the log at the floor's rate, so no wrapper can reach the goal here",
                 real.stored, real.truncated, real.marker
             ),
+            load: 0.0,
             data: json!({"seconds": real.seconds, "stored": real.stored, "hwm_kib": real.peak.hwm_kib,
                          "by_hand_seconds": hand_secs, "build": real.build}),
         },
@@ -1340,6 +1370,7 @@ fn logs(ctx: &Ctx) -> Res<Vec<Row>> {
                  capped run (64 MiB default) stored {} bytes, truncated {}, marker {}",
                 uncapped.stored, uncapped.seconds, capped.stored, capped.truncated, capped.marker
             ),
+            load: 0.0,
             data: json!({"uncapped": {"seconds": uncapped.seconds, "stored": uncapped.stored, "hwm_kib": uncapped.peak.hwm_kib},
                          "capped": {"seconds": capped.seconds, "stored": capped.stored, "hwm_kib": capped.peak.hwm_kib},
                          "producer_seconds": producer_secs}),
@@ -1458,6 +1489,7 @@ fn wrapper(ctx: &Ctx) -> Res<Vec<Row>> {
             ms(c.p50),
             ms(c.max)
         ),
+        load: 0.0,
         data: json!({"ours_server_ms": s, "ours_client_ms": w, "by_hand_ms": h, "enqueue_to_running_ms": c}),
     }])
 }
