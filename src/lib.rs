@@ -11,6 +11,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod git_objects;
 pub mod hook;
 pub mod logs;
 pub mod metrics;

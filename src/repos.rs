@@ -9,8 +9,11 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::git_objects::CommitReader;
 use crate::process::{CommandError, Tools};
 
 /// The embedded hook template; `@PROCURATOR_CI@`, `@SOCKET@` and `@REPO@` are
@@ -178,6 +181,7 @@ pub struct RepoFiles {
     base: PathBuf,
     tools: Tools,
     hook: HookTarget,
+    commits: Arc<CommitReader>,
 }
 
 impl RepoFiles {
@@ -186,7 +190,12 @@ impl RepoFiles {
         fs::create_dir_all(&base).map_err(io_error(format!("cannot create {}", base.display())))?;
         let base = fs::canonicalize(&base)
             .map_err(io_error(format!("cannot resolve {}", base.display())))?;
-        Ok(RepoFiles { base, tools, hook })
+        Ok(RepoFiles {
+            base,
+            tools,
+            hook,
+            commits: Arc::default(),
+        })
     }
 
     /// The tool runner repositories use.
@@ -365,6 +374,11 @@ impl RepoFiles {
             name: commit.to_string(),
             reason,
         })?;
+        // The kept reader is the fast path; a one-shot git answers when it
+        // cannot be had.
+        if let Ok(found) = self.commits.commit(&self.tools, repo, commit) {
+            return Ok(found.map(|object| parse_author(&object)));
+        }
         match self
             .tools
             .git(repo, &["cat-file", "--end-of-options", "commit", commit])
@@ -378,6 +392,7 @@ impl RepoFiles {
     /// Removes repository `name` from disk.
     pub fn delete(&self, name: &str) -> Result<(), RepoError> {
         let path = self.path_of(name)?;
+        self.commits.forget(&path);
         if !path.exists() {
             return Err(RepoError::NotFound(name.to_string()));
         }
