@@ -111,8 +111,13 @@ impl From<JsonRejection> for ApiError {
         } else {
             status
         };
+        // serde's messages quote the field at fault; others (the content
+        // type, the size) concern no field.
+        let field = (code == "invalid_json")
+            .then(|| quoted_field(&message))
+            .flatten();
         ApiError {
-            field: quoted_field(&message),
+            field,
             ..ApiError::new(status, code, message)
         }
     }

@@ -107,8 +107,29 @@ pub fn router(app: Arc<App>) -> Router {
                         ApiError::internal().into_response()
                     },
                 ))
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(axum::middleware::from_fn(refuse_declared_oversize)),
         )
+}
+
+/// A body declared larger than the limit is refused at once: the limit
+/// alone refuses it only once that much has arrived, and a client may never
+/// send it (holding the connection and the request open meanwhile).
+async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Request ids: a per-process counter prefixed with the start time, unique
