@@ -226,6 +226,13 @@ impl App {
         description: String,
     ) -> Result<Repo, AppError> {
         validate_description(&description)?;
+        repos::validate_repo_name(&name).map_err(|reason| {
+            AppError::from(RepoError::InvalidName {
+                name: name.clone(),
+                reason,
+            })
+        })?;
+        self.refuse_when_disk_full()?;
         let files = self.repos.clone();
         let (n, d) = (name.clone(), description.clone());
         let path = blocking(move || Ok(files.create(&n, &d)?)).await?;
@@ -240,6 +247,19 @@ impl App {
         tracing::info!(repo = %repo.name, path = %repo.path, "Repository created");
         self.events.publish("repo.created", None, &repo);
         Ok(repo)
+    }
+
+    /// New work is refused while the disk holding the database is full, so
+    /// that the space left records the ends of running builds.
+    fn refuse_when_disk_full(&self) -> Result<(), AppError> {
+        if self.store.space_low() {
+            return Err(AppError::Unavailable(
+                "the disk is full: new builds and repositories are refused until space is \
+                 freed; nothing was written"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn insert_repo_row(
@@ -432,6 +452,7 @@ impl App {
             rebuild_of,
             max_retries: self.config.max_retries,
         };
+        self.refuse_when_disk_full()?;
         let (build, created) = self
             .store
             .write(move |conn| queue::enqueue(conn, &new))
@@ -528,9 +549,18 @@ impl App {
                 if built {
                     continue;
                 }
-                let (build, created) = self
+                let enqueued = self
                     .enqueue(&repo.name, &branch.name, &branch.commit, None, "scan", None)
-                    .await?;
+                    .await;
+                let (build, created) = match enqueued {
+                    // A full disk must not stop the daemon from starting;
+                    // the next start or scan queues what is left.
+                    Err(AppError::Unavailable(why)) if self.store.space_low() => {
+                        tracing::warn!(repo = %repo.name, error = %why, "not catching up unbuilt pushes now");
+                        return Ok(queued);
+                    }
+                    other => other?,
+                };
                 if created {
                     tracing::info!(build_id = build.build.id, repo = %repo.name, branch = %branch.name, "Caught up an unbuilt push");
                     queued.push(build);

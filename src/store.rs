@@ -10,8 +10,9 @@
 //! while the writer commits).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
@@ -96,6 +97,136 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
+    reserve: Arc<Reserve>,
+}
+
+/// Space set aside on the database's filesystem so that the end of a build
+/// can still be recorded when something (a build's log, another program)
+/// fills the disk: a preallocated file beside the database, `<db>-reserve`.
+/// When free space runs low the writer deletes it before writing; while it
+/// is gone new work is refused (`Store::space_low`) and the file is made
+/// again as soon as there is room for it.
+struct Reserve {
+    path: PathBuf,
+    dir: PathBuf,
+    present: AtomicBool,
+    last_try: Mutex<Option<Instant>>,
+}
+
+/// Size of the reserve.
+pub const RESERVE_BYTES: u64 = 8 << 20;
+
+/// Below this much free space the reserve is released.
+pub const LOW_WATER_BYTES: u64 = 2 << 20;
+
+impl Reserve {
+    fn new(db: &Path) -> Reserve {
+        let mut name = db.file_name().unwrap_or_default().to_os_string();
+        name.push("-reserve");
+        let reserve = Reserve {
+            path: db.with_file_name(name),
+            dir: db.parent().map(Path::to_path_buf).unwrap_or_default(),
+            present: AtomicBool::new(false),
+            last_try: Mutex::new(None),
+        };
+        reserve.restore();
+        reserve
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_os_string();
+        name.push(".tmp");
+        PathBuf::from(name)
+    }
+
+    /// Free bytes on the filesystem, for unprivileged users.
+    fn free(&self) -> Option<u64> {
+        rustix::fs::statvfs(&self.dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
+    /// Makes the reserve file when there is room for it and a margin.
+    fn restore(&self) {
+        if let Ok(meta) = std::fs::metadata(&self.path)
+            && meta.len() >= RESERVE_BYTES
+        {
+            self.present.store(true, Ordering::Relaxed);
+            return;
+        }
+        if self
+            .free()
+            .is_some_and(|free| free < RESERVE_BYTES + 2 * LOW_WATER_BYTES)
+        {
+            return;
+        }
+        let made = (|| -> std::io::Result<()> {
+            let tmp = self.tmp_path();
+            let file = std::fs::File::create(&tmp)?;
+            let allocated =
+                rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES);
+            if allocated.is_err() {
+                // Filesystems without fallocate: real blocks of zeros.
+                let zeros = vec![0u8; 1 << 20];
+                let mut file = &file;
+                for _ in 0..RESERVE_BYTES / zeros.len() as u64 {
+                    std::io::Write::write_all(&mut file, &zeros)?;
+                }
+            }
+            file.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        match made {
+            Ok(()) => {
+                if !self.present.swap(true, Ordering::Relaxed) {
+                    tracing::info!(path = %self.path.display(), "Disk space reserve in place");
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(self.tmp_path());
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot make the disk space reserve");
+            }
+        }
+    }
+
+    /// Before a write: releases the reserve when space is low, restores it
+    /// (at most once a second) when space has returned.
+    fn before_write(&self) {
+        if self.present.load(Ordering::Relaxed) {
+            if self.free().is_some_and(|free| free < LOW_WATER_BYTES) {
+                self.release();
+            }
+            return;
+        }
+        let mut last = self.last_try.lock().expect("reserve");
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        self.restore();
+    }
+
+    fn release(&self) {
+        if self.present.swap(false, Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&self.path);
+            tracing::error!(
+                path = %self.path.display(),
+                "The disk holding the database is full: released the space reserve so that \
+                 builds' results can be recorded; new builds are refused until space is freed"
+            );
+        }
+    }
+
+    /// Whether the disk is too full for new work: the reserve is gone and
+    /// there is no room to make it again, or hardly any space is left.
+    fn low(&self) -> bool {
+        let free = self.free();
+        if self.present.load(Ordering::Relaxed) {
+            return free.is_some_and(|f| f < LOW_WATER_BYTES);
+        }
+        free.is_some_and(|f| f < RESERVE_BYTES + 2 * LOW_WATER_BYTES)
+    }
 }
 
 /// Embedded migrations; the database's `user_version` is the number applied.
@@ -241,10 +372,12 @@ impl Store {
             });
         }
         migrate(&mut writer)?;
+        let reserve = Arc::new(Reserve::new(path));
         let (sender, receiver) = mpsc::channel::<Job>();
+        let writer_reserve = reserve.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, receiver))
+            .spawn(move || writer_loop(writer, receiver, &writer_reserve))
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
@@ -254,8 +387,16 @@ impl Store {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(Vec::new()),
+                reserve,
             }),
         })
+    }
+
+    /// Whether the disk holding the database is too full to take new work
+    /// (see `Reserve`): callers refuse new builds and repositories then, so
+    /// that what remains records the ends of running builds.
+    pub fn space_low(&self) -> bool {
+        self.inner.reserve.low()
     }
 
     /// The database file.
@@ -344,7 +485,7 @@ fn in_savepoint<T>(
     }
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, reserve: &Reserve) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -353,13 +494,14 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch);
+        reserve.before_write();
+        run_batch(&conn, batch, reserve);
     }
 }
 
 /// Replies are held until the batch is durable, so no caller is told "done"
 /// about a write that a failed commit then discarded.
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
+fn run_batch(conn: &Connection, batch: Vec<Job>, reserve: &Reserve) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let error = StoreError::classify(e);
         tracing::warn!(error = %error, "cannot start a write transaction");
@@ -369,12 +511,18 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
         return;
     }
     let finishers: Vec<Finisher> = batch.into_iter().map(|job| job(Some(conn))).collect();
+    // The disk may have filled while the jobs ran.
+    reserve.before_write();
     let outcome = conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::classify(e)
     });
     if let Err(error) = &outcome {
         tracing::warn!(error = %error, "write transaction failed to commit");
+        if matches!(error, StoreError::Full) {
+            // The next batch at least has room.
+            reserve.release();
+        }
     }
     for finish in finishers {
         finish(outcome.as_ref().map(|_| ()));
