@@ -179,12 +179,37 @@ pub fn end_orphan_group(pgid: i32, recorded_start: Option<u64>, grace: Duration)
     }
     signal_group(pgid, Signal::TERM);
     let deadline = Instant::now() + grace;
-    while group_alive(pgid) && Instant::now() < deadline {
+    // An orphan's exited processes stay zombies until init reaps them,
+    // which some inits do only now and then: they are not waited for.
+    while group_running(pgid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if group_alive(pgid) {
+    if group_running(pgid) {
         signal_group(pgid, Signal::KILL);
     }
+}
+
+/// Whether group `pgid` has a member that is not a zombie (scans `/proc`).
+fn group_running(pgid: i32) -> bool {
+    if !group_alive(pgid) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && state != Some("Z")
+    })
 }
 
 #[cfg(test)]
