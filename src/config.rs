@@ -122,6 +122,7 @@ pub struct Config {
     pub max_silent_secs: u64,
     pub kill_grace_secs: u64,
     pub shutdown_timeout_secs: u64,
+    pub client_stall_timeout_secs: u64,
     pub log_max_bytes: u64,
     pub log_retention_days: u32,
     pub log_format: LogFormat,
@@ -158,6 +159,7 @@ struct RawConfig {
     max_silent_secs: u64,
     kill_grace_secs: u64,
     shutdown_timeout_secs: u64,
+    client_stall_timeout_secs: u64,
     log_max_bytes: u64,
     log_retention_days: u32,
     log_format: LogFormat,
@@ -190,6 +192,7 @@ impl Default for RawConfig {
             max_silent_secs: 3600,
             kill_grace_secs: 10,
             shutdown_timeout_secs: 30,
+            client_stall_timeout_secs: 60,
             log_max_bytes: 64 * 1024 * 1024,
             log_retention_days: 90,
             log_format: LogFormat::Auto,
@@ -368,6 +371,7 @@ fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         max_silent_secs: raw.max_silent_secs,
         kill_grace_secs: raw.kill_grace_secs,
         shutdown_timeout_secs: raw.shutdown_timeout_secs,
+        client_stall_timeout_secs: raw.client_stall_timeout_secs,
         log_max_bytes: raw.log_max_bytes,
         log_retention_days: raw.log_retention_days,
         log_format: raw.log_format,
@@ -485,6 +489,13 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
         if value > 3600 {
             return Err(invalid(key, value.to_string(), "must be at most 3600"));
         }
+    }
+    if !(1..=3600).contains(&config.client_stall_timeout_secs) {
+        return Err(invalid(
+            "client_stall_timeout_secs",
+            config.client_stall_timeout_secs.to_string(),
+            "must be between 1 and 3600",
+        ));
     }
     if config.log_max_bytes < 1024 {
         return Err(invalid(

@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod git_objects;
 pub mod hook;
+pub mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod nix;

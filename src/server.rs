@@ -89,9 +89,15 @@ pub async fn serve(
     let unix = bind_unix(&config.socket_path)?;
     let router = crate::api::router(app.clone());
     let http = tokio::spawn(
-        axum::serve(tcp, router.clone().into_make_service())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            crate::listener::StallGuarded::new(
+                tcp,
+                Duration::from_secs(config.client_stall_timeout_secs),
+            ),
+            router.clone().into_make_service(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     let local = tokio::spawn(
         axum::serve(

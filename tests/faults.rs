@@ -1588,3 +1588,50 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     );
     assert_eq!(status, 201, "{reply}");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_stall_timeout() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A stand-in nix that prints far more than the kernel buffers between a
+    // client and the daemon hold.
+    let loud = script(
+        &scratch.path().join("loud-nix"),
+        "/usr/bin/yes 'procurator-ci stall test line of output' | /usr/bin/head -c 24000000\n",
+    );
+    let daemon = Daemon::start(&format!(
+        "client_stall_timeout_secs = 2\nnix_bin = \"{}\"\n",
+        loud.display()
+    ));
+    daemon.create_repo("loud");
+    let work = common::Work::clone(&daemon.repo_path("loud"));
+    let commit = work.commit("loud");
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+    assert_eq!(status_of(&daemon.wait_final(id)), "success");
+    let full = daemon.log_of(id).len();
+    assert!(full > 23_000_000, "a reading client gets it all: {full}");
+
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    stalled
+        .write_all(format!("GET /api/builds/{id}/logs HTTP/1.1\r\nHost: ci\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    // Now read what was buffered: the daemon gave up on this connection, so
+    // it ends early instead of delivering the whole log.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stalled.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(
+        got < full,
+        "the stalled client was not dropped: it got {got} of {full} bytes"
+    );
+    assert_eq!(daemon.get("/api/health").0, 200);
+}
