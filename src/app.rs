@@ -722,9 +722,20 @@ pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
         let grace = std::time::Duration::from_secs(app.config.kill_grace_secs);
         let logs = app.logs.clone();
         let (pgid, pstart, id, attempt) = (build.pgid, build.pstart, build.id, build.attempt);
+        let flake = crate::nix::flake_ref(
+            std::path::Path::new(&build.repo_path),
+            &build.branch,
+            &build.commit,
+        );
         let stats = blocking(move || {
             if let Some(pgid) = pgid {
                 crate::process::end_orphan_group(pgid as i32, pstart.map(|s| s as u64), grace);
+            }
+            // Its group may never have been recorded (a kill between the
+            // spawn and the write), and its introspection never is: find
+            // them by the build's flake reference.
+            for group in crate::process::groups_with_arg(&flake) {
+                crate::process::end_orphan_group(group, None, grace);
             }
             Ok(logs.seal_orphan(
                 id,

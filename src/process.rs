@@ -163,6 +163,48 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Process groups holding a process one of whose arguments starts with
+/// `prefix` (a build's flake reference): how a restarted daemon finds the
+/// nix processes of a build whose group it never got to record.
+pub fn groups_with_arg(prefix: &str) -> Vec<i32> {
+    let own = rustix::process::getpgrp().as_raw_nonzero().get();
+    let mut groups = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return groups;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if !cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg.starts_with(prefix.as_bytes()))
+        {
+            continue;
+        }
+        let pgid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat[stat.rfind(')')? + 2..].to_string();
+                rest.split(' ').nth(2)?.parse::<i32>().ok()
+            });
+        if let Some(pgid) = pgid
+            && pgid != own
+            && !groups.contains(&pgid)
+        {
+            groups.push(pgid);
+        }
+    }
+    groups
+}
+
 /// Ends an orphaned process group left by an earlier instance: SIGTERM first
 /// (nix then stops its builders, which live in sessions of their own),
 /// SIGKILL after `grace`. Skips the group when its id now belongs to an
@@ -267,6 +309,25 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], home.path().to_str().unwrap());
         assert_eq!(lines[1].trim(), lines[2].trim(), "own process group");
+    }
+
+    #[test]
+    fn groups_are_found_by_an_argument_prefix() {
+        let marker = format!("git+file:///procurator-test-{}", std::process::id());
+        let mut child = Tools::new(std::env::temp_dir())
+            .command("sh", ["-c", "sleep 30", &format!("{marker}?rev=1")])
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !groups_with_arg(&marker).contains(&pgid) {
+            assert!(Instant::now() < deadline, "not found");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(groups_with_arg("git+file:///nothing-like-this").is_empty());
+        end_orphan_group(pgid, None, Duration::from_secs(2));
+        child.wait().unwrap();
+        assert!(!groups_with_arg(&marker).contains(&pgid));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! process group, streams its output into the log, enforces the time and
 //! silence bounds, and records how each attempt ended.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,14 +15,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use std::collections::HashMap;
-
 use crate::app::{App, CancelHandle};
 use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild, Renderer};
 use crate::logs::LogWriter;
 use crate::nix::{self, LogScan};
 use crate::process::{self, CommandError};
 use crate::queue::{self, Build, FailureKind, LogStats, Outcome, now_ms};
+use crate::store::StoreError;
+
+/// Longest pause between attempts to record a build's end in a database
+/// that is locked or full; past it the next start recovers the build.
+const RECORD_PATIENCE: Duration = Duration::from_secs(16);
 
 /// How long the output may stay open after nix and its group are gone.
 const PIPE_DRAIN: Duration = Duration::from_secs(10);
@@ -126,20 +130,39 @@ async fn record(
         .min(3600);
     let (id, attempt) = (build.id, build.attempt);
     let stored = outcome.clone();
-    let result = app
-        .store
-        .write(move |conn| {
-            queue::finish(
-                conn,
-                id,
-                attempt,
-                &stored,
-                exit_code,
-                stats,
-                backoff_secs as i64 * 1000,
-            )
-        })
-        .await;
+    // A locked or full database may recover in a moment (the store frees
+    // its disk reserve for exactly this write); the result is worth waiting
+    // for, within bounds.
+    let mut delay = Duration::from_millis(250);
+    let result = loop {
+        let stored = stored.clone();
+        let result = app
+            .store
+            .write(move |conn| {
+                queue::finish(
+                    conn,
+                    id,
+                    attempt,
+                    &stored,
+                    exit_code,
+                    stats,
+                    backoff_secs as i64 * 1000,
+                )
+            })
+            .await;
+        match result {
+            Err(StoreError::Busy | StoreError::Full) if delay <= RECORD_PATIENCE => {
+                tracing::warn!(
+                    build_id = id,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot record the end of a build yet"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => break other,
+        }
+    };
     let after = match result {
         Ok(after) => after,
         Err(e) => {
