@@ -443,7 +443,8 @@ fn the_page_live_in_chromium() {
         "echo start {}; echo tick 1; echo 'error: the widget is broken' >&2; exit 1",
         nonce()
     );
-    w.commit_flake(&[("widget", &failing)]);
+    let gadget = passing(&format!("gadget {}", nonce()));
+    w.commit_flake(&[("widget", &failing), ("gadget", &gadget)]);
     w.push(&["HEAD:broken"]);
     let before = d.builds();
     assert_eq!(before.len(), 2, "{before:?}");
@@ -591,6 +592,15 @@ fn the_page_live_in_chromium() {
     // ---- Per-check results: the failed check is listed, and one click
     // shows its part of the log.
     browser.wait_visible("tr[data-check='widget'] .check-failed");
+    assert!(browser.visible("tr[data-check='gadget'] .check-passed"));
+    assert_eq!(
+        browser.js(
+            "return document.querySelectorAll('table.checks tbody tr').length;",
+            json!([])
+        ),
+        2,
+        "one row per check"
+    );
     browser.click("button[data-check-jump='widget']");
     browser.wait(
         "the check's part of the log",
