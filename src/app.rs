@@ -688,8 +688,9 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
         let (n, p) = (name.clone(), path.clone());
         blocking(move || Ok(files.install_hook(&p, &n)?)).await?;
         if !known.iter().any(|r| &r.name == name) {
-            let description = std::fs::read_to_string(path.join("description"))
-                .ok()
+            let file = path.join("description");
+            let description = blocking(move || Ok(std::fs::read_to_string(file).ok()))
+                .await?
                 .map(|d| d.trim().to_string())
                 .filter(|d| !d.starts_with("Unnamed repository"))
                 .unwrap_or_default();
@@ -700,10 +701,25 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
     for (name, decl) in &app.config.repos {
         if on_disk.contains(name) {
             let path = app.repos.path_of(name)?;
+            // Unchanged descriptions cost no write (and no fsync) per start.
+            let recorded = known.iter().any(|r| {
+                &r.name == name
+                    && r.description == decl.description
+                    && r.path == path.display().to_string()
+            });
             let files = app.repos.clone();
             let (p, d) = (path.clone(), decl.description.clone());
-            blocking(move || Ok(files.write_description(&p, &d)?)).await?;
-            app.insert_repo_row(name, &path, &decl.description).await?;
+            blocking(move || {
+                let current = std::fs::read_to_string(p.join("description")).unwrap_or_default();
+                if current != format!("{d}\n") {
+                    files.write_description(&p, &d)?;
+                }
+                Ok(())
+            })
+            .await?;
+            if !recorded {
+                app.insert_repo_row(name, &path, &decl.description).await?;
+            }
         } else {
             app.create_repo(name.clone(), decl.description.clone())
                 .await?;

@@ -149,38 +149,45 @@ async fn build_app(
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) -> Result<Arc<App>, ServeError> {
-    for dir in [
-        &config.state_dir,
-        &config.logs_dir(),
-        &config.home_dir().join(".cache"),
-    ] {
-        std::fs::create_dir_all(dir).map_err(setup(&format!("cannot create {}", dir.display())))?;
-    }
-    let db = config.database_url.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db))
-        .await
-        .map_err(setup("database"))?
-        .map_err(setup("database"))?;
-    let (token, created) = Token::load(
-        config.api_token_file.as_deref(),
-        &config.generated_token_file(),
-    )
-    .map_err(setup("api token"))?;
+    // Directories, the database, the token and the repositories' base are
+    // all filesystem work: done on the blocking pool.
+    let prepared = config.clone();
+    let (store, (token, created), repos) = tokio::task::spawn_blocking(move || {
+        let config = prepared;
+        for dir in [
+            &config.state_dir,
+            &config.logs_dir(),
+            &config.home_dir().join(".cache"),
+        ] {
+            std::fs::create_dir_all(dir)
+                .map_err(setup(&format!("cannot create {}", dir.display())))?;
+        }
+        let store = Store::open(&config.database_url).map_err(setup("database"))?;
+        let token = Token::load(
+            config.api_token_file.as_deref(),
+            &config.generated_token_file(),
+        )
+        .map_err(setup("api token"))?;
+        let executable =
+            std::env::current_exe().map_err(setup("cannot find our own executable"))?;
+        let repos = RepoFiles::new(
+            config.repos_base_path.clone(),
+            Tools::new(config.home_dir()),
+            HookTarget {
+                executable,
+                socket: config.socket_path.clone(),
+            },
+        )
+        .map_err(setup("repositories"))?;
+        Ok::<_, ServeError>((store, token, repos))
+    })
+    .await
+    .map_err(setup("startup"))??;
     if created {
         tracing::info!(path = %token.source.display(), "Generated an API token (send it as `Authorization: Bearer <token>`)");
     } else {
         tracing::info!(path = %token.source.display(), "Using the API token");
     }
-    let executable = std::env::current_exe().map_err(setup("cannot find our own executable"))?;
-    let repos = RepoFiles::new(
-        config.repos_base_path.clone(),
-        Tools::new(config.home_dir()),
-        HookTarget {
-            executable,
-            socket: config.socket_path.clone(),
-        },
-    )
-    .map_err(setup("repositories"))?;
     Ok(Arc::new(App {
         logs: Arc::new(LogStore::new(config.logs_dir(), config.log_max_bytes)),
         config,
