@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work, nonce, passing, wait_file};
+use common::{Daemon, Work, all_pids, cmdline, nonce, passing, proc_stat, wait_file};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -51,32 +51,6 @@ fn read_pid(path: &Path) -> i32 {
         .next()
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("{} holds no pid: {text:?}", path.display()))
-}
-
-/// `(state, ppid, pgrp, session)` of a process, from `/proc/<pid>/stat`.
-fn proc_stat(pid: i32) -> Option<(char, i32, i32, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    Some((
-        fields[0].chars().next()?,
-        fields[1].parse().ok()?,
-        fields[2].parse().ok()?,
-        fields[3].parse().ok()?,
-    ))
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn all_pids() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
 }
 
 /// Whether `pid` is a live process (a zombie is dead: it only waits to be

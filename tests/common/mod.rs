@@ -499,3 +499,31 @@ pub fn ok_script() -> String {
 pub fn failing_script() -> String {
     format!("echo {}; exit 1", nonce("bad"))
 }
+
+/// `(state, ppid, pgrp, session)` of a process, from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> Option<(char, i32, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    Some((
+        fields[0].chars().next()?,
+        fields[1].parse().ok()?,
+        fields[2].parse().ok()?,
+        fields[3].parse().ok()?,
+    ))
+}
+
+/// A process's command line, arguments separated by spaces.
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Every process id on the machine.
+pub fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
