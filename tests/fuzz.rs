@@ -638,11 +638,20 @@ proptest! {
             prop_assert!(repo_name_ok(name), "created {:?}", name);
             let added: Vec<_> = after.difference(&before).cloned().collect();
             prop_assert_eq!(added, vec![format!("{name}.git")]);
+            // Removed again, so that a long pass neither fills the disk nor
+            // slows down with a growing directory.
+            let delete = Request::delete(format!("/api/repos/{name}?confirm={name}"))
+                .header("authorization", format!("Bearer {}", api.token))
+                .body(Vec::new())
+                .unwrap();
+            let (status, reply) = api.send(delete);
+            prop_assert_eq!(status, StatusCode::NO_CONTENT, "{:?}", String::from_utf8_lossy(&reply));
+            prop_assert_eq!(&api.repo_dirs(), &before);
         } else {
             assert_error_shape(status, &reply)?;
             prop_assert_eq!(&before, &after, "a refused request changed the repositories directory");
         }
-        for entry in &after {
+        for entry in &api.repo_dirs() {
             let name = entry.strip_suffix(".git");
             prop_assert!(name.is_some_and(repo_name_ok), "unexpected entry {:?}", entry);
         }
