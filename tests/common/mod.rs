@@ -35,6 +35,42 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Spawns `command` so that it is told to stop (SIGTERM) when the test
+/// process ends, even when nothing drops its handle (a daemon shared by
+/// all cases of a file through a static). The parent-death signal belongs
+/// to the thread that forked, so one thread that lives as long as the
+/// process does the spawning.
+pub fn spawn_bound_to_this_process(mut command: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+                .map_err(std::io::Error::from)
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut command, reply) in queue {
+                let _ = reply.send(command.spawn());
+            }
+        });
+        std::sync::Mutex::new(jobs)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap()
+        .send((command, reply))
+        .expect("the spawner thread lives as long as the process");
+    answer.recv().unwrap().unwrap()
+}
+
 /// A running daemon with its own state directory.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -116,13 +152,9 @@ impl Daemon {
             .append(true)
             .open(&self.stderr)
             .unwrap();
-        let child = self
-            .command()
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        let mut command = self.command();
+        command.stdout(Stdio::null()).stderr(log);
+        self.child = Some(spawn_bound_to_this_process(command));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(resp) = agent().get(format!("{}/api/health", self.base())).call()
