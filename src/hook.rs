@@ -144,7 +144,9 @@ fn parse_response(response: &[u8]) -> std::io::Result<(u16, Value)> {
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+/// The body of a chunked HTTP/1.1 message (`Transfer-Encoding: chunked`);
+/// a malformed or truncated encoding ends it where it breaks.
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&raw[..end])

@@ -97,14 +97,6 @@ fn script(path: &Path, body: &str) -> PathBuf {
     path.to_path_buf()
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
-}
-
 /// The state database, opened by the test (as another process would).
 fn database(daemon: &Daemon) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(daemon.state().join("ci.db")).unwrap();
@@ -215,26 +207,9 @@ fn raw(port: u16, request: &[u8]) -> (u16, HashMap<String, String>, Vec<u8>) {
         .get("transfer-encoding")
         .is_some_and(|t| t.contains("chunked"))
     {
-        body = dechunk(&body);
+        body = procurator_ci::hook::dechunk(&body);
     }
     (status, headers, body)
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&raw[..end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .unwrap_or(0);
-        raw = &raw[end + 2..];
-        if size == 0 || raw.len() < size {
-            break;
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw = raw.get(size + 2..).unwrap_or_default();
-    }
-    body
 }
 
 /// Asserts the documented error shape.
@@ -535,7 +510,7 @@ fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
                 retried.clone(),
             );
             std::thread::spawn(move || {
-                let agent = agent(Duration::from_secs(30));
+                let agent = common::agent_with_timeout(Duration::from_secs(30));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= TOTAL {
@@ -696,7 +671,10 @@ fn event_lines(daemon: &Daemon) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let url = format!("{}/api/events", daemon.base());
     std::thread::spawn(move || {
-        let Ok(mut response) = agent(Duration::from_secs(300)).get(&url).call() else {
+        let Ok(mut response) = common::agent_with_timeout(Duration::from_secs(300))
+            .get(&url)
+            .call()
+        else {
             return;
         };
         let mut reader = std::io::BufReader::new(response.body_mut().as_reader());
@@ -1042,7 +1020,10 @@ fn clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
     // A reading follower and a stream of quick requests meanwhile.
     let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
     let follower = std::thread::spawn(move || {
-        let mut response = agent(Duration::from_secs(120)).get(&url).call().unwrap();
+        let mut response = common::agent_with_timeout(Duration::from_secs(120))
+            .get(&url)
+            .call()
+            .unwrap();
         let mut text = Vec::new();
         response
             .body_mut()

@@ -146,14 +146,6 @@ fn nix_check_group(daemon_pid: i32) -> i32 {
     }
 }
 
-fn long_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
 /// A check that writes its shell's pid to `pid_file`, then prints a tick
 /// every 0.2 s for `ticks` ticks and succeeds. With `None` it never ends, and
 /// first starts a grandchild `/bin/sleep 1000` whose pid it writes to
@@ -685,7 +677,10 @@ fn a_follower_joining_mid_build_receives_exactly_the_final_log() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
-    let mut response = long_agent().get(&url).call().unwrap();
+    let mut response = common::agent_with_timeout(Duration::from_secs(120))
+        .get(&url)
+        .call()
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         status(&daemon.build(id)),
@@ -874,7 +869,10 @@ fn a_follower_waiting_on_a_queued_build_receives_its_whole_log() {
     assert_eq!(status(&daemon.build(id)), "queued");
     let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
     let follower = std::thread::spawn(move || {
-        let mut response = long_agent().get(&url).call().unwrap();
+        let mut response = common::agent_with_timeout(Duration::from_secs(120))
+            .get(&url)
+            .call()
+            .unwrap();
         let mut text = String::new();
         response
             .body_mut()
@@ -1001,7 +999,10 @@ fn sigterm_ends_open_log_and_event_streams_promptly() {
     let events = sse_events(&daemon);
     let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
     let follower = std::thread::spawn(move || {
-        let mut response = long_agent().get(&url).call().unwrap();
+        let mut response = common::agent_with_timeout(Duration::from_secs(120))
+            .get(&url)
+            .call()
+            .unwrap();
         let mut text = Vec::new();
         let _ = response.body_mut().as_reader().read_to_end(&mut text);
         String::from_utf8_lossy(&text).into_owned()

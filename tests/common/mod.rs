@@ -27,12 +27,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP client that returns error statuses as responses and gives up on
+/// a whole request after `timeout`.
+pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(timeout))
         .build()
         .into()
+}
+
+fn agent() -> ureq::Agent {
+    agent_with_timeout(Duration::from_secs(30))
 }
 
 /// Spawns `command` so that it is told to stop (SIGTERM) when the test
