@@ -174,18 +174,35 @@ fn without_notify_socket_serve_starts_answers_and_stops_cleanly() {
     );
 }
 
+/// Whether a journald answers on its socket. The socket file alone proves
+/// nothing: one left behind by a journald that has since exited (a finished
+/// session, a rebooted container with a persistent `/run`) refuses datagrams.
+fn journald_answers() -> bool {
+    UnixDatagram::unbound()
+        .and_then(|socket| socket.send_to(&[], JOURNAL_SOCKET))
+        .is_ok()
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
 fn ensure_journald() -> Option<std::process::Child> {
-    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+    if journald_answers() {
         return None;
     }
+    // journald unlinks stale sockets itself before it binds.
+    let log = std::env::temp_dir().join(format!("journald-{}.log", std::process::id()));
     let child = Command::new("/lib/systemd/systemd-journald")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("systemd-journald is needed for this test (apt-get install systemd)");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::path::Path::new("/run/systemd/journal/socket").exists() {
-        assert!(Instant::now() < deadline, "journald did not start");
+    while !journald_answers() {
+        assert!(
+            Instant::now() < deadline,
+            "journald did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(child)
