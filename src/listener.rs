@@ -1,7 +1,15 @@
-//! The HTTP listener's connections: a client whose connection accepts no
-//! data for `client_stall_timeout_secs` (it stopped reading an event stream
-//! or a followed log) is dropped, so it holds neither memory nor a
-//! connection for ever.
+//! The HTTP listener's connections.
+//!
+//! - A client that stalls for `client_stall_timeout_secs` is dropped, so it
+//!   holds neither memory nor a connection for ever: one whose connection
+//!   accepts no data (it stopped reading an event stream or a followed log),
+//!   and one that does not finish sending a request head in that time (or
+//!   idles that long between requests). Request bodies have the same
+//!   deadline where they are read (`crate::api`).
+//! - A request that hyper refuses before it reaches the router (unparsable,
+//!   or a head over its limits) is answered by hyper with an empty body;
+//!   here that answer gets the JSON error body every other error has, and
+//!   the connection lingers so the client can read it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,12 +17,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::StatusCode;
 use axum::serve::Listener;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 
-/// A TCP listener whose connections fail writes that stall too long.
+use crate::api::ApiError;
+
+/// How long, and for how many bytes, a refused request's connection keeps
+/// reading before it closes (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+/// A TCP listener whose connections fail writes that stall too long and
+/// answer refused requests in JSON.
 pub struct StallGuarded {
     inner: TcpListener,
     stall: Duration,
@@ -35,9 +57,10 @@ impl Listener for StallGuarded {
         let (io, addr) = Listener::accept(&mut self.inner).await;
         (
             StallGuard {
-                io,
+                io: Some(io),
                 stall: self.stall,
                 timer: None,
+                refusal: None,
             },
             addr,
         )
@@ -48,14 +71,79 @@ impl Listener for StallGuarded {
     }
 }
 
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
+/// accepting and waits for the open connections to finish their requests.
+/// Our own loop rather than `axum::serve`, which sets no timer and so lets a
+/// client that never finishes its request head hold a connection for ever.
+pub async fn serve(mut listener: StallGuarded, router: Router, shutdown: CancellationToken) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(listener.stall);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let io = tokio::select! {
+            (io, _) = listener.accept() => io,
+            () = shutdown.cancelled() => break,
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// A connection whose pending writes time out.
 pub struct StallGuard {
-    io: TcpStream,
+    /// Taken only when the guard is dropped, to linger.
+    io: Option<TcpStream>,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The JSON answer written in place of hyper's empty one, and how much
+    /// of it is written.
+    refusal: Option<(Vec<u8>, usize)>,
 }
 
 impl StallGuard {
+    fn io(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.io
+                .as_mut()
+                .expect("the stream lives as long as the guard"),
+        )
+    }
+
+    /// Writes `buf`, or the JSON answer in its place when `buf` is hyper's
+    /// answer to a request it refused. The replacement counts as `buf`
+    /// written only once all of it is.
+    fn write_or_answer(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.refusal.is_none() {
+            match json_refusal(buf) {
+                Some(answer) => self.refusal = Some((answer, 0)),
+                None => return self.io().poll_write(cx, buf),
+            }
+        }
+        loop {
+            let (answer, written) = self.refusal.as_ref().expect("set above");
+            if *written == answer.len() {
+                return Poll::Ready(Ok(buf.len()));
+            }
+            let rest = answer[*written..].to_vec();
+            let n = ready!(self.io().poll_write(cx, &rest))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if let Some((_, written)) = self.refusal.as_mut() {
+                *written += n;
+            }
+        }
+    }
+
     /// Passes `result` through; while it is pending, counts towards the
     /// stall limit, and once that is reached fails the write.
     fn guard<T>(
@@ -85,7 +173,7 @@ impl AsyncRead for StallGuard {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        self.io().poll_read(cx, buf)
     }
 }
 
@@ -95,7 +183,7 @@ impl AsyncWrite for StallGuard {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        let result = self.write_or_answer(cx, buf);
         self.guard(cx, result)
     }
 
@@ -104,20 +192,134 @@ impl AsyncWrite for StallGuard {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        // Hyper's refusal is a head without a body: one non-empty slice.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        let result = match (filled.next(), filled.next()) {
+            (Some(only), None) => self.write_or_answer(cx, only),
+            _ => self.io().poll_write_vectored(cx, bufs),
+        };
         self.guard(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.io).poll_flush(cx);
+        let result = self.io().poll_flush(cx);
         self.guard(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        self.io().poll_shutdown(cx)
+    }
+}
+
+impl Drop for StallGuard {
+    fn drop(&mut self) {
+        if self.refusal.is_none() {
+            return;
+        }
+        if let (Some(io), Ok(runtime)) = (self.io.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(linger(io));
+        }
+    }
+}
+
+/// Closes a refused request's connection without destroying the answer.
+/// Hyper refuses a head before the client has sent all of it; closing a
+/// socket with unread bytes makes the kernel send a reset, which can discard
+/// the answer before the client reads it. So: send FIN, then read and drop
+/// what the client still sends, for a bounded time and amount (nginx's
+/// lingering close).
+async fn linger(mut io: TcpStream) {
+    let _ = io.shutdown().await;
+    let mut sink = vec![0; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// The JSON answer for `head` when it is hyper's answer to a request it
+/// refused: a 4xx or 5xx status line with `connection: close`,
+/// `content-length: 0`, `date` and nothing else. The router's answers never
+/// look like that: every error it returns has a JSON body and a content type.
+fn json_refusal(head: &[u8]) -> Option<Vec<u8>> {
+    let head = std::str::from_utf8(head).ok()?.strip_suffix("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let status = StatusCode::from_bytes(status.as_bytes()).ok()?;
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let (mut closes, mut empty, mut date) = (false, false, None);
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        match (name.to_ascii_lowercase().as_str(), value.trim()) {
+            ("connection", "close") => closes = true,
+            ("content-length", "0") => empty = true,
+            ("date", value) => date = Some(value),
+            _ => return None,
+        }
+    }
+    if !(closes && empty) {
+        return None;
+    }
+    let body = ApiError::refused(status).body().to_string();
+    let mut answer = format!(
+        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\nx-content-type-options: nosniff\r\n",
+        body.len()
+    );
+    if let Some(date) = date {
+        answer.push_str(&format!("date: {date}\r\n"));
+    }
+    answer.push_str("\r\n");
+    answer.push_str(&body);
+    Some(answer.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_refusal;
+
+    #[test]
+    fn hypers_refusals_get_a_json_body_and_keep_their_status() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
+                     content-length: 0\r\ndate: Thu, 26 Nov 2026 22:49:16 GMT\r\n\r\n";
+        let answer = String::from_utf8(json_refusal(head).unwrap()).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains("\r\ncontent-type: application/json\r\n"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())));
+        assert!(head.contains("\r\ndate: Thu, 26 Nov 2026 22:49:16 GMT"));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "headers_too_large");
+    }
+
+    #[test]
+    fn the_routers_answers_pass_untouched() {
+        for head in [
+            // Success, and an empty success.
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..],
+            // An error with a body of its own.
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n",
+            // An empty error that keeps the connection open, or names a type.
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ncontent-type: text/plain\r\n\r\n",
+            // A head followed by body bytes, or cut short.
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\nx",
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-len",
+        ] {
+            assert!(json_refusal(head).is_none(), "{}", String::from_utf8_lossy(head));
+        }
     }
 }

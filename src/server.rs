@@ -88,17 +88,14 @@ pub async fn serve(
     };
     let unix = bind_unix(&config.socket_path)?;
     let router = crate::api::router(app.clone());
-    let http = tokio::spawn(
-        axum::serve(
-            crate::listener::StallGuarded::new(
-                tcp,
-                Duration::from_secs(config.client_stall_timeout_secs),
-            ),
-            router.clone().into_make_service(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
-    );
+    let http = tokio::spawn(crate::listener::serve(
+        crate::listener::StallGuarded::new(
+            tcp,
+            Duration::from_secs(config.client_stall_timeout_secs),
+        ),
+        router.clone(),
+        shutdown.clone(),
+    ));
     let local = tokio::spawn(
         axum::serve(
             unix,

@@ -1259,9 +1259,9 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     );
     assert_eq!(status, 401, "{reply:?}");
     assert_json_error("no token", status, &reply);
-    // Huge headers: a large but legal one is served, an oversized head is
-    // refused (by the HTTP layer, before the application) and the
-    // connection closed.
+    // Huge headers: a large but legal one is served; too many headers or an
+    // oversized head is refused by the HTTP layer before the router, still
+    // with a JSON error the client can read although it was still sending.
     let big = "x".repeat(16 * 1024);
     let (status, _, reply) = raw(
         port,
@@ -1279,27 +1279,56 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     );
     assert_json_error("huge wrong token", status, &reply);
     let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let (status, _, _) = raw(
+    let (status, _, reply) = raw(
         port,
         format!("GET /api/health HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n")
             .as_bytes(),
     );
-    assert!(
-        status == 0 || (400..500).contains(&status),
-        "2000 headers: {status}"
-    );
+    assert_eq!(status, 431, "2000 headers");
+    let value = assert_json_error("2000 headers", status, &reply);
+    assert_eq!(value["error"]["code"], "headers_too_large");
     let enormous = "z".repeat(2 * 1024 * 1024);
-    let (status, _, _) = raw(
+    let (status, _, reply) = raw(
         port,
         format!(
             "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Huge: {enormous}\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     );
-    assert!(
-        status == 0 || (400..500).contains(&status),
-        "a 2 MiB header: {status}"
+    assert_eq!(status, 431, "a 2 MiB header");
+    assert_json_error("a 2 MiB header", status, &reply);
+    let long_target = format!("/api/builds?repo={}", "r".repeat(100_000));
+    let (status, _, reply) = raw(
+        port,
+        format!("GET {long_target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     );
+    assert_eq!(status, 414, "a 100 kB target");
+    assert_json_error("a 100 kB target", status, &reply);
+    for (what, request) in [
+        ("a request line of junk", &b"GARBAGE\r\n\r\n"[..]),
+        (
+            "a header without a colon",
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        ),
+        (
+            "a non-numeric content length",
+            b"POST /api/builds HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        ),
+        (
+            "a NUL in the target",
+            b"GET /api/\0health HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+    ] {
+        let (status, headers, reply) = raw(port, request);
+        assert_eq!(status, 400, "{what}: {reply:?}");
+        assert_eq!(
+            headers.get("content-type").map(String::as_str),
+            Some("application/json"),
+            "{what}"
+        );
+        let value = assert_json_error(what, status, &reply);
+        assert_eq!(value["error"]["code"], "malformed_request", "{what}");
+    }
 
     // Path traversal and junk in every path parameter.
     let segments = [
@@ -1514,16 +1543,18 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
         &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
         b"GET /api/health HTTP/9.9\r\n\r\n",
         b"GET /api/health\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"GET http://evil.example.org/api/health HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n",
         b"POST /api/builds HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{}",
         b"POST /api/builds HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\nzz\r\n",
     ] {
-        let (status, _, _) = raw(port, junk);
-        assert!(
-            status == 0 || (400..500).contains(&status) || status == 200,
-            "{junk:?}: {status}"
-        );
+        let (status, _, reply) = raw(port, junk);
+        assert_json_error(&String::from_utf8_lossy(junk), status, &reply);
     }
+    // The absolute form is valid HTTP/1.1; the authority is ignored.
+    let (status, _, _) = raw(
+        port,
+        b"GET http://evil.example.org/api/health HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
 
     // Nothing was created or changed, and the daemon is fine.
     assert_eq!(count(&conn), rows_before, "rows were written");
@@ -1583,5 +1614,91 @@ fn a_client_that_stops_reading_is_dropped_after_the_stall_timeout() {
         got < full,
         "the stalled client was not dropped: it got {got} of {full} bytes"
     );
+    assert_eq!(daemon.get("/api/health").0, 200);
+}
+
+#[test]
+fn a_client_that_sends_too_slowly_is_dropped_after_the_stall_timeout() {
+    let daemon = Daemon::start("client_stall_timeout_secs = 2\n");
+    let token = daemon.token();
+    let connect = || {
+        let stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    // Everything until the daemon closes the connection; a read timeout
+    // (the connection left open) fails the test.
+    let read_all = |stream: &mut TcpStream| {
+        let mut reply = Vec::new();
+        if let Err(e) = stream.read_to_end(&mut reply) {
+            panic!(
+                "the connection was not closed ({e}) after {:?}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+
+    // A head that never ends: the connection is closed, though not at once.
+    let started = Instant::now();
+    let mut head = connect();
+    head.write_all(b"POST /api/builds HTTP/1.1\r\nHost: ci\r\n")
+        .unwrap();
+    // A body that never ends: a JSON 408 naming the setting.
+    let mut body = connect();
+    write!(
+        body,
+        "POST /api/builds HTTP/1.1\r\nHost: ci\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"repo\""
+    )
+    .unwrap();
+    // Meanwhile, a body sent in two parts well within the limit is served.
+    let mut slow = connect();
+    let request = format!(
+        "{{\"repo\": \"nothing-here\", \"branch\": \"main\", \"commit\": \"{}\"}}",
+        "a".repeat(40)
+    );
+    write!(
+        slow,
+        "POST /api/builds HTTP/1.1\r\nHost: ci\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        request.len(),
+        &request[..10]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    slow.write_all(&request.as_bytes()[10..]).unwrap();
+    let reply = read_all(&mut slow);
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert!(reply.contains(r#""code":"not_found""#), "{reply}");
+
+    let reply = read_all(&mut head);
+    assert_eq!(reply, "", "an unfinished head gets no answer");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed before the stall timeout: {:?}",
+        started.elapsed()
+    );
+    let reply = read_all(&mut body);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let (_, json) = reply.split_once("\r\n\r\n").unwrap();
+    let json: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(json["error"]["code"], "request_timeout");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client_stall_timeout_secs"),
+        "{json}"
+    );
+
+    // An idle keep-alive connection is closed too; the daemon serves on.
+    let mut idle = connect();
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: ci\r\n\r\n")
+        .unwrap();
+    let reply = read_all(&mut idle);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert_eq!(daemon.get("/api/health").0, 200);
 }

@@ -65,9 +65,41 @@ impl ApiError {
         )
     }
 
+    /// A request the HTTP layer refused before routing: it could not be
+    /// parsed, or its head is over hyper's limits (100 headers, about
+    /// 400 KiB). Hyper answers those with an empty body;
+    /// [`crate::listener`] puts this one in its place.
+    pub fn refused(status: StatusCode) -> ApiError {
+        let (code, message) = match status {
+            StatusCode::URI_TOO_LONG => ("uri_too_long", "the request target is too long"),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+                "headers_too_large",
+                "the request's headers are too large: at most 100 headers and about 400 KiB in all",
+            ),
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED => (
+                "http_version_not_supported",
+                "only HTTP/1.0 and HTTP/1.1 are served",
+            ),
+            _ => (
+                "malformed_request",
+                "the request is not valid HTTP: its request line, a header or its framing cannot be parsed",
+            ),
+        };
+        ApiError::new(status, code, message)
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The JSON body every error response carries.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = &self.field {
+            error["field"] = field.as_str().into();
+        }
+        json!({ "error": error })
     }
 }
 
@@ -145,11 +177,7 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = field.into();
-        }
-        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

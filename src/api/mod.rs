@@ -37,10 +37,29 @@ use crate::queue::{ListQuery, Status};
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// JSON body extractor whose rejections are `ApiError`s.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// JSON body extractor whose rejections are `ApiError`s. The body must
+/// arrive within `client_stall_timeout_secs`: a client trickling it in would
+/// otherwise hold the request open for as long as it likes.
 struct Json<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<App>> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let deadline = Duration::from_secs(app.config.client_stall_timeout_secs);
+        match tokio::time::timeout(deadline, axum::Json::<T>::from_request(request, app)).await {
+            Ok(parsed) => Ok(Json(parsed?.0)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s (client_stall_timeout_secs)",
+                    deadline.as_secs()
+                ),
+            )),
+        }
+    }
+}
 
 /// Query extractor whose rejections are `ApiError`s.
 #[derive(FromRequestParts)]
