@@ -1190,6 +1190,28 @@
   const FIRST_ERROR = /(^|[^A-Za-z0-9_-])error:/i;
   const encoder = new TextEncoder();
 
+  /** The text of a log line as it shows: after its last redraw, no escapes. */
+  function plainOf(line) {
+    const cr = line.lastIndexOf("\r", line.length - 2);
+    if (cr >= 0) line = line.slice(cr + 1);
+    return line.replace(/\r$/, "").replace(ESCAPES, "");
+  }
+
+  /** Applies a line's colour changes to `state` without rendering it. */
+  function advanceAnsi(state, line) {
+    for (const m of line.matchAll(ESCAPES)) if (m[2] === "m") applySgr(state, m[1]);
+  }
+
+  /** Lines per chunk of a log pane; a chunk is rendered or emptied whole. */
+  const CHUNK_LINES = 200;
+  /**
+   * A log of up to this many lines stays wholly in the page, so find in page
+   * sees all of it. A longer one keeps only the chunks near the visible part
+   * rendered; the rest keep their text and their height, so a log of a
+   * million lines costs the page about what a screenful does.
+   */
+  const WHOLE_LOG_LINES = 5000;
+
   /** A log pane fed with text pieces; keeps ANSI state and partial lines. */
   class LogPane {
     constructor(onFirstError) {
@@ -1200,6 +1222,10 @@
         { class: "log", role: "log", tabindex: "0", "aria-label": "Build log", "aria-live": "off" },
         this.lines,
       );
+      this.observer = new IntersectionObserver((entries) => this.seen(entries), {
+        root: this.el,
+        rootMargin: "1500px 0px",
+      });
       this.reset();
       // Following stops when the reader scrolls up and resumes at the end;
       // the page's own scrolls land at the end, so they keep it on.
@@ -1218,9 +1244,16 @@
       this.partialStart = 0;
       this.partial = "";
       this.partialEl = null;
+      // The ANSI state after the last complete line.
       this.state = freshState();
       this.firstError = null;
+      this.target = null;
       this.follow = true;
+      this.observer.disconnect();
+      // {el, first: line number, texts, state: ANSI state at `first`,
+      // shown: rendered, near: within reach of the visible part}
+      this.chunks = [];
+      this.byEl = new Map();
       this.lines.replaceChildren();
       this.el.classList.add("empty");
     }
@@ -1246,37 +1279,114 @@
     add(text) {
       if (!text) return;
       this.el.classList.remove("empty");
+      const wasWhole = this.whole();
       const parts = (this.partial + text).split("\n");
       const rest = parts.pop();
       if (this.partialEl) {
         this.partialEl.remove();
         this.partialEl = null;
       }
-      const fragment = document.createDocumentFragment();
+      const touched = new Set();
       for (const line of parts) {
-        fragment.append(this.line(line, this.state, true));
+        let chunk = this.chunks[this.chunks.length - 1];
+        if (!chunk || chunk.texts.length === CHUNK_LINES) chunk = this.newChunk();
+        const n = ++this.count;
+        const plain = plainOf(line);
+        if (!this.firstError && FIRST_ERROR.test(plain)) {
+          this.firstError = n;
+          if (this.onFirstError) this.onFirstError(n, plain);
+        }
+        chunk.texts.push(line);
+        if (chunk.shown) chunk.el.append(this.line(n, line, chunk.running));
+        advanceAnsi(this.state, line);
+        touched.add(chunk);
         this.partialStart += encoder.encode(line).length + 1;
-        this.lineStarts[this.count + 1] = this.partialStart;
+        this.lineStarts[n + 1] = this.partialStart;
+      }
+      // New chunks are rendered while the log is whole, and where a reader
+      // following the end sees them (the last two); the others only take
+      // their place until they come near the visible part.
+      const tail = this.chunks.slice(-2);
+      for (const chunk of touched) {
+        if (this.whole() || (this.follow && tail.includes(chunk))) this.show(chunk);
+        else if (!chunk.shown) this.estimate(chunk);
       }
       this.partial = rest;
       if (rest) {
-        this.partialEl = this.line(rest, { ...this.state }, false);
-        fragment.append(this.partialEl);
+        this.partialEl = this.line(this.count + 1, rest, { ...this.state });
+        this.lines.append(this.partialEl);
       }
-      this.lines.append(fragment);
+      if (wasWhole && !this.whole()) {
+        for (const chunk of this.chunks) if (!chunk.near && !tail.includes(chunk)) this.hide(chunk);
+      }
       if (this.follow) this.toEnd();
     }
 
-    line(text, state, complete) {
-      const n = complete ? ++this.count : this.count + 1;
-      const el = h("div", { class: "ln", id: `L${n}`, "data-n": n });
-      const plain = renderAnsi(el, text, state);
-      if (!plain) el.append("\u200b");
-      if (complete && !this.firstError && FIRST_ERROR.test(plain)) {
-        this.firstError = n;
-        el.classList.add("first-error");
-        if (this.onFirstError) this.onFirstError(n, plain);
+    whole() {
+      return this.count <= WHOLE_LOG_LINES;
+    }
+
+    /** A new, empty last chunk; watched so it is rendered when near. */
+    newChunk() {
+      const state = { ...this.state };
+      const chunk = {
+        el: h("div", { class: "log-chunk" }),
+        first: this.count + 1,
+        texts: [],
+        state,
+        // The state while rendering appended lines.
+        running: { ...state },
+        shown: false,
+        near: false,
+      };
+      this.chunks.push(chunk);
+      this.byEl.set(chunk.el, chunk);
+      this.lines.append(chunk.el);
+      this.observer.observe(chunk.el);
+      return chunk;
+    }
+
+    /** Renders a chunk's lines. */
+    show(chunk) {
+      if (chunk.shown) return;
+      chunk.shown = true;
+      chunk.running = { ...chunk.state };
+      const fragment = document.createDocumentFragment();
+      chunk.texts.forEach((text, i) => fragment.append(this.line(chunk.first + i, text, chunk.running)));
+      chunk.el.replaceChildren(fragment);
+      chunk.el.style.height = "";
+    }
+
+    /** Empties a chunk, keeping its height. */
+    hide(chunk) {
+      if (!chunk.shown) return;
+      const height = chunk.el.offsetHeight;
+      chunk.shown = false;
+      chunk.el.replaceChildren();
+      chunk.el.style.height = `${height}px`;
+    }
+
+    /** The height of an empty chunk: its lines at one row each. */
+    estimate(chunk) {
+      if (!this.lineHeight) this.lineHeight = parseFloat(getComputedStyle(this.el).lineHeight) || 20;
+      chunk.el.style.height = `${chunk.texts.length * this.lineHeight}px`;
+    }
+
+    seen(entries) {
+      for (const entry of entries) {
+        const chunk = this.byEl.get(entry.target);
+        if (!chunk) continue;
+        chunk.near = entry.isIntersecting;
+        if (chunk.near) this.show(chunk);
+        else if (!this.whole()) this.hide(chunk);
       }
+    }
+
+    line(n, text, state) {
+      const el = h("div", { class: "ln", id: `L${n}`, "data-n": n });
+      if (!renderAnsi(el, text, state)) el.append("\u200b");
+      if (n === this.firstError) el.classList.add("first-error");
+      if (n === this.target) el.classList.add("target");
       return el;
     }
 
@@ -1302,13 +1412,19 @@
       this.toEnd();
     }
 
+    /** Scrolls line `n` into view and marks it; false until it arrived. */
     showLine(n) {
-      const el = this.lines.querySelector(`#L${n}`);
+      if (!(n >= 1 && (n <= this.count || (n === this.count + 1 && this.partialEl)))) return false;
+      const chunk = this.chunks[Math.floor((n - 1) / CHUNK_LINES)];
+      if (chunk) this.show(chunk);
+      const el = document.getElementById(`L${n}`);
       if (!el) return false;
       this.setFollow(false);
       for (const old of this.lines.querySelectorAll(".target")) old.classList.remove("target");
+      this.target = n;
       el.classList.add("target");
-      this.el.scrollTop = el.offsetTop - this.el.clientHeight / 3;
+      const top = el.getBoundingClientRect().top - this.el.getBoundingClientRect().top;
+      this.el.scrollTop += top - this.el.clientHeight / 3;
       return true;
     }
   }

@@ -385,6 +385,30 @@ fn ticking(n: u32) -> String {
     )
 }
 
+/// A check printing `lines` numbered lines, an `error:` line in place of
+/// line `error_at`, then failing.
+fn long_failing(lines: u64, error_at: u64) -> String {
+    format!(
+        "echo start {}; i=0; while [ $i -lt {lines} ]; do \
+         if [ $i -eq {error_at} ]; then echo \"error: deliberate at line $i\"; \
+         else echo \"long line $i\"; fi; i=$((i+1)); done; exit 1",
+        nonce()
+    )
+}
+
+/// The number of the rendered log line ending in `text`, when it is in view.
+fn line_with(browser: &Browser, text: &str) -> Option<u64> {
+    browser
+        .js(
+            "const log = document.querySelector('.log'); const box = log.getBoundingClientRect(); \
+             const el = [...log.querySelectorAll('.ln')].find((e) => e.innerText.endsWith(arguments[0])); \
+             if (!el) return null; const r = el.getBoundingClientRect(); \
+             return r.bottom > box.top && r.top < box.bottom ? Number(el.dataset.n) : null;",
+            json!([text]),
+        )
+        .as_u64()
+}
+
 /// Installs recorders in the page: statuses each build row was shown with,
 /// CSP violations, and a marker that a reload would lose.
 const RECORDERS: &str = r#"
@@ -862,6 +886,90 @@ fn the_page_live_in_chromium() {
 
     let csp = browser.js("return window.__csp || [];", json!([]));
     assert_eq!(csp, json!([]), "CSP violations");
+
+    // ---- A long log: 60,000 lines with the first error deep inside. The
+    // page renders only the part near what is visible, numbers every line
+    // right, and still jumps to the error, to any place and to the end.
+    const LINES: u64 = 60_000;
+    const ERROR_AT: u64 = 41_234;
+    w.commit_flake(&[("long", &long_failing(LINES, ERROR_AT))]);
+    w.push(&["HEAD:long"]);
+    let long = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_build(long, Duration::from_secs(120), |b| b["status"] == "failed");
+    browser.goto(&format!("{base}/#/builds/{long}"));
+    let last_line = format!("long line {}", LINES - 1);
+    let (last_n, error_n) = browser.wait(
+        "the long log to arrive, followed to its end",
+        Duration::from_secs(60),
+        |b| {
+            let last = line_with(b, &last_line)?;
+            let link = b.text(".error-link")?;
+            let error_n: u64 = link.strip_prefix("First error: line ")?.parse().ok()?;
+            Some((last, error_n))
+        },
+    );
+    // Line numbers across the chunks that were never rendered.
+    assert_eq!(last_n - error_n, LINES - 1 - ERROR_AT, "line numbers");
+    let rendered = || {
+        browser
+            .js(
+                "return document.querySelectorAll('.log .ln').length;",
+                json!([]),
+            )
+            .as_u64()
+            .unwrap()
+    };
+    assert!(rendered() < 2_000, "{} lines in the page", rendered());
+    browser.click(".error-link");
+    browser.wait(
+        "the deep error line targeted",
+        Duration::from_secs(10),
+        |b| {
+            let target = b.text(".ln.target.first-error")?;
+            (b.visible(".ln.target.first-error")
+                && target.contains(&format!("error: deliberate at line {ERROR_AT}")))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        browser.js(
+            "return Number(document.querySelector('.ln.target').dataset.n);",
+            json!([])
+        ),
+        error_n
+    );
+    // Any place: the middle of the log renders with the right numbers.
+    browser.js(
+        "const log = document.querySelector('.log'); log.scrollTop = log.scrollHeight / 2;",
+        json!([]),
+    );
+    let (n, text) = browser.wait("the middle of the log", Duration::from_secs(10), |b| {
+        let v = b.js(
+            "const log = document.querySelector('.log'); const box = log.getBoundingClientRect(); \
+             const mid = box.top + box.height / 2; \
+             const el = [...log.querySelectorAll('.ln')].find((e) => { \
+               const r = e.getBoundingClientRect(); return r.top <= mid && r.bottom >= mid; }); \
+             return el ? [Number(el.dataset.n), el.innerText] : null;",
+            json!([]),
+        );
+        Some((v[0].as_u64()?, v[1].as_str()?.to_string()))
+    });
+    let k: u64 = text
+        .rsplit("long line ")
+        .next()
+        .and_then(|k| k.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the middle shows {text:?}"));
+    assert!((10_000..50_000).contains(&k), "the middle shows line {k}");
+    assert_eq!(last_n - n, LINES - 1 - k, "{text:?} is numbered {n}");
+    assert!(rendered() < 2_000, "{} lines in the page", rendered());
+    browser.js(
+        "[...document.querySelectorAll('button')].find((b) => b.textContent.startsWith('Jump to end')).click();",
+        json!([]),
+    );
+    browser.wait("the end again", Duration::from_secs(10), |b| {
+        line_with(b, &last_line).filter(|n| *n == last_n)
+    });
+    browser.screenshot("build-long-log");
 
     // ---- With `public_read = false` the page asks for the token before
     // showing anything, then shows builds live (over its fetch stream).
