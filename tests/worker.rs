@@ -332,70 +332,61 @@ fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_s
 // ---------------------------------------------------------------------------
 // Bounds and cancellation
 
-#[test]
-fn a_check_that_outlives_build_timeout_is_stopped_with_all_its_processes() {
-    let (daemon, work) = setup("build_timeout_secs = 2\nkill_grace_secs = 5");
+/// Runs a check that prints `marker`, starts a grandchild and hangs, on a
+/// daemon configured with `limit`; asserts that it was stopped as a
+/// `timeout` failure with every process of it gone, and returns the build
+/// and its log.
+fn hung_check_stopped_by(limit: &str, marker: &str) -> (Value, String) {
+    let (daemon, work) = setup(&format!("{limit}\nkill_grace_secs = 5"));
     let scratch = tempfile::tempdir().unwrap();
     let builder_pid = scratch.path().join("builder");
     let grandchild_pid = scratch.path().join("grandchild");
     let script = format!(
-        "echo $$ > {}; /bin/sleep 1000 & echo $! > {}; echo started; /bin/sleep 1000",
+        "echo $$ > {}; /bin/sleep 1000 & echo $! > {}; echo {marker}; /bin/sleep 1000",
         builder_pid.display(),
         grandchild_pid.display()
     );
-    let id = push_checks(&daemon, &work, "main", &[("slow", &script)]);
+    let id = push_checks(&daemon, &work, "main", &[("hung", &script)]);
     let pgid = nix_check_group(daemon.pid());
     let build = daemon.wait_final(id);
     let log = daemon.log_of(id);
     assert_eq!(status(&build), "failed", "{build}\n{log}");
     assert_eq!(build["failure_kind"], "timeout", "{build}");
+    assert!(
+        log.contains(marker),
+        "the check never ran before it was stopped:\n{log}"
+    );
+    assert_gone(
+        &[read_pid(&builder_pid), read_pid(&grandchild_pid)],
+        Some(pgid),
+        &format!("after {limit}"),
+    );
+    (build, log)
+}
+
+#[test]
+fn a_check_that_outlives_build_timeout_is_stopped_with_all_its_processes() {
+    let (build, log) = hung_check_stopped_by("build_timeout_secs = 2", "started");
     let summary = build["failure_summary"].as_str().unwrap_or_default();
     assert!(summary.contains("build_timeout_secs"), "{summary:?}");
     assert!(
         log.contains("build_timeout_secs (2 s)"),
         "the reason is missing from the log:\n{log}"
     );
-    assert!(
-        log.contains("started"),
-        "the check never ran before the timeout:\n{log}"
-    );
-    let builder = read_pid(&builder_pid);
-    let grandchild = read_pid(&grandchild_pid);
-    assert_gone(&[builder, grandchild], Some(pgid), "after a timeout");
     assert_eq!(build["retry_count"], 0, "a timeout is not retried: {build}");
 }
 
 #[test]
 fn a_silent_check_is_stopped_by_max_silent_secs() {
-    let (daemon, work) = setup("max_silent_secs = 2\nkill_grace_secs = 5");
-    let scratch = tempfile::tempdir().unwrap();
-    let builder_pid = scratch.path().join("builder");
-    let grandchild_pid = scratch.path().join("grandchild");
-    let script = format!(
-        "echo $$ > {}; /bin/sleep 1000 & echo $! > {}; echo going-quiet; /bin/sleep 1000",
-        builder_pid.display(),
-        grandchild_pid.display()
-    );
-    let id = push_checks(&daemon, &work, "main", &[("quiet", &script)]);
-    let pgid = nix_check_group(daemon.pid());
-    let build = daemon.wait_final(id);
-    let log = daemon.log_of(id);
-    assert_eq!(status(&build), "failed", "{build}\n{log}");
-    assert_eq!(build["failure_kind"], "timeout", "{build}");
+    let (build, log) = hung_check_stopped_by("max_silent_secs = 2", "going-quiet");
     let summary = build["failure_summary"].as_str().unwrap_or_default();
     assert!(summary.contains("max_silent_secs"), "{summary:?}");
     assert!(
         log.contains("printed nothing for max_silent_secs (2 s)"),
         "{log}"
     );
-    assert!(log.contains("going-quiet"), "{log}");
     // It was silence, not the wall clock: it ended within seconds.
     assert!(build["duration_ms"].as_i64().unwrap() < 30_000, "{build}");
-    assert_gone(
-        &[read_pid(&builder_pid), read_pid(&grandchild_pid)],
-        Some(pgid),
-        "after silence",
-    );
 }
 
 #[test]
