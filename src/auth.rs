@@ -98,24 +98,19 @@ pub struct LocalPeer {
 }
 
 impl LocalPeer {
+    /// The peer of `stream`.
+    pub fn of(stream: &tokio::net::UnixStream) -> LocalPeer {
+        LocalPeer {
+            uid: stream.peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+
     /// The socket is mode 0660, so only our user and group can connect; the
     /// peer's uid is checked as well so that a group member other than the
     /// service user and root is refused too.
     pub fn trusted(&self) -> bool {
         let me = rustix::process::getuid().as_raw();
         self.uid.is_some_and(|uid| uid == me || uid == 0)
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
-    > for LocalPeer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        LocalPeer {
-            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
-        }
     }
 }
 

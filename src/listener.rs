@@ -1,4 +1,4 @@
-//! The HTTP listener's connections.
+//! The HTTP listeners' connections (TCP and the hook's Unix socket).
 //!
 //! - A client that stalls for `client_stall_timeout_secs` is dropped, so it
 //!   holds neither memory nor a connection for ever: one whose connection
@@ -12,21 +12,22 @@
 //!   the connection lingers so the client can read it.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{Extensions, StatusCode};
 use axum::serve::Listener;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::api::ApiError;
 
@@ -35,58 +36,44 @@ use crate::api::ApiError;
 const LINGER: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
-/// A TCP listener whose connections fail writes that stall too long and
-/// answer refused requests in JSON.
-pub struct StallGuarded {
-    inner: TcpListener,
-    stall: Duration,
-}
-
-impl StallGuarded {
-    /// Wraps `inner`; writes pending for longer than `stall` fail.
-    pub fn new(inner: TcpListener, stall: Duration) -> StallGuarded {
-        StallGuarded { inner, stall }
-    }
-}
-
-impl Listener for StallGuarded {
-    type Io = StallGuard;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = Listener::accept(&mut self.inner).await;
-        (
-            StallGuard {
-                io: Some(io),
-                stall: self.stall,
-                timer: None,
-                refusal: None,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Listener::local_addr(&self.inner)
-    }
-}
-
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits for the open connections to finish their requests.
-/// Our own loop rather than `axum::serve`, which sets no timer and so lets a
-/// client that never finishes its request head hold a connection for ever.
-pub async fn serve(mut listener: StallGuarded, router: Router, shutdown: CancellationToken) {
+/// A client stalling for `stall` is dropped (see the module's comment).
+/// `peer` gives what every request of a connection carries about its peer
+/// (the Unix socket's `LocalPeer`). Our own loop rather than `axum::serve`,
+/// which sets no timer and so lets a client that never finishes its request
+/// head hold a connection for ever.
+pub async fn serve<L>(
+    mut listener: L,
+    stall: Duration,
+    router: Router,
+    shutdown: CancellationToken,
+    peer: impl Fn(&L::Io) -> Extensions,
+) where
+    L: Listener,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(listener.stall);
+    http.timer(TokioTimer::new()).header_read_timeout(stall);
     let graceful = GracefulShutdown::new();
     loop {
         let io = tokio::select! {
             (io, _) = listener.accept() => io,
             () = shutdown.cancelled() => break,
         };
-        let connection =
-            http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router.clone()));
+        let extensions = peer(&io);
+        let service = router
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().extend(extensions.clone());
+                request
+            });
+        let io = StallGuard {
+            io: Some(io),
+            stall,
+            timer: None,
+            refusal: None,
+        };
+        let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -98,10 +85,11 @@ pub async fn serve(mut listener: StallGuarded, router: Router, shutdown: Cancell
     graceful.shutdown().await;
 }
 
-/// A connection whose pending writes time out.
-pub struct StallGuard {
+/// A connection whose pending writes time out, and whose refusals by hyper
+/// are answered in JSON.
+struct StallGuard<T: Connection> {
     /// Taken only when the guard is dropped, to linger.
-    io: Option<TcpStream>,
+    io: Option<T>,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     /// The JSON answer written in place of hyper's empty one, and how much
@@ -109,8 +97,13 @@ pub struct StallGuard {
     refusal: Option<(Vec<u8>, usize)>,
 }
 
-impl StallGuard {
-    fn io(&mut self) -> Pin<&mut TcpStream> {
+/// What a listener's connection is.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+impl<T: Connection> StallGuard<T> {
+    fn io(&mut self) -> Pin<&mut T> {
         Pin::new(
             self.io
                 .as_mut()
@@ -146,11 +139,11 @@ impl StallGuard {
 
     /// Passes `result` through; while it is pending, counts towards the
     /// stall limit, and once that is reached fails the write.
-    fn guard<T>(
+    fn guard<R>(
         &mut self,
         cx: &mut Context<'_>,
-        result: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
         if result.is_ready() {
             self.timer = None;
             return result;
@@ -167,7 +160,7 @@ impl StallGuard {
     }
 }
 
-impl AsyncRead for StallGuard {
+impl<T: Connection> AsyncRead for StallGuard<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -177,7 +170,7 @@ impl AsyncRead for StallGuard {
     }
 }
 
-impl AsyncWrite for StallGuard {
+impl<T: Connection> AsyncWrite for StallGuard<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -202,7 +195,7 @@ impl AsyncWrite for StallGuard {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.as_ref().is_some_and(TcpStream::is_write_vectored)
+        self.io.as_ref().is_some_and(T::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -215,7 +208,7 @@ impl AsyncWrite for StallGuard {
     }
 }
 
-impl Drop for StallGuard {
+impl<T: Connection> Drop for StallGuard<T> {
     fn drop(&mut self) {
         if self.refusal.is_none() {
             return;
@@ -232,7 +225,7 @@ impl Drop for StallGuard {
 /// the answer before the client reads it. So: send FIN, then read and drop
 /// what the client still sends, for a bounded time and amount (nginx's
 /// lingering close).
-async fn linger(mut io: TcpStream) {
+async fn linger(mut io: impl Connection) {
     let _ = io.shutdown().await;
     let mut sink = vec![0; 16 * 1024];
     let _ = tokio::time::timeout(LINGER, async {

@@ -5,6 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::Extensions;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -88,22 +90,25 @@ pub async fn serve(
     };
     let unix = bind_unix(&config.socket_path)?;
     let router = crate::api::router(app.clone());
+    let stall = Duration::from_secs(config.client_stall_timeout_secs);
     let http = tokio::spawn(crate::listener::serve(
-        crate::listener::StallGuarded::new(
-            tcp,
-            Duration::from_secs(config.client_stall_timeout_secs),
-        ),
+        tcp,
+        stall,
         router.clone(),
         shutdown.clone(),
+        |_| Extensions::new(),
     ));
-    let local = tokio::spawn(
-        axum::serve(
-            unix,
-            router.into_make_service_with_connect_info::<LocalPeer>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
-    );
+    let local = tokio::spawn(crate::listener::serve(
+        unix,
+        stall,
+        router,
+        shutdown.clone(),
+        |stream| {
+            let mut extensions = Extensions::new();
+            extensions.insert(ConnectInfo(LocalPeer::of(stream)));
+            extensions
+        },
+    ));
     let workers = crate::worker::spawn(&app);
     tracing::info!(target: "procurator::main", workers = workers.len(), "Build worker spawned");
     spawn_retention(app.clone(), shutdown.clone());

@@ -290,6 +290,21 @@ fn http_errors_are_json() {
     );
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_json");
+    // The hook's Unix socket is served the same way: what does not parse
+    // gets the JSON error too.
+    let mut local =
+        std::os::unix::net::UnixStream::connect(daemon.state().join("procurator-ci.sock")).unwrap();
+    local
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    local.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let mut response = String::new();
+    local.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        response.contains("\"code\":\"malformed_request\""),
+        "{response}"
+    );
 }
 
 #[tokio::test]
