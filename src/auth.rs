@@ -1,12 +1,20 @@
-//! Who may change things: the API token for TCP clients, and the Unix socket
-//! whose file permissions (and the peer's uid) admit the git hook.
+//! Who may change things: the API token for TCP clients (and, for reads
+//! only, a cookie derived from it), and the Unix socket whose file
+//! permissions (and the peer's uid) admit the git hook.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+/// The cookie that lets a browser read, and only read, once it has shown
+/// the token (`POST /api/session`): event streams and links cannot send an
+/// `Authorization` header.
+pub const READ_COOKIE: &str = "procurator_ci_read";
 
 /// The API token, compared in constant time.
 #[derive(Clone)]
@@ -81,6 +89,33 @@ impl Token {
         })
     }
 
+    /// The value of the read cookie ([`READ_COOKIE`]) for this token: an
+    /// HMAC of a fixed label under the token. It proves the token was
+    /// presented without being the token, and stops working when the token
+    /// changes.
+    pub fn read_cookie(&self) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"procurator-ci read cookie v1");
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether a `Cookie` header value carries this token's read cookie.
+    pub fn accepts_read_cookie(&self, header: Option<&str>) -> bool {
+        let expected = self.read_cookie();
+        header
+            .into_iter()
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| {
+                name == READ_COOKIE && bool::from(value.as_bytes().ct_eq(expected.as_bytes()))
+            })
+    }
+
     /// Whether an `Authorization` header value carries this token.
     pub fn accepts(&self, header: Option<&str>) -> bool {
         let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
@@ -117,6 +152,30 @@ impl LocalPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_cookie_is_derived_from_the_token_and_checked_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token, _) = Token::load(None, &dir.path().join("a")).unwrap();
+        let (other, _) = Token::load(None, &dir.path().join("b")).unwrap();
+        let cookie = token.read_cookie();
+        assert_eq!(cookie.len(), 64);
+        assert_ne!(cookie, token.secret, "the cookie is not the token");
+        assert_ne!(cookie, other.read_cookie());
+        let header = format!("theme=dark; {READ_COOKIE}={cookie}; x=y");
+        assert!(token.accepts_read_cookie(Some(&header)));
+        assert!(!other.accepts_read_cookie(Some(&header)));
+        for wrong in [
+            None,
+            Some(String::new()),
+            Some(format!("{READ_COOKIE}={}", &cookie[..63])),
+            Some(format!("{READ_COOKIE}={cookie}0")),
+            Some(format!("other={cookie}")),
+            Some(format!("{READ_COOKIE}={}", token.secret)),
+        ] {
+            assert!(!token.accepts_read_cookie(wrong.as_deref()), "{wrong:?}");
+        }
+    }
 
     #[test]
     fn generated_once_with_mode_0600_and_checked_exactly() {

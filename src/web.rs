@@ -39,6 +39,13 @@ const ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         body: include_bytes!("../static/favicon.svg"),
     },
+    // Browsers ask for it on pages that name no icon (a raw log in a tab);
+    // the content type, not the name, tells them it is SVG.
+    Asset {
+        path: "/favicon.ico",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../static/favicon.svg"),
+    },
 ];
 
 /// A strong ETag from the content (FNV-1a; collisions only cost a reload).

@@ -262,12 +262,34 @@
   let token = localStorage.getItem(TOKEN_KEY) || "";
   /** Reads need the token (`public_read = false`). */
   let privateReads = false;
+  /** The read cookie was set for the current token. */
+  let session = false;
 
   function saveToken(value) {
+    if (value !== token) {
+      session = false;
+      // Removes the read cookie; harmless when there is none.
+      if (!value) fetch("/api/session", { method: "DELETE" }).catch(() => {});
+    }
     token = value;
     if (value) localStorage.setItem(TOKEN_KEY, value);
     else localStorage.removeItem(TOKEN_KEY);
     updateTokenButton();
+  }
+
+  /**
+   * When reads need the token, asks the daemon for the read cookie once the
+   * token has been accepted: the event stream and plain links (the raw log)
+   * cannot send the token, but they send the cookie.
+   */
+  async function openSession() {
+    if (session || !privateReads || !token) return;
+    const response = await fetch("/api/session", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}` },
+      cache: "no-store",
+    }).catch(() => null);
+    session = !!response && response.ok;
   }
 
   function updateTokenButton() {
@@ -338,6 +360,7 @@
         continue;
       }
       if (!response.ok) throw await errorOf(response);
+      if (sent && !mutating) await openSession();
       if (response.status === 204) return null;
       const type = response.headers.get("content-type") || "";
       return type.includes("json") ? response.json() : response.text();
@@ -425,40 +448,18 @@
     updateTokenButton();
   }
 
-  // Raw log links are plain links; when reads need the token (which a
-  // link cannot send), the log is fetched with it and opened as a blob.
-  document.addEventListener("click", async (e) => {
-    const link = e.target instanceof Element && e.target.closest("a[data-raw-log]");
-    if (!link || !privateReads || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return;
-    e.preventDefault();
-    const tab = window.open("", "_blank");
-    try {
-      const text = await api(link.getAttribute("href"));
-      const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
-      if (tab) tab.location.href = url;
-      else location.href = url;
-      setTimeout(() => URL.revokeObjectURL(url), 60000);
-    } catch (err) {
-      if (tab) tab.close();
-      toast(err.message, "error");
-    }
-  });
-
   // ------------------------------------------------------------ live feed
 
   const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "resync", "build.log"];
 
   /**
-   * The one connection to /api/events. EventSource when reads are public;
-   * when they need the token (which EventSource cannot send), the same
-   * stream read with fetch. Reconnects with exponential backoff; after a gap
-   * it cannot replay, the view reloads its data.
+   * The one EventSource on /api/events (when reads need the token, the read
+   * cookie admits it). Reconnects with exponential backoff; after a gap it
+   * cannot replay, the view reloads its data.
    */
   const feed = {
     build: null,
     source: null,
-    abort: null,
-    lastId: "",
     failures: 0,
     timer: 0,
     generation: 0,
@@ -477,9 +478,7 @@
       this.generation++;
       clearTimeout(this.timer);
       if (this.source) this.source.close();
-      if (this.abort) this.abort.abort();
       this.source = null;
-      this.abort = null;
     },
 
     url() {
@@ -495,8 +494,7 @@
     connect(resumed) {
       const gen = this.generation;
       setLive("connecting");
-      if (privateReads) this.connectFetch(gen, resumed);
-      else this.connectSource(gen, resumed);
+      this.connectSource(gen, resumed);
     },
 
     opened(gen, resumed) {
@@ -516,6 +514,12 @@
       this.failures++;
       const delay = Math.min(30000, 1000 * 2 ** (this.failures - 1)) * (0.8 + Math.random() * 0.4);
       setLive("reconnecting", delay);
+      if (privateReads) {
+        // The stream may have been refused for a stale cookie (the token
+        // changed): a read with the token renews it, or asks for the token.
+        session = false;
+        api("/api/builds?limit=1").catch(() => {});
+      }
       if (this.onOpen) {
         // The view waited for the stream; load it anyway.
         const cb = this.onOpen;
@@ -549,68 +553,12 @@
       for (const type of EVENT_TYPES) {
         source.addEventListener(type, (e) => {
           if (e.lastEventId) seenId = true;
-          if (gen === this.generation) this.dispatch(type, e.data, e.lastEventId);
+          if (gen === this.generation) this.dispatch(type, e.data);
         });
       }
     },
 
-    async connectFetch(gen, resumed) {
-      const abort = new AbortController();
-      this.abort = abort;
-      try {
-        const headers = { Accept: "text/event-stream" };
-        if (token) headers.Authorization = `Bearer ${token}`;
-        if (this.lastId) headers["Last-Event-ID"] = this.lastId;
-        const response = await fetch(this.url(), { headers, signal: abort.signal, cache: "no-store" });
-        if (response.status === 401) {
-          // Asks for the token, then reconnects.
-          await api("/api/repos");
-          if (gen === this.generation) this.connect(resumed);
-          return;
-        }
-        if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
-        // With Last-Event-ID the server replays or says `resync`.
-        this.opened(gen, resumed && !this.lastId);
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value.replace(/\r\n?/g, "\n");
-          let end;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            let type = "message";
-            let id = null;
-            const data = [];
-            for (const line of block.split("\n")) {
-              if (line.startsWith(":")) continue;
-              const colon = line.indexOf(":");
-              const field = colon < 0 ? line : line.slice(0, colon);
-              let val = colon < 0 ? "" : line.slice(colon + 1);
-              if (val.startsWith(" ")) val = val.slice(1);
-              if (field === "event") type = val;
-              else if (field === "data") data.push(val);
-              else if (field === "id") id = val;
-            }
-            if (id !== null) this.lastId = id;
-            if (data.length && gen === this.generation) this.dispatch(type, data.join("\n"), id);
-          }
-        }
-        throw new Error("the stream ended");
-      } catch (e) {
-        if (abort.signal.aborted || gen !== this.generation) return;
-        if (e instanceof ApiError && e.status === 401) {
-          setLive("offline");
-          return;
-        }
-        this.failed(gen);
-      }
-    },
-
-    dispatch(type, raw, id) {
-      if (id) this.lastId = id;
+    dispatch(type, raw) {
       let data;
       try {
         data = JSON.parse(raw);

@@ -264,6 +264,89 @@ fn private_reads_need_the_token() {
     );
 }
 
+/// One raw HTTP/1.1 request with `headers`; returns the status, the head
+/// and the body.
+fn exchange(daemon: &Daemon, method: &str, path: &str, headers: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: ci\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn the_read_cookie_admits_reads_only() {
+    let daemon = Daemon::start("public_read = false\n");
+    let token = daemon.token();
+    // Only the token opens a session.
+    for headers in [
+        String::new(),
+        "Authorization: Bearer not-the-token-at-all\r\n".to_string(),
+    ] {
+        let (status, head, _) = exchange(&daemon, "POST", "/api/session", &headers);
+        assert_eq!(status, 401, "{headers:?}");
+        assert!(!head.contains("set-cookie"), "{head}");
+    }
+    let (status, head, _) = exchange(
+        &daemon,
+        "POST",
+        "/api/session",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(status, 204, "{head}");
+    let set = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    assert!(set.contains("; path=/; httponly; samesite=strict"), "{set}");
+    let pair = set.split(';').next().unwrap();
+    let (name, value) = pair.split_once('=').unwrap();
+    assert_eq!(name, "procurator_ci_read");
+    assert!(
+        !value.is_empty() && !value.contains(token.as_str()),
+        "{set}"
+    );
+    // The head's names were lower-cased; the value is hex either way.
+    let cookie = format!("Cookie: other=1; procurator_ci_read={value}\r\n");
+
+    // It reads: lists, a repository, the metrics.
+    daemon.create_repo("seen");
+    for path in ["/api/builds", "/api/repos", "/api/repos/seen", "/metrics"] {
+        let (status, _, body) = exchange(&daemon, "GET", path, &cookie);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // It changes nothing: a mutation with only the cookie is refused.
+    let (status, _, body) = exchange(&daemon, "POST", "/api/repos/seen/scan", &cookie);
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = exchange(&daemon, "DELETE", "/api/repos/seen?confirm=seen", &cookie);
+    assert_eq!(status, 401);
+    assert!(daemon.repo_path("seen").exists());
+    // A cookie that is not exactly this token's reads nothing.
+    let tampered = format!("Cookie: procurator_ci_read={}0\r\n", value);
+    assert_eq!(exchange(&daemon, "GET", "/api/builds", &tampered).0, 401);
+    let bare = format!("Cookie: procurator_ci_read={token}\r\n");
+    assert_eq!(exchange(&daemon, "GET", "/api/builds", &bare).0, 401);
+    // Anyone may end a session: it only clears the cookie.
+    let (status, head, _) = exchange(&daemon, "DELETE", "/api/session", "");
+    assert_eq!(status, 204);
+    assert!(
+        head.contains(
+            "set-cookie: procurator_ci_read=; path=/; httponly; samesite=strict; max-age=0"
+        ),
+        "{head}"
+    );
+}
+
 #[test]
 fn delete_needs_confirmation_and_keeps_history() {
     let daemon = Daemon::start("");

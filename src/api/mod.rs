@@ -88,6 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/builds/{id}/cancel", post(cancel_build))
         .route("/api/builds/{id}/rebuild", post(rebuild_build))
         .route("/api/events", get(events))
+        .route("/api/session", post(create_session).delete(end_session))
         .route("/metrics", get(crate::metrics::handler))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), authorize))
         .with_state(app.clone());
@@ -185,12 +186,22 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
         .into_response();
     }
     let reading = matches!(*request.method(), Method::GET | Method::HEAD);
-    let public = reading && (app.config.public_read || request.uri().path() == "/api/health");
+    let path = request.uri().path();
+    // Ending a session only removes a cookie: anyone may.
+    let public = (reading && (app.config.public_read || path == "/api/health"))
+        || (request.method() == Method::DELETE && path == "/api/session");
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if public || app.token.accepts(presented) {
+    let cookie = request
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok());
+    // The read cookie admits reads only: a cookie goes with requests that
+    // other sites make the browser send, so it must never change anything.
+    if public || app.token.accepts(presented) || (reading && app.token.accepts_read_cookie(cookie))
+    {
         return next.run(request).await;
     }
     let message = if presented.is_some() {
@@ -213,6 +224,41 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
         "public_read": app.config.public_read,
         "public_url": app.config.public_url,
     })))
+}
+
+/// Sets the read cookie for a browser that has shown the token, so that
+/// its event stream and plain links can read when `public_read` is off.
+async fn create_session(State(app): AppState) -> impl IntoResponse {
+    let secure = if app.config.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+                crate::auth::READ_COOKIE,
+                app.token.read_cookie()
+            ),
+        )],
+    )
+}
+
+/// Removes the read cookie.
+async fn end_session() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+                crate::auth::READ_COOKIE
+            ),
+        )],
+    )
 }
 
 #[derive(Deserialize)]
