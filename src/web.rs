@@ -18,6 +18,8 @@ struct Asset {
     body: &'static [u8],
 }
 
+const FAVICON: &[u8] = include_bytes!("../static/favicon.svg");
+
 const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
@@ -37,14 +39,14 @@ const ASSETS: &[Asset] = &[
     Asset {
         path: "/favicon.svg",
         content_type: "image/svg+xml",
-        body: include_bytes!("../static/favicon.svg"),
+        body: FAVICON,
     },
     // Browsers ask for it on pages that name no icon (a raw log in a tab);
     // the content type, not the name, tells them it is SVG.
     Asset {
         path: "/favicon.ico",
         content_type: "image/svg+xml",
-        body: include_bytes!("../static/favicon.svg"),
+        body: FAVICON,
     },
 ];
 
@@ -56,8 +58,7 @@ fn etag(body: &[u8]) -> String {
     format!("\"{hash:016x}\"")
 }
 
-fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
-    let tag = etag(asset.body);
+fn serve(asset: &'static Asset, tag: &str, headers: &HeaderMap) -> Response {
     let mut response = if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -68,7 +69,7 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
         ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
     };
     let h = response.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex etag"));
+    h.insert(header::ETAG, HeaderValue::from_str(tag).expect("hex etag"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -85,12 +86,17 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
     response
 }
 
-/// Routes for the embedded files.
+/// Routes for the embedded files. Each file's ETag is computed once, here,
+/// not at every request.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     ASSETS.iter().fold(Router::new(), |router, asset| {
+        let tag = etag(asset.body);
         router.route(
             asset.path,
-            get(move |headers: HeaderMap| async move { serve(asset, &headers) }),
+            get(move |headers: HeaderMap| {
+                let response = serve(asset, &tag, &headers);
+                async move { response }
+            }),
         )
     })
 }
@@ -111,4 +117,52 @@ pub fn badge_svg(status: Option<Status>) -> String {
         lx = left / 2,
         rx = left + right / 2,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(path: &str, if_none_match: Option<&str>) -> Response {
+        let mut request = Request::get(path);
+        if let Some(tag) = if_none_match {
+            request = request.header(header::IF_NONE_MATCH, tag);
+        }
+        router::<()>()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn files_are_served_with_an_etag_that_answers_304() {
+        for asset in ASSETS {
+            let response = get(asset.path, None).await;
+            assert_eq!(response.status(), StatusCode::OK, "{}", asset.path);
+            let headers = response.headers().clone();
+            assert_eq!(headers[header::CONTENT_TYPE], asset.content_type);
+            assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP);
+            let tag = headers[header::ETAG].to_str().unwrap().to_string();
+            assert_eq!(tag, etag(asset.body));
+            let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            assert_eq!(&body[..], asset.body, "{}", asset.path);
+
+            let cached = get(asset.path, Some(&format!("\"other\", {tag}"))).await;
+            assert_eq!(cached.status(), StatusCode::NOT_MODIFIED, "{}", asset.path);
+            assert_eq!(cached.headers()[header::ETAG], tag.as_str());
+            let body = to_bytes(cached.into_body(), usize::MAX).await.unwrap();
+            assert!(body.is_empty());
+            let stale = get(asset.path, Some("\"0000000000000000\"")).await;
+            assert_eq!(stale.status(), StatusCode::OK, "{}", asset.path);
+        }
+        // Different files have different tags.
+        let tags: std::collections::BTreeSet<_> = [ASSETS[0].body, ASSETS[1].body, ASSETS[2].body]
+            .map(etag)
+            .into();
+        assert_eq!(tags.len(), 3);
+    }
 }

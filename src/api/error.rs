@@ -88,11 +88,6 @@ impl ApiError {
         ApiError::new(status, code, message)
     }
 
-    /// The status code.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// The JSON body every error response carries.
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});
