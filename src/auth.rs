@@ -20,6 +20,8 @@ pub const READ_COOKIE: &str = "procurator_ci_read";
 #[derive(Clone)]
 pub struct Token {
     secret: String,
+    /// Derived from `secret` once: it is checked on every private read.
+    read_cookie: String,
     /// Where it was read from, for logs (never the token itself).
     pub source: PathBuf,
 }
@@ -83,36 +85,39 @@ impl Token {
                 reason: "the token must be at least 16 characters".into(),
             });
         }
+        // The read cookie: an HMAC of a fixed label under the token. It
+        // proves the token was presented without being the token, and stops
+        // working when the token changes.
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"procurator-ci read cookie v1");
+        let read_cookie = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Token {
             secret: secret.to_string(),
+            read_cookie,
             source: path.to_path_buf(),
         })
     }
 
-    /// The value of the read cookie ([`READ_COOKIE`]) for this token: an
-    /// HMAC of a fixed label under the token. It proves the token was
-    /// presented without being the token, and stops working when the token
-    /// changes.
-    pub fn read_cookie(&self) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.as_bytes())
-            .expect("HMAC takes keys of any length");
-        mac.update(b"procurator-ci read cookie v1");
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+    /// The value of the read cookie ([`READ_COOKIE`]) for this token.
+    pub fn read_cookie(&self) -> &str {
+        &self.read_cookie
     }
 
     /// Whether a `Cookie` header value carries this token's read cookie.
     pub fn accepts_read_cookie(&self, header: Option<&str>) -> bool {
-        let expected = self.read_cookie();
+        let expected = self.read_cookie.as_bytes();
         header
             .into_iter()
             .flat_map(|h| h.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .any(|(name, value)| {
-                name == READ_COOKIE && bool::from(value.as_bytes().ct_eq(expected.as_bytes()))
+                name == READ_COOKIE && bool::from(value.as_bytes().ct_eq(expected))
             })
     }
 
