@@ -121,20 +121,23 @@ impl<T: Connection> StallGuard<T> {
                 None => return self.io().poll_write(cx, buf),
             }
         }
-        loop {
-            let (answer, written) = self.refusal.as_ref().expect("set above");
-            if *written == answer.len() {
-                return Poll::Ready(Ok(buf.len()));
-            }
-            let rest = answer[*written..].to_vec();
-            let n = ready!(self.io().poll_write(cx, &rest))?;
+        let StallGuard {
+            io,
+            refusal: Some((answer, written)),
+            ..
+        } = self
+        else {
+            unreachable!("the refusal was set above");
+        };
+        let stream = io.as_mut().expect("the stream lives as long as the guard");
+        while *written < answer.len() {
+            let n = ready!(Pin::new(&mut *stream).poll_write(cx, &answer[*written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            if let Some((_, written)) = self.refusal.as_mut() {
-                *written += n;
-            }
+            *written += n;
         }
+        Poll::Ready(Ok(buf.len()))
     }
 
     /// Passes `result` through; while it is pending, counts towards the
