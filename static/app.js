@@ -633,7 +633,14 @@
         if (!this.destroyed) for (const [type, data] of pending) this.event(type, data);
       }
     }
-    resync() {}
+    /** Opens the live feed; the view loads once it is open. */
+    start() {
+      feed.open(null, this.reload ? () => this.reload() : null);
+    }
+    /** After a gap in the feed: load again. */
+    resync() {
+      if (this.reload) this.reload();
+    }
     event() {}
     destroy() {
       this.destroyed = true;
@@ -828,10 +835,6 @@
       return "/api/builds?" + q.toString();
     }
 
-    resync() {
-      this.reload();
-    }
-
     reload() {
       const seq = (this.seq = (this.seq || 0) + 1);
       return this.loading(async () => {
@@ -1016,10 +1019,6 @@
       const latest = first && this.builds.get(Number(first.dataset.id));
       if (latest) setTitle(`#${latest.build.id} ${latest.build.repo}:${latest.build.branch}`, latest.build.status);
       else setTitle("Builds", null);
-    }
-
-    start() {
-      feed.open(null, () => this.reload());
     }
 
     destroy() {
@@ -1488,10 +1487,6 @@
       feed.open(live ? this.id : null, () => this.reload());
     }
 
-    resync() {
-      this.reload();
-    }
-
     reload() {
       return this.loading(async () => {
         let detail;
@@ -1910,14 +1905,6 @@
       }
     }
 
-    start() {
-      feed.open(null, () => this.reload());
-    }
-
-    resync() {
-      this.reload();
-    }
-
     reload() {
       return this.loading(async () => {
         repoCache.stale = true;
@@ -1992,14 +1979,6 @@
       );
       setTitle(this.name, null);
       return this.root;
-    }
-
-    start() {
-      feed.open(null, () => this.reload());
-    }
-
-    resync() {
-      this.reload();
     }
 
     reload() {
@@ -2138,9 +2117,6 @@
         h("h1", { id: "view-title", tabindex: "-1", text: "Nothing here" }),
         h("p", {}, "This address is not a page of procurator-ci. ", h("a", { href: "#/", text: "See the builds." })),
       );
-    }
-    start() {
-      feed.open(null);
     }
   }
 
