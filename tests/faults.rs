@@ -990,35 +990,17 @@ fn clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
             nonce(label)
         )
     };
-    // A reader following a build's whole log.
-    let base = daemon.base();
-    let follow = move |id: i64| {
-        let url = format!("{base}/api/builds/{id}/logs?follow=true");
-        std::thread::spawn(move || {
-            let mut response = common::agent_with_timeout(Duration::from_secs(120))
-                .get(&url)
-                .call()
-                .unwrap();
-            let mut text = Vec::new();
-            response
-                .body_mut()
-                .with_config()
-                .limit(u64::MAX)
-                .reader()
-                .read_to_end(&mut text)
-                .unwrap();
-            text
-        })
-    };
     // The same build with one reader and no stalled client, for comparison:
     // the stalled clients are then the only difference.
     work.commit_flake(&[("loud", &loud("baseline"))]);
     work.push(&["HEAD:refs/heads/baseline"]);
     let baseline_id = daemon.builds()[0]["id"].as_i64().unwrap();
-    let reader = follow(baseline_id);
+    let reader = daemon.follow_log(baseline_id);
     let baseline = daemon.wait_final(baseline_id);
     assert_eq!(status_of(&baseline), "success", "{baseline}");
-    assert!(reader.join().unwrap().len() > 20_000_000);
+    let (text, end) = reader.join().unwrap();
+    end.unwrap();
+    assert!(text.len() > 20_000_000);
     let baseline_ms = baseline["duration_ms"].as_i64().unwrap();
     work.commit_flake(&[("loud", &loud("watched"))]);
     // Queued while the worker is busy: the slow clients attach first.
@@ -1041,7 +1023,7 @@ fn clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
         stalled.push(stream);
     }
     // A reading follower and a stream of quick requests meanwhile.
-    let follower = follow(id);
+    let follower = daemon.follow_log(id);
     let mut worst = Duration::ZERO;
     let mut peak = rss_before;
     let started = Instant::now();
@@ -1063,7 +1045,8 @@ fn clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
     }
     let build = daemon.build(id);
     assert_eq!(status_of(&build), "success", "{build}");
-    let text = follower.join().unwrap();
+    let (text, end) = follower.join().unwrap();
+    end.unwrap();
     assert!(
         text.len() > 20_000_000,
         "the reading follower got {} bytes",

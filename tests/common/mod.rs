@@ -310,6 +310,30 @@ impl Daemon {
     }
 
     /// The log of a build.
+    /// Follows build `id`'s log (`?follow=true`) on a thread of its own;
+    /// the thread returns the bytes received and how the stream ended (an
+    /// error when the connection broke before the log did).
+    pub fn follow_log(
+        &self,
+        id: i64,
+    ) -> std::thread::JoinHandle<(Vec<u8>, std::io::Result<usize>)> {
+        let url = format!("{}/api/builds/{id}/logs?follow=true", self.base());
+        std::thread::spawn(move || {
+            let mut response = agent_with_timeout(Duration::from_secs(120))
+                .get(&url)
+                .call()
+                .unwrap();
+            let mut text = Vec::new();
+            let end = response
+                .body_mut()
+                .with_config()
+                .limit(u64::MAX)
+                .reader()
+                .read_to_end(&mut text);
+            (text, end)
+        })
+    }
+
     pub fn log_of(&self, id: i64) -> String {
         self.request_text("GET", &format!("/api/builds/{id}/logs"), None, None)
             .1
