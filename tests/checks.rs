@@ -25,16 +25,11 @@ fn three_checks_one_failing_one_cached() {
     let cached = format!("echo cached {n}; echo ok > $out");
     let commit = work.commit_flake(&[("pass", &pass), ("fail", &fail), ("cached", &cached)]);
     // Build one check beforehand, so it is already valid in the store.
-    let out = std::process::Command::new("nix")
-        .args(["build", "--no-link", ".#checks.x86_64-linux.cached"])
-        .current_dir(work.path())
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        std::process::Command::new("nix")
+            .args(["build", "--no-link", ".#checks.x86_64-linux.cached"])
+            .current_dir(work.path())
+            .env("NIX_CONFIG", NIX_CONFIG),
     );
     work.push(&["HEAD:main"]);
     let id = daemon.build_of("main", &commit);

@@ -20,21 +20,15 @@ fn check_config_prints_effective_toml_that_round_trips() {
     )
     .unwrap();
     let run = |path: &std::path::Path| {
-        Command::new(binary())
-            .args(["check-config", "--config"])
-            .arg(path)
-            .env_remove("PROCURATOR_CI_CONFIG")
-            .env("STATE_DIRECTORY", "/var/lib/procurator-ci")
-            .output()
-            .unwrap()
+        common::run_ok(
+            Command::new(binary())
+                .args(["check-config", "--config"])
+                .arg(path)
+                .env_remove("PROCURATOR_CI_CONFIG")
+                .env("STATE_DIRECTORY", "/var/lib/procurator-ci"),
+        )
     };
-    let out = run(&first);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = run(&first);
     assert!(text.contains("workers = 3"), "{text}");
     assert!(
         text.contains("database_url = \"/var/lib/procurator-ci/ci.db\""),
@@ -42,9 +36,7 @@ fn check_config_prints_effective_toml_that_round_trips() {
     );
     let second = dir.path().join("b.toml");
     std::fs::write(&second, &text).unwrap();
-    let again = run(&second);
-    assert!(again.status.success());
-    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+    assert_eq!(run(&second), text);
     assert!(
         !std::path::Path::new("/var/lib/procurator-ci/ci.db").exists(),
         "check-config creates nothing"

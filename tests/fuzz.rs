@@ -369,20 +369,16 @@ impl Api {
         daemon.create_repo("r");
         let bare = daemon.repo_path("r");
         let git = |args: &[&str]| {
-            let out = Command::new("git")
-                .arg("--git-dir")
-                .arg(&bare)
-                .args(["-c", "user.name=F", "-c", "user.email=f@example.org"])
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
+            common::run_ok(
+                Command::new("git")
+                    .arg("--git-dir")
+                    .arg(&bare)
+                    .args(["-c", "user.name=F", "-c", "user.email=f@example.org"])
+                    .args(args)
+                    .stdin(std::process::Stdio::null()),
+            )
+            .trim()
+            .to_string()
         };
         let tree = git(&["hash-object", "-t", "tree", "-w", "/dev/null"]);
         let commit = git(&["commit-tree", &tree, "-m", "fuzz"]);

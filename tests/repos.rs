@@ -535,17 +535,12 @@ fn flake_reference_is_accepted_by_nix() {
     let commit = work.commit_flake(&[("ok", &passing("x"))]);
     work.push(&["HEAD:refs/heads/feature/a+b"]);
     let flake = procurator_ci::nix::flake_ref(&daemon.repo_path("refs"), "feature/a+b", &commit);
-    let out = std::process::Command::new("nix")
-        .args(["flake", "metadata", "--json", &flake])
-        .env("NIX_CONFIG", common::NIX_CONFIG)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        std::process::Command::new("nix")
+            .args(["flake", "metadata", "--json", &flake])
+            .env("NIX_CONFIG", common::NIX_CONFIG),
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metadata: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(metadata["locked"]["rev"], commit.as_str());
     assert_eq!(metadata["locked"]["ref"], "refs/heads/feature/a+b");
 }

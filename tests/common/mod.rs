@@ -394,6 +394,18 @@ pub fn signal(pid: i32, name: &str) {
         .status();
 }
 
+/// Runs `command`, asserting success (the failure names the command and
+/// shows its stderr); returns its stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Runs git in `dir`, asserting success; returns stdout and stderr.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
