@@ -1275,14 +1275,13 @@
 
     /** A new, empty last chunk; watched so it is rendered when near. */
     newChunk() {
-      const state = { ...this.state };
       const chunk = {
         el: h("div", { class: "log-chunk" }),
         first: this.count + 1,
         texts: [],
-        state,
-        // The state while rendering appended lines.
-        running: { ...state },
+        state: { ...this.state },
+        // The state while rendering appended lines; set by `show`.
+        running: null,
         shown: false,
         near: false,
       };
