@@ -16,6 +16,15 @@ use subtle::ConstantTimeEq;
 /// `Authorization` header.
 pub const READ_COOKIE: &str = "procurator_ci_read";
 
+/// The read cookie's attributes: the whole site, out of scripts' reach, and
+/// never sent with requests that other sites start.
+const READ_COOKIE_ATTRIBUTES: &str = "Path=/; HttpOnly; SameSite=Strict";
+
+/// The `Set-Cookie` value that removes the read cookie.
+pub fn clear_read_cookie() -> String {
+    format!("{READ_COOKIE}=; {READ_COOKIE_ATTRIBUTES}; Max-Age=0")
+}
+
 /// The API token, compared in constant time.
 #[derive(Clone)]
 pub struct Token {
@@ -107,6 +116,16 @@ impl Token {
     /// The value of the read cookie ([`READ_COOKIE`]) for this token.
     pub fn read_cookie(&self) -> &str {
         &self.read_cookie
+    }
+
+    /// The `Set-Cookie` value that gives a browser the read cookie;
+    /// `secure` when the daemon is reached over https.
+    pub fn set_read_cookie(&self, secure: bool) -> String {
+        let secure = if secure { "; Secure" } else { "" };
+        format!(
+            "{READ_COOKIE}={}; {READ_COOKIE_ATTRIBUTES}{secure}",
+            self.read_cookie
+        )
     }
 
     /// Whether a `Cookie` header value carries this token's read cookie.

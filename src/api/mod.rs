@@ -229,21 +229,10 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
 /// Sets the read cookie for a browser that has shown the token, so that
 /// its event stream and plain links can read when `public_read` is off.
 async fn create_session(State(app): AppState) -> impl IntoResponse {
-    let secure = if app.config.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = app.config.public_url.starts_with("https://");
     (
         StatusCode::NO_CONTENT,
-        [(
-            header::SET_COOKIE,
-            format!(
-                "{}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
-                crate::auth::READ_COOKIE,
-                app.token.read_cookie()
-            ),
-        )],
+        [(header::SET_COOKIE, app.token.set_read_cookie(secure))],
     )
 }
 
@@ -251,13 +240,7 @@ async fn create_session(State(app): AppState) -> impl IntoResponse {
 async fn end_session() -> impl IntoResponse {
     (
         StatusCode::NO_CONTENT,
-        [(
-            header::SET_COOKIE,
-            format!(
-                "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-                crate::auth::READ_COOKIE
-            ),
-        )],
+        [(header::SET_COOKIE, crate::auth::clear_read_cookie())],
     )
 }
 
