@@ -864,9 +864,13 @@ proptest! {
 // The read cookie
 
 fn read_token() -> &'static procurator_ci::auth::Token {
+    // Its own directory: the configuration target checks that loading
+    // creates nothing in scratch(), while this one may be creating the token.
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static TOKEN: OnceLock<procurator_ci::auth::Token> = OnceLock::new();
     TOKEN.get_or_init(|| {
-        procurator_ci::auth::Token::load(None, &scratch().join("api-token"))
+        let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+        procurator_ci::auth::Token::load(None, &dir.path().join("api-token"))
             .unwrap()
             .0
     })
