@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, config_file_path};
+use crate::config::{Config, RuntimeFiles, config_file_path};
 
 /// procurator-ci: a Nix-native continuous integration daemon.
 #[derive(Debug, Parser)]
@@ -26,7 +26,13 @@ enum Command {
     /// Run the daemon (the default).
     Serve,
     /// Load and validate the configuration, print it as TOML, and exit.
-    CheckConfig,
+    CheckConfig {
+        /// Check everything but the contents of files that exist only where
+        /// the daemon runs (`api_token_file`, `[[notify]] secret_file`), as a
+        /// build that generates the configuration must.
+        #[arg(long)]
+        build_time: bool,
+    },
     /// Entry points of the git hooks the daemon installs.
     #[command(hide = true)]
     Hook {
@@ -46,8 +52,12 @@ enum Hook {
     },
 }
 
-fn load(config: Option<PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(config_file_path(config.as_deref()).as_deref()).map_err(|e| {
+fn load(config: Option<PathBuf>, runtime_files: RuntimeFiles) -> Result<Config, ExitCode> {
+    Config::load_checking(
+        config_file_path(config.as_deref()).as_deref(),
+        runtime_files,
+    )
+    .map_err(|e| {
         eprintln!("procurator-ci: {e}");
         ExitCode::from(2)
     })
@@ -57,20 +67,27 @@ fn load(config: Option<PathBuf>) -> Result<Config, ExitCode> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => match load(cli.config) {
-            Ok(config) => {
-                print!("{}", config.to_toml());
-                ExitCode::SUCCESS
+        Command::CheckConfig { build_time } => {
+            let runtime_files = if build_time {
+                RuntimeFiles::Skip
+            } else {
+                RuntimeFiles::Read
+            };
+            match load(cli.config, runtime_files) {
+                Ok(config) => {
+                    print!("{}", config.to_toml());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::Hook {
             hook: Hook::PostReceive { socket, repo },
         } => {
             crate::hook::main(&socket, &repo);
             ExitCode::SUCCESS
         }
-        Command::Serve => match load(cli.config) {
+        Command::Serve => match load(cli.config, RuntimeFiles::Read) {
             Ok(config) => serve(config),
             Err(code) => code,
         },

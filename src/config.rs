@@ -239,10 +239,30 @@ pub fn config_file_path(cli: Option<&Path>) -> Option<PathBuf> {
     default.exists().then(|| default.to_path_buf())
 }
 
+/// Whether validation reads the files that exist only where the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeFiles {
+    /// Read them (the API token, notification secrets): what the daemon and a
+    /// plain `check-config` do.
+    Read,
+    /// Check everything else. For a build that generates the configuration
+    /// (the NixOS module's): its sandbox cannot see credentials that systemd
+    /// hands the service only when it starts.
+    Skip,
+}
+
 impl Config {
     /// Loads the configuration: defaults, then `file` (which must exist when
     /// given), then the legacy environment names, then `PROCURATOR_CI_*`.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_checking(file, RuntimeFiles::Read)
+    }
+
+    /// [`Config::load`], reading the run-time files or not.
+    pub fn load_checking(
+        file: Option<&Path>,
+        runtime_files: RuntimeFiles,
+    ) -> Result<Config, ConfigError> {
         if let Some(path) = file {
             std::fs::metadata(path).map_err(|e| ConfigError::File {
                 path: path.to_path_buf(),
@@ -256,15 +276,15 @@ impl Config {
         figment = figment
             .merge(Env::raw().only(&LEGACY_ENV))
             .merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__"));
-        Self::from_figment(&figment)
+        Self::from_figment(&figment, runtime_files)
     }
 
-    fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+    fn from_figment(figment: &Figment, runtime_files: RuntimeFiles) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment
             .extract()
             .map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
         let config = resolve(raw, figment)?;
-        validate(&config, figment)?;
+        validate(&config, figment, runtime_files)?;
         Ok(config)
     }
 
@@ -421,7 +441,11 @@ fn describe_metadata(metadata: &Metadata, key: &str) -> String {
     }
 }
 
-fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+fn validate(
+    config: &Config,
+    figment: &Figment,
+    runtime_files: RuntimeFiles,
+) -> Result<(), ConfigError> {
     let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
         key: key.to_string(),
         value,
@@ -520,7 +544,9 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
             "must be a non-empty string without control characters",
         ));
     }
-    if let Some(path) = &config.api_token_file {
+    if let Some(path) = &config.api_token_file
+        && runtime_files == RuntimeFiles::Read
+    {
         match std::fs::read_to_string(path) {
             Ok(token) if token.trim().len() >= 16 => {}
             Ok(_) => {
@@ -580,6 +606,7 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
             ));
         }
         if let Some(path) = &entry.secret_file
+            && runtime_files == RuntimeFiles::Read
             && let Err(e) = std::fs::read(path)
         {
             return Err(bad(
@@ -615,6 +642,28 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    /// Unsets the variables the configuration reads, and only those, until
+    /// the jail ends. `Jail::clear_env` would unset PATH too, under tests
+    /// that start `git` or `sh` at the same time; the Nix build sandbox has
+    /// no fallback search path for them.
+    fn clear_config_env(jail: &mut Jail) {
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| {
+                name.starts_with(ENV_PREFIX)
+                    || LEGACY_ENV.contains(&name.as_str())
+                    || name == "STATE_DIRECTORY"
+            })
+            .collect();
+        for name in names {
+            // Records the value, which the jail restores when it ends.
+            jail.set_env(&name, "");
+            // SAFETY: the jail's lock serialises the tests that touch these
+            // variables, and no other code of the test binary reads them.
+            unsafe { std::env::remove_var(&name) };
+        }
+    }
+
     fn load_in(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
         let path = file.map(|f| jail.directory().join(f));
         Config::load(path.as_deref())
@@ -623,7 +672,7 @@ mod tests {
     #[test]
     fn defaults_derive_paths_from_state_dir() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             let config = load_in(jail, None).unwrap();
             assert!(config.state_dir.ends_with("procurator-ci-data"));
             assert!(config.state_dir.is_absolute());
@@ -641,7 +690,7 @@ mod tests {
     #[test]
     fn state_directory_from_systemd() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.set_env("STATE_DIRECTORY", "/var/lib/procurator-ci:/var/lib/other");
             let config = load_in(jail, None).unwrap();
             assert_eq!(config.state_dir, PathBuf::from("/var/lib/procurator-ci"));
@@ -656,7 +705,7 @@ mod tests {
     #[test]
     fn precedence_default_file_legacy_prefixed() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file(
                 "c.toml",
                 "max_retries = 5\nworkers = 2\nbind_address = \"127.0.0.1:4000\"\n",
@@ -684,7 +733,7 @@ mod tests {
     #[test]
     fn nested_keys_from_env_and_legacy_database_url() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.set_env("PROCURATOR_CI_REPOS__DEMO__DESCRIPTION", "from env");
             jail.set_env("DATABASE_URL", "sqlite:///tmp/x/ci.db");
             let config = load_in(jail, None).unwrap();
@@ -697,7 +746,7 @@ mod tests {
     #[test]
     fn config_file_from_env_variable() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file("e.toml", "workers = 3\n")?;
             jail.set_env(
                 "PROCURATOR_CI_CONFIG",
@@ -712,7 +761,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file("c.toml", "wrokers = 2\n")?;
             let err = load_in(jail, Some("c.toml")).unwrap_err().to_string();
             assert!(err.contains("wrokers"), "{err}");
@@ -728,7 +777,7 @@ mod tests {
     #[test]
     fn unknown_env_key_is_named() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.set_env("PROCURATOR_CI_WROKERS", "2");
             let err = load_in(jail, None).unwrap_err().to_string();
             assert!(err.contains("wrokers"), "{err}");
@@ -739,7 +788,7 @@ mod tests {
     #[test]
     fn invalid_values_name_key_value_and_source() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file("a.toml", "bind_address = \"nonsense\"\n")?;
             let err = load_in(jail, Some("a.toml")).unwrap_err().to_string();
             assert!(err.contains("bind_address"), "{err}");
@@ -767,7 +816,7 @@ mod tests {
     #[test]
     fn unreadable_token_file_is_rejected() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file("t.toml", "api_token_file = \"/nonexistent/token\"\n")?;
             let err = load_in(jail, Some("t.toml")).unwrap_err().to_string();
             assert!(err.contains("api_token_file"), "{err}");
@@ -780,7 +829,7 @@ mod tests {
     #[test]
     fn bad_repo_name_and_log_format_are_rejected() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file("r.toml", "[repos.\"x.git\"]\n")?;
             let err = load_in(jail, Some("r.toml")).unwrap_err().to_string();
             assert!(err.contains("repos.x.git"), "{err}");
@@ -795,7 +844,7 @@ mod tests {
     #[test]
     fn notify_entries_are_validated() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file(
                 "n.toml",
                 "[[notify]]\non = \"success\"\nurl = \"http://127.0.0.1:9/hook\"\n\
@@ -825,9 +874,58 @@ mod tests {
     }
 
     #[test]
+    fn build_time_checks_skip_only_the_runtime_files() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            jail.create_file(
+                "r.toml",
+                "api_token_file = \"/run/credentials/x/api-token\"\n\
+                 [[notify]]\non = \"success\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+                 secret_file = \"/run/credentials/x/notify-secret-0\"\n",
+            )?;
+            let path = jail.directory().join("r.toml");
+            let err = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(
+                err.contains("api_token_file") && err.contains("cannot read it"),
+                "{err}"
+            );
+            let config = Config::load_checking(Some(&path), RuntimeFiles::Skip).unwrap();
+            assert_eq!(
+                config.notify[0].secret_file.as_deref(),
+                Some(Path::new("/run/credentials/x/notify-secret-0"))
+            );
+
+            jail.create_file("token", "a-token-of-sixteen-chars")?;
+            jail.create_file(
+                "s.toml",
+                "api_token_file = \"token\"\n\
+                 [[notify]]\non = \"success\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+                 secret_file = \"/run/credentials/x/notify-secret-0\"\n",
+            )?;
+            let err = load_in(jail, Some("s.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("notify.0.secret_file") && err.contains("cannot read it"),
+                "{err}"
+            );
+
+            // Everything else is still checked.
+            jail.create_file(
+                "w.toml",
+                "workers = 0\napi_token_file = \"/run/credentials/x/api-token\"\n",
+            )?;
+            let path = jail.directory().join("w.toml");
+            let err = Config::load_checking(Some(&path), RuntimeFiles::Skip)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("workers"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn missing_explicit_file_is_an_error() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             let err = load_in(jail, Some("absent.toml")).unwrap_err().to_string();
             assert!(err.contains("absent.toml"), "{err}");
             Ok(())
@@ -837,7 +935,7 @@ mod tests {
     #[test]
     fn effective_toml_round_trips() {
         Jail::expect_with(|jail| {
-            jail.clear_env();
+            clear_config_env(jail);
             jail.create_file(
                 "c.toml",
                 "workers = 4\nnix_extra_args = [\"--option\", \"cores\", \"1\"]\n\

@@ -1,7 +1,7 @@
 //! The one way procurator-ci starts `git` and `nix`: argument vectors (never a
 //! shell), stdin closed, `NOTIFY_SOCKET` removed, a private `HOME` and
-//! `XDG_CACHE_HOME`, each child in its own process group; failures carry the
-//! command, the exit status and the tail of stderr.
+//! `XDG_CACHE_HOME`, `GC_NPROCS` set, each child in its own process group;
+//! failures carry the command, the exit status and the tail of stderr.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -35,12 +35,16 @@ pub enum CommandError {
 #[derive(Debug, Clone)]
 pub struct Tools {
     home: PathBuf,
+    gc_nprocs: Option<String>,
 }
 
 impl Tools {
     /// `home` becomes the children's `HOME`; `XDG_CACHE_HOME` lives under it.
     pub fn new(home: PathBuf) -> Tools {
-        Tools { home }
+        Tools {
+            home,
+            gc_nprocs: gc_nprocs(),
+        }
     }
 
     /// A command for `program` with `args`, ready to spawn.
@@ -61,6 +65,9 @@ impl Tools {
             .env("HOME", &self.home)
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .process_group(0);
+        if let Some(n) = &self.gc_nprocs {
+            cmd.env("GC_NPROCS", n);
+        }
         cmd
     }
 
@@ -93,6 +100,19 @@ impl Tools {
             })
         }
     }
+}
+
+/// The processor count nix's garbage collector (Boehm's) should use, unless
+/// the daemon's own environment sets one. Without it the collector reads
+/// /proc/stat, which the unit hides (`ProcSubset=pid`), and nix prints
+/// `GC Warning: Could not open /proc/stat` into every build log. The count
+/// comes from the scheduler's CPU mask, as the collector's own would.
+fn gc_nprocs() -> Option<String> {
+    if std::env::var_os("GC_NPROCS").is_some() {
+        return None;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(cpus.to_string())
 }
 
 /// The error for a program that could not be spawned; a missing program gets
@@ -303,19 +323,26 @@ mod tests {
             .collect();
         assert!(removed.contains(&OsString::from("NOTIFY_SOCKET")));
         let out = tools
-            .output("sh", &["-c", "echo $HOME; ps -o pgid= $$; echo $$"])
+            .output(
+                "sh",
+                &["-c", "echo $HOME; ps -o pgid= $$; echo $$; echo $GC_NPROCS"],
+            )
             .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], home.path().to_str().unwrap());
         assert_eq!(lines[1].trim(), lines[2].trim(), "own process group");
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(lines[3], cpus.to_string(), "GC_NPROCS for nix's collector");
     }
 
     #[test]
     fn groups_are_found_by_an_argument_prefix() {
         let marker = format!("git+file:///procurator-test-{}", std::process::id());
+        // `& wait` keeps the shell, whose $0 is the marker: bash (the Nix
+        // sandbox's sh) would exec a lone `sleep` in its place.
         let mut child = Tools::new(std::env::temp_dir())
-            .command("sh", ["-c", "sleep 30", &format!("{marker}?rev=1")])
+            .command("sh", ["-c", "sleep 30 & wait", &format!("{marker}?rev=1")])
             .spawn()
             .unwrap();
         let pgid = child.id() as i32;
