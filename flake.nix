@@ -12,44 +12,6 @@
         f:
         lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: f nixpkgs.legacyPackages.${system});
 
-      buildProcuratorCi =
-        { lib, rustPlatform }:
-        let
-          cargoToml = lib.importTOML ./Cargo.toml;
-        in
-        rustPlatform.buildRustPackage {
-          pname = cargoToml.package.name;
-          inherit (cargoToml.package) version;
-
-          # Only what cargo reads: editing the module, the VM tests or the
-          # docs does not rebuild the daemon.
-          src = lib.fileset.toSource {
-            root = ./.;
-            fileset = lib.fileset.unions [
-              ./Cargo.toml
-              ./Cargo.lock
-              ./src
-              ./static
-              ./hooks
-              (lib.fileset.maybeMissing ./tests)
-              (lib.fileset.maybeMissing ./benches)
-            ];
-          };
-          cargoLock.lockFile = ./Cargo.lock;
-
-          # Only the library's unit tests run in the build sandbox. The
-          # integration tests in tests/ need git, a nix daemon, journald, a
-          # browser and real sockets; scripts/test and the VM tests run them.
-          cargoTestFlags = [ "--lib" ];
-
-          meta = {
-            description = "Nix-native CI daemon: nix flake check for every git push";
-            license = map lib.getLicenseFromSpdxId (lib.splitString " OR " cargoToml.package.license);
-            mainProgram = "procurator-ci";
-            platforms = lib.platforms.linux;
-          };
-        };
-
       # Every nixos-tests/*.nix is a VM test (pkgs.testers.runNixOSTest);
       # shared pieces live in nixos-tests/lib/, which is not scanned.
       vmTests =
@@ -71,21 +33,23 @@
     in
     {
       packages = forAllSystems (pkgs: rec {
-        procurator-ci = pkgs.callPackage buildProcuratorCi { };
+        procurator-ci = pkgs.callPackage ./nix/package.nix { };
         default = procurator-ci;
       });
 
       overlays.default = final: _prev: {
-        procurator-ci = final.callPackage buildProcuratorCi { };
+        procurator-ci = final.callPackage ./nix/package.nix { };
       };
 
+      # The package is built with the system's own nixpkgs (the `pkgs` of the
+      # configuration), not this flake's: the system keeps one nixpkgs, its
+      # overlays apply, and a cross-built system gets a cross-built daemon.
+      # That nixpkgs needs rustc 1.91 or newer (nixos-25.11 has it).
       nixosModules.default =
         { pkgs, ... }:
         {
           imports = [ ./nixos-module.nix ];
-          services.procurator-ci.package =
-            lib.mkDefault
-              self.packages.${pkgs.stdenv.hostPlatform.system}.procurator-ci;
+          services.procurator-ci.package = lib.mkDefault (pkgs.callPackage ./nix/package.nix { });
         };
 
       checks = forAllSystems (

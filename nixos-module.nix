@@ -20,6 +20,10 @@ let
   stateDir = "/var/lib/procurator-ci";
   cacheDir = "/var/cache/procurator-ci";
   tokenCredential = "api-token";
+  # Where systemd puts the unit's LoadCredential= files at run time; the
+  # generated configuration names notification secrets there.
+  credentialsDir = "/run/credentials/procurator-ci.service";
+  notifySecretCredential = i: "notify-secret-${toString i}";
 
   # Keys the module derives from the unit; setting them would point the
   # daemon outside the only directories the unit may write.
@@ -31,18 +35,47 @@ let
     "api_token_file"
   ];
 
+  # Notification secrets reach the daemon as credentials, like the token: the
+  # file the daemon reads is systemd's copy, so the secret itself may stay
+  # readable by root alone.
+  notifySecrets = lib.filter (entry: entry.secret_file != null) (
+    lib.imap0 (i: entry: {
+      credential = notifySecretCredential i;
+      inherit (entry) secret_file;
+    }) cfg.settings.notify
+  );
+  generatedSettings =
+    removeAttrs cfg.settings [ "notify" ]
+    // lib.optionalAttrs (cfg.settings.notify != [ ]) {
+      notify = lib.imap0 (
+        i: entry:
+        removeAttrs entry [ "secret_file" ]
+        // lib.optionalAttrs (entry.secret_file != null) {
+          secret_file = "${credentialsDir}/${notifySecretCredential i}";
+        }
+      ) cfg.settings.notify;
+    };
+
   # The generated file is validated by the daemon itself at build time, so a
-  # typo in `settings` fails `nixos-rebuild`, not the service.
+  # typo in `settings` fails `nixos-rebuild`, not the service. The build
+  # sandbox cannot see files that exist only at run time (the credentials),
+  # so `--build-time` checks everything but their contents; the daemon reads
+  # them strictly when it starts. A system built for another platform skips
+  # the check, since the build machine cannot run the daemon.
+  unchecked = settingsFormat.generate "procurator-ci-unchecked.toml" generatedSettings;
   configFile =
-    pkgs.runCommand "procurator-ci.toml"
-      {
-        unchecked = settingsFormat.generate "procurator-ci-unchecked.toml" cfg.settings;
-        preferLocalBuild = true;
-      }
-      ''
-        ${lib.getExe cfg.package} check-config --config "$unchecked"
-        cp "$unchecked" "$out"
-      '';
+    if pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform then
+      pkgs.runCommand "procurator-ci.toml"
+        {
+          inherit unchecked;
+          preferLocalBuild = true;
+        }
+        ''
+          ${lib.getExe cfg.package} check-config --build-time --config "$unchecked"
+          cp "$unchecked" "$out"
+        ''
+    else
+      unchecked;
 
   port = lib.toInt (lib.last (lib.splitString ":" cfg.settings.bind_address));
 
@@ -53,14 +86,29 @@ let
     key:
     if builtins.match "(ssh|ecdsa|sk)-.*" key != null then "restrict ${key}" else "restrict,${key}";
 
-  # Host names root's SSH client has a declared host key for.
-  knownHostNames = lib.concatLists (
-    lib.mapAttrsToList (name: host: (host.hostNames or [ name ]) ++ (host.extraHostNames or [ ])) (
-      config.programs.ssh.knownHosts or { }
-    )
+  # Whether root's SSH client knows a key for `host`: one of
+  # programs.ssh.knownHosts matches it. Entries are known_hosts patterns (`*`
+  # and `?` are wildcards, a leading `!` excludes), for a host key or, with
+  # certAuthority, for the CA that signs the host's key; OpenSSH compares host
+  # names without regard to case.
+  knownHostPatterns = lib.mapAttrsToList (name: host: host.hostNames ++ host.extraHostNames) (
+    config.programs.ssh.knownHosts
   );
+  patternMatches =
+    host: pattern:
+    builtins.match (lib.replaceStrings [ "\\*" "\\?" ] [ ".*" "." ] (
+      lib.escapeRegex (lib.toLower pattern)
+    )) (lib.toLower host) != null;
+  entryMatches =
+    host: patterns:
+    let
+      excluded = map (lib.removePrefix "!") (lib.filter (lib.hasPrefix "!") patterns);
+      included = lib.filter (pattern: !lib.hasPrefix "!" pattern) patterns;
+    in
+    lib.any (patternMatches host) included && !lib.any (patternMatches host) excluded;
+  hostKeyKnown = host: lib.any (entryMatches host) knownHostPatterns;
   machinesWithoutHostKey = lib.filter (
-    machine: machine.publicHostKey or null == null && !lib.elem machine.hostName knownHostNames
+    machine: machine.publicHostKey == null && !hostKeyKnown machine.hostName
   ) cfg.buildMachines;
   machinesWithKeyInStore = lib.filter (
     machine: lib.hasPrefix "${builtins.storeDir}/" (toString (machine.sshKey or ""))
@@ -205,6 +253,17 @@ in
       '';
     };
 
+    configFile = lib.mkOption {
+      type = lib.types.package;
+      internal = true;
+      readOnly = true;
+      description = ''
+        The daemon's generated configuration file, checked with
+        `procurator-ci check-config --build-time` when the build machine can
+        run the daemon. Exposed for the offline rehearsal of that check.
+      '';
+    };
+
     settings = lib.mkOption {
       default = { };
       description = ''
@@ -226,6 +285,32 @@ in
           log_max_bytes = setting lib.types.ints.positive "Largest stored log of one build.";
           log_retention_days = setting lib.types.ints.unsigned "Days build logs are kept; 0 keeps them forever.";
           public_read = setting lib.types.bool "Whether reading the API and the web page needs no token.";
+          notify = lib.mkOption {
+            default = [ ];
+            description = ''
+              `[[notify]]` entries: webhooks or commands run when builds end, with
+              the keys the daemon documents. A `secret_file` is passed with
+              systemd's `LoadCredential=`, like {option}`services.procurator-ci.apiTokenFile`:
+              root reads it when the service starts, so it may be readable by
+              root alone, and it must not be in the Nix store.
+            '';
+            type = lib.types.listOf (
+              lib.types.submodule {
+                freeformType = settingsFormat.type;
+                options.secret_file = lib.mkOption {
+                  type = lib.types.nullOr (
+                    lib.types.pathWith {
+                      inStore = false;
+                      absolute = true;
+                    }
+                  );
+                  default = null;
+                  example = "/run/keys/procurator-ci-webhook-secret";
+                  description = "File with the key that signs the webhook's bodies (HMAC-SHA256).";
+                };
+              }
+            );
+          };
         };
       };
     };
@@ -259,8 +344,11 @@ in
       + " unless root's ~/.ssh/known_hosts already holds the key"
     );
 
+    services.procurator-ci.configFile = configFile;
+
     nix.buildMachines = cfg.buildMachines;
-    nix.distributedBuilds = lib.mkIf (cfg.buildMachines != [ ]) true;
+    # A default, as nixpkgs' modules set such options: the user's `false` wins.
+    nix.distributedBuilds = lib.mkIf (cfg.buildMachines != [ ]) (lib.mkDefault true);
 
     services.procurator-ci.settings = lib.mkMerge [
       (lib.mapAttrs (_: lib.mkDefault) {
@@ -331,7 +419,7 @@ in
         Type = "notify";
         NotifyAccess = "main";
         WatchdogSec = cfg.watchdogSec;
-        ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
+        ExecStart = "${lib.getExe cfg.package} serve --config ${cfg.configFile}";
         Restart = "on-failure";
         RestartSec = 2;
         # SIGTERM reaches the daemon alone: it ends its builds' process groups
@@ -347,9 +435,9 @@ in
         CacheDirectory = "procurator-ci";
         CacheDirectoryMode = "0700";
         UMask = "0027";
-        LoadCredential = lib.mkIf (cfg.apiTokenFile != null) [
-          "${tokenCredential}:${cfg.apiTokenFile}"
-        ];
+        LoadCredential =
+          lib.optional (cfg.apiTokenFile != null) "${tokenCredential}:${cfg.apiTokenFile}"
+          ++ map (secret: "${secret.credential}:${secret.secret_file}") notifySecrets;
 
         # Hardening. Kept: everything that leaves the nix client (talking to
         # the nix daemon over AF_UNIX, fetching flake inputs) and git working.

@@ -12,7 +12,11 @@ in
   nodes.server = {
     services.procurator-ci.watchdogSec = 5;
     # For the slow check: the sandbox's /bin/sh has no sleep of its own.
-    nix.settings.extra-sandbox-paths = [ "/bin/sleep=${pkgs.coreutils}/bin/sleep" ];
+    # nixpkgs' coreutils is one binary, bin/coreutils, and bin/sleep is a
+    # symlink to it; Nix copies a symlink source into the sandbox as it is,
+    # so /bin/sleep would point at a /bin/coreutils that is not there. Bind
+    # the binary itself: it runs as sleep when called by that name.
+    nix.settings.extra-sandbox-paths = [ "/bin/sleep=${pkgs.coreutils}/bin/coreutils" ];
   };
 
   testScript = builtins.readFile ./lib/helpers.py + ''

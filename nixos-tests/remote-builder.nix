@@ -10,7 +10,7 @@
 #   line is in the build's log; sshd on the builder logged the daemon's key.
 { lib, pkgs, ... }:
 let
-  keys = import "${pkgs.path}/nixos/tests/ssh-keys.nix" pkgs;
+  keys = import (pkgs.path + "/nixos/tests/ssh-keys.nix") pkgs;
   inherit (pkgs.stdenv.hostPlatform) system;
 
   # Root's key on the server for the builder's `nixremote` user.
@@ -124,7 +124,7 @@ in
     BUILDER_KEY = "${builderKey}"
 
 
-    def valid(machine: Machine, path: str) -> bool:
+    def valid(machine: Node, path: str) -> bool:
         return machine.execute(f"nix-store --check-validity {path}")[0] == 0
 
 

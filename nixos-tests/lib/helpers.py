@@ -1,12 +1,20 @@
 # Shared by the procurator-ci VM tests: prepended to each test's script.
 import json
 import re
-from typing import Any
+from typing import Any, Protocol
 
 API = "http://server:3000"
 PUSH_URL = "procurator-ci@server:/var/lib/procurator-ci/repos/demo.git"
 FINAL = {"success", "failed", "cancelled"}
 QUEUED = re.compile(r"procurator-ci: build #(\d+) queued for (\S+) \(([0-9a-f]{7,40})\)(.*)")
+
+
+class Node(Protocol):
+    """What the helpers use of a test node. The driver's class for nodes is
+    `Machine` in nixos-25.11 and `BaseMachine` on master, so naming either
+    breaks the other; every node matches this."""
+
+    def execute(self, command: str) -> tuple[int, str]: ...
 
 
 def start() -> None:

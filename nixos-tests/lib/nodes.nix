@@ -2,7 +2,8 @@
 # key of `client`, which has git and a working copy of `demo` to push from.
 { pkgs, ... }:
 let
-  keys = import "${pkgs.path}/nixos/tests/ssh-keys.nix" pkgs;
+  # A path, not a string: "${pkgs.path}" would copy nixpkgs into the store.
+  keys = import (pkgs.path + "/nixos/tests/ssh-keys.nix") pkgs;
 in
 {
   nodes.server = {

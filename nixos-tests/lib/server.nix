@@ -1,5 +1,5 @@
 # The `server` node of every VM test: procurator-ci with the repository `demo`.
-# scripts/check-nix evaluates this same module offline (see eval-server.nix).
+# scripts/check-nix evaluates it offline as part of each VM test's nodes.
 {
   services.procurator-ci = {
     enable = true;
