@@ -1,0 +1,11 @@
+# The guest of scripts/vm-test as the NixOS module sees it: the VM tests'
+# server node (../nixos-tests/lib/server.nix) with the test's push key, and
+# crash-restart.nix's short watchdog (10 s rather than 5: the guest runs under
+# software emulation). vm-test/render-unit evaluates the module with this
+# configuration and turns what it renders into the guest's files.
+{ pushKey }:
+{
+  imports = [ ../nixos-tests/lib/server.nix ];
+  services.procurator-ci.authorizedKeys = [ pushKey ];
+  services.procurator-ci.watchdogSec = 10;
+}
