@@ -9,18 +9,17 @@
 #   nix-instantiate --readonly-mode --eval --strict --json nix/rehearsal/test-scripts.nix \
 #     --arg lib 'import ../shared/nix/nixpkgs-lib' --arg test ./nixos-tests/whole-loop.nix
 #
-# The options below are a typed subset of those of nixpkgs' test framework
-# (nixos/lib/testing/*.nix): a test setting any other option fails here, so
-# extend the list when a test needs one. Nodes are deferred modules and are
-# not evaluated (that needs NixOS); their names are the attribute names, as
-# system.name is the host name, which defaults to the attribute name.
+# The test framework's options are typed in test-options.nix: a test setting
+# any other option fails here. Nodes are deferred modules and are not
+# evaluated here (eval-module.nix does that, for scripts/check-nix); their
+# names are the attribute names, as system.name is the host name, which
+# defaults to the attribute name.
 {
   lib,
   test,
   system ? "x86_64-linux",
 }:
 let
-  inherit (lib) mkOption types;
 
   # A store path that is no store path: the name after a hash of what the
   # file would hold, so two different files get two different paths.
@@ -61,44 +60,9 @@ let
     in
     keep "[A-z_]" first + lib.stringAsChars (keep "[A-z0-9_]") rest;
 
-  testOptions = {
-    options = {
-      name = mkOption { type = types.str; };
-      nodes = mkOption {
-        type = types.attrsOf types.deferredModule;
-        default = { };
-      };
-      defaults = mkOption {
-        type = types.deferredModule;
-        default = { };
-      };
-      testScript = mkOption { type = types.either types.str (types.functionTo types.str); };
-      meta = mkOption {
-        type = types.attrsOf types.anything;
-        default = { };
-      };
-      skipLint = mkOption {
-        type = types.bool;
-        default = false;
-      };
-      skipTypeCheck = mkOption {
-        type = types.bool;
-        default = false;
-      };
-      globalTimeout = mkOption {
-        type = types.int;
-        default = 60 * 60;
-      };
-      enableOCR = mkOption {
-        type = types.bool;
-        default = false;
-      };
-    };
-  };
-
   evaluated = lib.evalModules {
     modules = [
-      testOptions
+      ./test-options.nix
       { _module.args.pkgs = pkgs; }
       test
     ];
