@@ -32,6 +32,7 @@ pub use error::ApiError;
 
 use crate::app::App;
 use crate::auth::LocalPeer;
+use crate::diagnosis::CancelSource;
 use crate::queue::{ListQuery, Status};
 
 /// Largest request body accepted.
@@ -451,14 +452,37 @@ async fn get_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<im
     Ok(axum::Json(app.build(build_id(&id)?).await?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelParams {
+    /// `page` when the web page asks; anything else is the API.
+    from: Option<String>,
+}
+
+/// 200 with the cancelled build, or 202 while a running build is still
+/// stopping (it is then `running` with `stopping: true`).
 async fn cancel_build(
     State(app): AppState,
     Path(id): Path<String>,
+    Query(params): Query<CancelParams>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        app.cancel(build_id(&id)?, "cancelled through the API")
-            .await?,
-    ))
+    let source = match params.from.as_deref() {
+        None | Some("api") => CancelSource::Api,
+        Some("page") => CancelSource::Page,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "from",
+                "from must be `page` or `api` (who asks for the cancel)",
+            ));
+        }
+    };
+    let (build, ended) = app.cancel(build_id(&id)?, &source.reason(None)).await?;
+    let status = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, axum::Json(build)))
 }
 
 async fn rebuild_build(
