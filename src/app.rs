@@ -218,6 +218,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// What `GET /metrics` shows.
     pub metrics: Metrics,
+    /// The last pre-flight's findings about the host's nix.
+    pub preflight: Mutex<crate::preflight::Report>,
 }
 
 async fn blocking<T: Send + 'static>(

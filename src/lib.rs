@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod nix;
 pub mod nixlog;
 pub mod notify;
+pub mod preflight;
 pub mod process;
 pub mod queue;
 pub mod repos;

@@ -112,6 +112,7 @@ pub async fn serve(
     let workers = crate::worker::spawn(&app);
     tracing::info!(target: "procurator::main", workers = workers.len(), "Build worker spawned");
     spawn_retention(app.clone(), shutdown.clone());
+    crate::preflight::spawn(app.clone());
     crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
     crate::systemd::spawn_status(app.clone(), shutdown.clone());
     let status = app.status_line().await.unwrap_or_else(|_| "ready".into());
@@ -201,6 +202,7 @@ async fn build_app(
         running: Mutex::new(Default::default()),
         shutdown,
         metrics: crate::metrics::Metrics::new(),
+        preflight: Mutex::new(Default::default()),
     }))
 }
 

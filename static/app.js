@@ -450,7 +450,7 @@
 
   // ------------------------------------------------------------ live feed
 
-  const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "resync", "build.log"];
+  const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "health.changed", "resync", "build.log"];
 
   /**
    * The one EventSource on /api/events (when reads need the token, the read
@@ -567,6 +567,11 @@
       }
       if (type === "resync") {
         if (currentView) currentView.resync();
+        checkHealth();
+        return;
+      }
+      if (type === "health.changed") {
+        checkHealth();
         return;
       }
       if (type === "repo.created" || type === "repo.deleted") repoCache.stale = true;
@@ -2184,8 +2189,41 @@
 
   // ------------------------------------------------------------------ boot
 
+  /** Period of re-reading the daemon's health for the banner. */
+  const HEALTH_PERIOD_MS = 60000;
+
+  /**
+   * Shows what the daemon's pre-flight found wrong with the host's nix in
+   * a banner: a misconfigured host is obvious before anyone pushes.
+   */
+  async function checkHealth() {
+    let health;
+    try {
+      health = await api("/api/health");
+    } catch {
+      return;
+    }
+    const banner = document.getElementById("health-banner");
+    const warnings = (health && health.warnings) || [];
+    banner.hidden = !warnings.length;
+    banner.replaceChildren(
+      ...(warnings.length
+        ? [
+            h("strong", { text: "This CI host has a problem: " }),
+            h(
+              "ul",
+              {},
+              warnings.map((w) => h("li", { "data-code": w.code, text: w.message })),
+            ),
+          ]
+        : []),
+    );
+  }
+
   async function boot() {
     setupTokenDialog();
+    checkHealth();
+    setInterval(checkHealth, HEALTH_PERIOD_MS);
     setLive("connecting");
     // Learns whether reads need the token, asking for it before anything
     // is shown when they do.

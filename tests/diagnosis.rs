@@ -348,4 +348,82 @@ fn a_host_whose_build_users_group_does_not_exist_is_the_hosts_fault_and_retried(
         build["diagnosis"]["title"],
         "The CI host's Nix is misconfigured"
     );
+    // The pre-flight said so before anyone pushed.
+    let health = health_after_preflight(&daemon);
+    let found = codes(&health);
+    for code in ["build_users_missing", "sandbox_off", "trivial_build_failed"] {
+        assert!(found.iter().any(|c| c == code), "{code} missing: {health}");
+    }
+    assert_eq!(health["status"], "degraded");
+    let group = health["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "build_users_missing")
+        .unwrap();
+    assert!(
+        group["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nixbld-missing`"),
+        "{group}"
+    );
+    assert!(
+        daemon.log().contains("\"code\":\"build_users_missing\""),
+        "the journal has the warning: {}",
+        daemon.log()
+    );
+}
+
+/// The daemon's health once its first pre-flight has finished.
+fn health_after_preflight(daemon: &Daemon) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, health) = daemon.get("/api/health");
+        assert_eq!(status, 200, "{health}");
+        if !health["preflight"]["checked_at"].is_null() {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pre-flight: {health}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn codes(health: &Value) -> Vec<String> {
+    health["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_preflight_of_a_working_host_warns_only_that_builds_are_not_sandboxed() {
+    let daemon = Daemon::start("");
+    let health = health_after_preflight(&daemon);
+    // The tests' nix runs without a sandbox (see NIX_CONFIG): that, and only
+    // that, is reported.
+    assert_eq!(codes(&health), ["sandbox_off"], "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["preflight"]["nix_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("nix (Nix) ")),
+        "{health}"
+    );
+    let message = health["warnings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not sandboxed") && message.contains("API token"),
+        "{message}"
+    );
+    assert!(
+        daemon.log().contains("\"code\":\"sandbox_off\""),
+        "the journal has the warning: {}",
+        daemon.log()
+    );
 }

@@ -216,10 +216,17 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
 
 async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
     let status = app.status_line().await?;
+    let preflight = app.preflight.lock().expect("preflight report").clone();
     // What a client needs before its first read: whether reads need the
-    // token, and the daemon's public address for links it builds.
+    // token, the daemon's public address for links it builds, and what the
+    // pre-flight found wrong with the host's nix.
     Ok(axum::Json(json!({
-        "status": "ok",
+        "status": if preflight.warnings.is_empty() { "ok" } else { "degraded" },
+        "warnings": preflight.warnings,
+        "preflight": {
+            "checked_at": preflight.checked_at,
+            "nix_version": preflight.nix_version,
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "builds": status,
         "public_read": app.config.public_read,
