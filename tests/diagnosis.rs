@@ -427,3 +427,57 @@ fn the_preflight_of_a_working_host_warns_only_that_builds_are_not_sandboxed() {
         daemon.log()
     );
 }
+
+#[test]
+fn a_cancel_that_takes_longer_than_a_moment_answers_202_stopping_then_ends_cancelled() {
+    // A nix that is slow to stop: the wrapper ignores SIGTERM and lingers
+    // after nix, so the build's process group ends only at SIGKILL,
+    // `kill_grace_secs` later: longer than the moment the cancel request
+    // waits.
+    let scratch = tempfile::tempdir().unwrap();
+    let wrapper = scratch.path().join("nix-ignoring-term");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ntrap '' TERM\nnix \"$@\"\nstatus=$?\n/bin/sleep 60\nexit $status\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "nix_bin = \"{}\"\nkill_grace_secs = 9",
+        wrapper.display()
+    ));
+    let started = scratch.path().join("started");
+    let script = format!(
+        "echo {}; echo > {}; while true; do echo tick; /bin/sleep 0.2; done",
+        nonce("stubborn"),
+        started.display()
+    );
+    let commit = push_files(
+        &daemon,
+        "stubborn",
+        &[(
+            "flake.nix",
+            flake_with(&format!(
+                "    checks.x86_64-linux.s = {};",
+                drv("s", "x86_64-linux", &script)
+            )),
+        )],
+    );
+    let id = daemon.build_of("main", &commit);
+    common::wait_file(&started, Duration::from_secs(60), &daemon);
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "running", "{body}");
+    assert_eq!(body["stopping"], true, "{body}");
+    assert_eq!(daemon.build(id)["stopping"], true);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "cancelled", "{build}");
+    assert_eq!(build["diagnosis"]["cancelled_by"], "api", "{build}");
+    assert!(build.get("stopping").is_none(), "{build}");
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 409, "{body}");
+}
