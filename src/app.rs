@@ -828,6 +828,8 @@ pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
             std::path::Path::new(&build.repo_path),
             &build.branch,
             &build.commit,
+            // A prefix of the reference with submodules too: it finds both.
+            false,
         );
         let stats = blocking(move || {
             if let Some(pgid) = pgid {

@@ -23,13 +23,16 @@ fn percent_encode(value: &str, keep_slash: bool) -> String {
 }
 
 /// The flake reference of `commit` on `branch` in the bare repository at
-/// `repo` (an absolute path): `git+file:///abs/repo.git?ref=refs/heads/<branch>&rev=<sha>`.
-pub fn flake_ref(repo: &Path, branch: &str, commit: &str) -> String {
+/// `repo` (an absolute path): `git+file:///abs/repo.git?ref=refs/heads/<branch>&rev=<sha>`,
+/// with `&submodules=1` when the commit has submodules (nix leaves them
+/// out otherwise, and the flake misses their files).
+pub fn flake_ref(repo: &Path, branch: &str, commit: &str, submodules: bool) -> String {
     format!(
-        "git+file://{}?ref={}&rev={}",
+        "git+file://{}?ref={}&rev={}{}",
         percent_encode(&repo.to_string_lossy(), true),
         percent_encode(&format!("refs/heads/{branch}"), true),
-        percent_encode(commit, false)
+        percent_encode(commit, false),
+        if submodules { "&submodules=1" } else { "" }
     )
 }
 
@@ -200,6 +203,7 @@ mod tests {
             Path::new("/var/lib/ci/repos/my repo.git"),
             "feature/a+b",
             &"a".repeat(40),
+            false,
         );
         assert_eq!(
             r,
@@ -207,6 +211,10 @@ mod tests {
                 "git+file:///var/lib/ci/repos/my%20repo.git?ref=refs/heads/feature/a%2Bb&rev={}",
                 "a".repeat(40)
             )
+        );
+        assert!(
+            flake_ref(Path::new("/r.git"), "main", &"a".repeat(40), true)
+                .ends_with("&submodules=1")
         );
     }
 

@@ -240,10 +240,26 @@ async fn execute(
             );
         }
     };
+    // What is known before nix runs: whether the commit has submodules.
+    let files = app.repos.clone();
+    let (repo_path, commit) = (build.repo_path.clone(), build.commit.clone());
+    let submodules = tokio::task::spawn_blocking(move || {
+        files.has_submodules(std::path::Path::new(&repo_path), &commit)
+    })
+    .await;
+    let submodules = match submodules {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::warn!(build_id = id, error = %e, "cannot tell whether the commit has submodules");
+            false
+        }
+        Err(_) => false,
+    };
     let flake = nix::flake_ref(
         std::path::Path::new(&build.repo_path),
         &build.branch,
         &build.commit,
+        submodules,
     );
     let args = nix::check_args(&app.config.nix_extra_args, &flake);
     let command_line = process::describe(&app.config.nix_bin, &args);
