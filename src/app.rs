@@ -661,6 +661,21 @@ impl App {
         &self,
         query: ListQuery,
     ) -> Result<(Vec<BuildView>, Option<i64>), AppError> {
+        if let Some(repo) = query.repo.clone() {
+            // A deleted repository's builds stay readable; a name that never
+            // had a repository or a build is a mistake worth saying.
+            let known = self.repo_row(&repo).await?.is_some() || {
+                let name = repo.clone();
+                self.store
+                    .read(move |conn| queue::any_build_of(conn, &name))
+                    .await?
+            };
+            if !known {
+                return Err(AppError::NotFound(format!(
+                    "repository {repo:?} not found, and no builds of it are recorded"
+                )));
+            }
+        }
         let limit = query.limit as usize;
         let builds = self
             .store

@@ -494,6 +494,14 @@ pub fn ever_built(
     .db()
 }
 
+/// Whether any build of repository `repo` is recorded.
+pub fn any_build_of(conn: &Connection, repo: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM builds WHERE repo_name = ?1)")
+        .db()?
+        .query_row([repo], |r| r.get(0))
+        .db()
+}
+
 /// Numbers of queued and running builds.
 pub fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
     let count = |status: &str| -> Result<i64, StoreError> {

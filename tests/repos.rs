@@ -628,3 +628,46 @@ fn a_commit_with_submodules_is_fetched_with_them() {
     assert!(log.contains("&submodules=1"), "{log}");
     assert!(log.contains(&format!("sub> {marker}")), "{log}");
 }
+
+#[test]
+fn api_errors_say_exactly_what_is_wrong() {
+    let daemon = Daemon::start("");
+    let token = daemon.token();
+    // The field at fault, not its value.
+    let (status, body) = daemon.request("POST", "/api/repos", Some(r#"{"name":5}"#), Some(&token));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "name", "{body}");
+    // A token without its scheme is told the scheme.
+    let (status, _, text) = exchange(
+        &daemon,
+        "POST",
+        "/api/repos",
+        &format!("Authorization: {token}\r\n"),
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("use `Authorization: Bearer <token>`"),
+        "{text}"
+    );
+    let (status, body) = daemon.request(
+        "POST",
+        "/api/repos",
+        Some(r#"{"name":"x"}"#),
+        Some("not-the-token"),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["message"], "the API token is wrong");
+    // A filter on a repository that never existed is a 404, not an empty
+    // page.
+    let (status, body) = daemon.get("/api/builds?repo=nonexistent");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"nonexistent\" not found"),
+        "{body}"
+    );
+    daemon.create_repo("exists");
+    assert_eq!(daemon.get("/api/builds?repo=exists").0, 200);
+}

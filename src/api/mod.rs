@@ -205,10 +205,12 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
     {
         return next.run(request).await;
     }
-    let message = if presented.is_some() {
-        "the API token is wrong"
-    } else {
-        "this request needs the API token: send `Authorization: Bearer <token>`"
+    let message = match presented {
+        Some(header) if !header.starts_with("Bearer ") => {
+            "the Authorization header is not a bearer token: use `Authorization: Bearer <token>`"
+        }
+        Some(_) => "the API token is wrong",
+        None => "this request needs the API token: send `Authorization: Bearer <token>`",
     };
     tracing::warn!(method = %request.method(), path = %request.uri().path(), "unauthorised request refused");
     ApiError::unauthorized(message).into_response()
