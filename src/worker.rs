@@ -39,7 +39,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
         .map(|index| {
             let app = app.clone();
             tokio::spawn(async move {
-                tracing::info!(target: "procurator::worker", worker = index, "Worker started");
+                tracing::info!(worker = index, "Worker started");
                 work(app).await;
             })
         })
