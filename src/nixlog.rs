@@ -88,10 +88,14 @@ impl Event {
 /// (plain output, or nix writing before its logger was set up).
 pub fn parse(line: &[u8]) -> Option<Event> {
     let json = line.strip_prefix(b"@nix ")?;
-    let value: Value = serde_json::from_slice(json).ok()?;
+    let mut value: Value = serde_json::from_slice(json).ok()?;
     let id = value["id"].as_u64().unwrap_or_default();
     let kind = value["type"].as_u64().unwrap_or_default();
-    let fields = || value["fields"].as_array().cloned().unwrap_or_default();
+    // Taken, not cloned: a build's output is one event per line.
+    let fields = match value["fields"].take() {
+        Value::Array(fields) => fields,
+        _ => Vec::new(),
+    };
     let text = |key: &str| value[key].as_str().map(str::to_string);
     Some(match value["action"].as_str()? {
         "start" => Event::Start {
@@ -99,14 +103,10 @@ pub fn parse(line: &[u8]) -> Option<Event> {
             kind,
             level: value["level"].as_u64().unwrap_or(u64::MAX),
             text: text("text").unwrap_or_default(),
-            fields: fields(),
+            fields,
         },
         "stop" => Event::Stop { id },
-        "result" => Event::Result {
-            id,
-            kind,
-            fields: fields(),
-        },
+        "result" => Event::Result { id, kind, fields },
         "msg" => Event::Msg(Message {
             level: value["level"].as_u64().unwrap_or(u64::MAX),
             text: text("msg").unwrap_or_default(),

@@ -99,6 +99,17 @@ pub async fn serve(
     }
 
     let unix = bind_unix(&config.socket_path)?;
+    // Said before the first request is answered, so that whoever sees the
+    // daemon answer finds the line.
+    tracing::info!(
+        bind_address = %address,
+        socket = %config.socket_path.display(),
+        public_url = %config.public_url,
+        workers = config.workers,
+        "listening on http://{address} (public URL {})",
+        config.public_url
+    );
+
     let router = crate::api::router(app.clone());
     let stall = Duration::from_secs(config.client_stall_timeout_secs);
     let http = tokio::spawn(crate::listener::serve(
@@ -126,14 +137,6 @@ pub async fn serve(
     crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
     crate::systemd::spawn_status(app.clone(), shutdown.clone());
     let status = app.status_line().await.unwrap_or_else(|_| "ready".into());
-    tracing::info!(
-        bind_address = %address,
-        socket = %config.socket_path.display(),
-        public_url = %config.public_url,
-        workers = config.workers,
-        "listening on http://{address} (public URL {})",
-        config.public_url
-    );
     crate::systemd::ready(&status);
 
     shutdown.cancelled().await;

@@ -360,7 +360,10 @@ async fn execute(
     if process::group_alive(pgid) {
         terminate(&mut child, pgid, grace.min(Duration::from_secs(2))).await;
     }
-    let introspection_result = if matches!(waited, Err(Stop::Shutdown)) {
+    // Not after a shutdown (the build goes back to the queue), nor after the
+    // log's disk filled: its writes would take the space the store keeps for
+    // recording the build's end.
+    let introspection_result = if matches!(waited, Err(Stop::Shutdown | Stop::LogFailed(_))) {
         introspection_stop.cancel();
         introspection.abort();
         None
