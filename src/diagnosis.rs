@@ -509,7 +509,8 @@ fn trace_location(text: &str) -> Option<String> {
     })
 }
 
-/// Who or what cancelled a build.
+/// Who or what cancelled a build. (A shutdown cancels nothing: it hands
+/// running builds back to the queue.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelSource {
@@ -519,8 +520,6 @@ pub enum CancelSource {
     Api,
     /// A newer push to the same branch.
     Superseded,
-    /// The daemon was stopped while the build waited.
-    Shutdown,
 }
 
 impl CancelSource {
@@ -531,24 +530,19 @@ impl CancelSource {
             CancelSource::Page => "cancelled from the web page".into(),
             CancelSource::Api => "cancelled through the API".into(),
             CancelSource::Superseded => format!("superseded by #{}", newer.unwrap_or_default()),
-            CancelSource::Shutdown => "the daemon was shut down".into(),
         }
     }
 
     /// Who cancelled, read back from a recorded reason.
     pub fn of(reason: &str) -> Option<CancelSource> {
-        [
-            CancelSource::Page,
-            CancelSource::Api,
-            CancelSource::Shutdown,
-        ]
-        .into_iter()
-        .find(|source| source.reason(None) == reason)
-        .or_else(|| {
-            reason
-                .starts_with("superseded by #")
-                .then_some(CancelSource::Superseded)
-        })
+        [CancelSource::Page, CancelSource::Api]
+            .into_iter()
+            .find(|source| source.reason(None) == reason)
+            .or_else(|| {
+                reason
+                    .starts_with("superseded by #")
+                    .then_some(CancelSource::Superseded)
+            })
     }
 
     /// The one-line hint shown with a cancelled build.
@@ -561,7 +555,6 @@ impl CancelSource {
             CancelSource::Superseded => {
                 "A newer commit was pushed to the branch; its build has the current result."
             }
-            CancelSource::Shutdown => "The daemon was shut down. Rebuild to run it again.",
         }
     }
 }
@@ -850,7 +843,6 @@ mod tests {
             CancelSource::Page,
             CancelSource::Api,
             CancelSource::Superseded,
-            CancelSource::Shutdown,
         ] {
             assert_eq!(CancelSource::of(&source.reason(Some(7))), Some(source));
         }
