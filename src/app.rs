@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Token;
 use crate::config::Config;
+use crate::diagnosis::{self, CancelSource, FailureKind};
 use crate::events::Events;
 use crate::logs::LogStore;
 use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, build_stats};
@@ -130,7 +131,7 @@ pub struct BuildDetail {
     pub attempts: Vec<Attempt>,
 }
 
-/// A build with the links clients follow.
+/// A build with the links clients follow and what its end means.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildView {
     #[serde(flatten)]
@@ -139,6 +140,53 @@ pub struct BuildView {
     pub url: String,
     /// The build's raw log.
     pub log_url: String,
+    /// Why it did not pass, in the user's terms: failed, cancelled, or
+    /// queued again after a failure that is retried.
+    pub diagnosis: Option<Explanation>,
+    /// What a passing build did not test.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
+    /// A cancel was asked for and the build is being stopped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
+}
+
+/// The taxonomy's reading of a build that did not pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// A failure kind, or `cancelled`.
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub hint: &'static str,
+    /// Whether this kind is retried automatically.
+    pub retried: bool,
+    /// Who cancelled a cancelled build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<CancelSource>,
+}
+
+impl Explanation {
+    /// The explanation of `build`, when it did not pass.
+    pub fn of(build: &Build) -> Option<Explanation> {
+        if build.status == Status::Cancelled {
+            let source = build.cancel_reason.as_deref().and_then(CancelSource::of);
+            return Some(Explanation {
+                kind: "cancelled",
+                title: "Cancelled",
+                hint: source.map_or("The build was cancelled.", CancelSource::hint),
+                retried: false,
+                cancelled_by: source,
+            });
+        }
+        let kind = FailureKind::parse(build.failure_kind.as_deref()?)?;
+        Some(Explanation {
+            kind: kind.as_str(),
+            title: kind.title(),
+            hint: kind.hint(),
+            retried: kind.retried(),
+            cancelled_by: None,
+        })
+    }
 }
 
 /// Stops a running build and says why.
@@ -149,6 +197,10 @@ pub struct CancelHandle {
     /// The reason recorded with the cancellation.
     pub reason: Arc<Mutex<Option<String>>>,
 }
+
+/// How long a cancel request waits for a running build to stop before it
+/// answers that the build is stopping.
+const CANCEL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything the daemon shares.
 pub struct App {
@@ -166,6 +218,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// What `GET /metrics` shows.
     pub metrics: Metrics,
+    /// The last pre-flight's findings about the host's nix.
+    pub preflight: Mutex<crate::preflight::Report>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -179,9 +233,28 @@ async fn blocking<T: Send + 'static>(
 impl App {
     /// The view of a build with links.
     pub fn view(&self, build: Build) -> BuildView {
+        let notices = if build.status == Status::Success {
+            diagnosis::notices(
+                &crate::checks::host_system(),
+                build.checks.as_ref(),
+                build.outputs.as_ref(),
+            )
+        } else {
+            Vec::new()
+        };
+        let stopping = build.status == Status::Running
+            && self
+                .running
+                .lock()
+                .expect("running builds")
+                .get(&build.id)
+                .is_some_and(|h| h.token.is_cancelled());
         BuildView {
             url: format!("{}/#/builds/{}", self.config.public_url, build.id),
             log_url: format!("{}/api/builds/{}/logs", self.config.public_url, build.id),
+            diagnosis: Explanation::of(&build),
+            notices,
+            stopping,
             build,
         }
     }
@@ -495,7 +568,7 @@ impl App {
                 return;
             }
         };
-        let reason = format!("superseded by #{}", newer.id);
+        let reason = CancelSource::Superseded.reason(Some(newer.id));
         for id in ids {
             // A build claimed a moment ago registers its cancel handle right
             // after; give it that moment.
@@ -588,6 +661,21 @@ impl App {
         &self,
         query: ListQuery,
     ) -> Result<(Vec<BuildView>, Option<i64>), AppError> {
+        if let Some(repo) = query.repo.clone() {
+            // A deleted repository's builds stay readable; a name that never
+            // had a repository or a build is a mistake worth saying.
+            let known = self.repo_row(&repo).await?.is_some() || {
+                let name = repo.clone();
+                self.store
+                    .read(move |conn| queue::any_build_of(conn, &name))
+                    .await?
+            };
+            if !known {
+                return Err(AppError::NotFound(format!(
+                    "repository {repo:?} not found, and no builds of it are recorded"
+                )));
+            }
+        }
         let limit = query.limit as usize;
         let builds = self
             .store
@@ -599,8 +687,10 @@ impl App {
         Ok((builds.into_iter().map(|b| self.view(b)).collect(), next))
     }
 
-    /// Cancels a queued build, or stops a running one.
-    pub async fn cancel(&self, id: i64, reason: &str) -> Result<BuildView, AppError> {
+    /// Cancels a queued build, or stops a running one. Returns the build
+    /// and whether it has ended: a running build is waited for a moment,
+    /// and answered as still stopping when it takes longer.
+    pub async fn cancel(&self, id: i64, reason: &str) -> Result<(BuildView, bool), AppError> {
         let handle = self
             .running
             .lock()
@@ -608,10 +698,21 @@ impl App {
             .get(&id)
             .cloned();
         if let Some(handle) = handle {
+            let mut finished = self.events.listen();
             *handle.reason.lock().expect("cancel reason") = Some(reason.to_string());
             handle.token.cancel();
             tracing::info!(build_id = id, reason, "Cancelling running build");
-            return Ok(self.build(id).await?.build);
+            let deadline = tokio::time::Instant::now() + CANCEL_PATIENCE;
+            loop {
+                let view = self.build(id).await?.build;
+                if view.build.status != Status::Running {
+                    return Ok((view, true));
+                }
+                match tokio::time::timeout_at(deadline, finished.recv()).await {
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    _ => return Ok((view, false)),
+                }
+            }
         }
         let r = reason.to_string();
         let cancelled = self
@@ -623,7 +724,7 @@ impl App {
                 tracing::info!(build_id = id, reason, "Cancelled queued build");
                 let view = self.view(build);
                 self.events.publish("build.finished", Some(id), &view);
-                Ok(view)
+                Ok((view, true))
             }
             None => {
                 let build = self.build(id).await?.build;
@@ -742,6 +843,8 @@ pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
             std::path::Path::new(&build.repo_path),
             &build.branch,
             &build.commit,
+            // A prefix of the reference with submodules too: it finds both.
+            false,
         );
         let stats = blocking(move || {
             if let Some(pgid) = pgid {

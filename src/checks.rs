@@ -13,15 +13,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::nixlog::{ACT_BUILD, Event, LEVEL_INFO, RES_BUILD_LOG_LINE};
+
 /// Lines of a failed check's own log kept as its excerpt.
 const EXCERPT_LINES: usize = 25;
-
-/// Nix's activity type for building a derivation.
-const ACT_BUILD: u64 = 105;
-/// Nix's result type for a line of build output.
-const RES_BUILD_LOG_LINE: u64 = 101;
-/// Messages at or below this level (info) are shown, as nix shows them.
-const SHOWN_LEVEL: u64 = 3;
 
 /// What was seen of one derivation's build.
 #[derive(Debug, Clone, Default)]
@@ -44,33 +39,27 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Renders one line (without its newline) that starts at byte `offset`
-    /// of the log, appending the text to `out`. Lines that are not nix's
-    /// JSON pass through unchanged.
-    pub fn line(&mut self, line: &[u8], offset: u64, now_ms: i64, out: &mut Vec<u8>) {
-        let event = line
-            .strip_prefix(b"@nix ")
-            .and_then(|json| serde_json::from_slice::<Value>(json).ok());
-        match event {
-            Some(event) => self.event(&event, offset, now_ms, out),
-            None => {
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
-        }
+    /// Appends a line that is not nix's JSON to `out`, unchanged.
+    pub fn plain(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
     }
 
-    fn event(&mut self, event: &Value, offset: u64, now_ms: i64, out: &mut Vec<u8>) {
-        let id = event["id"].as_u64().unwrap_or_default();
-        let kind = event["type"].as_u64().unwrap_or_default();
-        match event["action"].as_str() {
-            Some("start") => {
-                let text = event["text"].as_str().unwrap_or_default();
-                let level = event["level"].as_u64().unwrap_or(u64::MAX);
-                if kind == ACT_BUILD
-                    && let Some(drv) = event["fields"][0].as_str()
+    /// Renders one event of nix's log that starts at byte `offset` of the
+    /// log, appending its text (if it has any to show) to `out`.
+    pub fn event(&mut self, event: &Event, offset: u64, now_ms: i64, out: &mut Vec<u8>) {
+        match event {
+            Event::Start {
+                id,
+                kind,
+                level,
+                text,
+                fields,
+            } => {
+                if *kind == ACT_BUILD
+                    && let Some(drv) = fields.first().and_then(Value::as_str)
                 {
-                    self.activities.insert(id, drv.to_string());
+                    self.activities.insert(*id, drv.to_string());
                     self.builds.insert(
                         drv.to_string(),
                         DrvBuild {
@@ -80,23 +69,23 @@ impl Renderer {
                         },
                     );
                 }
-                if !text.is_empty() && (kind == ACT_BUILD || level <= SHOWN_LEVEL) {
+                if !text.is_empty() && (*kind == ACT_BUILD || *level <= LEVEL_INFO) {
                     out.extend_from_slice(text.as_bytes());
                     out.extend_from_slice(b"...\n");
                 }
             }
-            Some("stop") => {
+            Event::Stop { id } => {
                 if let Some(build) = self
                     .activities
-                    .get(&id)
+                    .get(id)
                     .and_then(|drv| self.builds.get_mut(drv))
                 {
                     build.finished_ms = Some(now_ms);
                 }
             }
-            Some("result") if kind == RES_BUILD_LOG_LINE => {
-                let text = event["fields"][0].as_str().unwrap_or_default();
-                let Some(drv) = self.activities.get(&id) else {
+            Event::Result { id, kind, fields } if *kind == RES_BUILD_LOG_LINE => {
+                let text = fields.first().and_then(Value::as_str).unwrap_or_default();
+                let Some(drv) = self.activities.get(id) else {
                     out.extend_from_slice(text.as_bytes());
                     out.push(b'\n');
                     return;
@@ -111,8 +100,8 @@ impl Renderer {
                     build.excerpt.push_back(line);
                 }
             }
-            Some("msg") if event["level"].as_u64().unwrap_or(u64::MAX) <= SHOWN_LEVEL => {
-                out.extend_from_slice(event["msg"].as_str().unwrap_or_default().as_bytes());
+            Event::Msg(message) if message.level <= LEVEL_INFO => {
+                out.extend_from_slice(message.text.as_bytes());
                 out.push(b'\n');
             }
             _ => {}
@@ -263,7 +252,10 @@ mod tests {
         let mut out = Vec::new();
         for (t, line) in lines.iter().enumerate() {
             let offset = out.len() as u64;
-            renderer.line(line.as_bytes(), offset, t as i64 * 10, &mut out);
+            match crate::nixlog::parse(line.as_bytes()) {
+                Some(event) => renderer.event(&event, offset, t as i64 * 10, &mut out),
+                None => renderer.plain(line.as_bytes(), &mut out),
+            }
         }
         (renderer, String::from_utf8(out).unwrap())
     }

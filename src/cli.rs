@@ -50,6 +50,9 @@ enum Hook {
         #[arg(long)]
         repo: String,
     },
+    /// Refuse branch names procurator-ci cannot build, before git stores
+    /// anything.
+    PreReceive,
 }
 
 fn load(config: Option<PathBuf>, runtime_files: RuntimeFiles) -> Result<Config, ExitCode> {
@@ -79,6 +82,15 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
+            }
+        }
+        Command::Hook {
+            hook: Hook::PreReceive,
+        } => {
+            if crate::hook::pre_receive_main() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Hook {

@@ -326,23 +326,94 @@ fn describe_figment_error(error: figment::Error) -> String {
                 Some(metadata) => describe_metadata(metadata, &key),
                 None => "built-in defaults".into(),
             };
+            let kind = match &e.kind {
+                figment::error::Kind::UnknownField(found, expected) => unknown_key(found, expected),
+                other => other.to_string(),
+            };
             if key.is_empty() {
-                format!("{} (from {source})", e.kind)
+                format!("{kind} (from {source})")
             } else {
-                format!("{} for key `{key}` (from {source})", e.kind)
+                format!("{kind} for key `{key}` (from {source})")
             }
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn absolute(path: PathBuf) -> PathBuf {
-    if path.is_absolute() {
-        return path;
+/// "unknown key `wrokers`; did you mean `workers`? (known keys: …)": the
+/// closest known key when it is a plausible typo, and one clean list.
+fn unknown_key(found: &str, expected: &[&str]) -> String {
+    let closest = expected
+        .iter()
+        .map(|known| (edit_distance(found, known), *known))
+        .min()
+        .filter(|(distance, known)| *distance <= 2.max(known.len() / 3));
+    let suggestion = match closest {
+        Some((_, known)) => format!("; did you mean `{known}`?"),
+        None => String::new(),
+    };
+    format!(
+        "unknown key `{found}`{suggestion} (known keys: {})",
+        expected.join(", ")
+    )
+}
+
+/// Levenshtein distance between `a` and `b`, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
     }
-    std::env::current_dir()
-        .map(|cwd| cwd.join(&path))
-        .unwrap_or(path)
+    row[b.len()]
+}
+
+/// `path` made absolute and normalised (`/x/./a/../b` → `/x/b`), so that it
+/// prints and compares as people write it. `..` is resolved by name, as a
+/// shell's `cd` does: configured paths are not expected to cross symlinks
+/// backwards.
+fn absolute(path: PathBuf) -> PathBuf {
+    use std::path::Component;
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&path))
+            .unwrap_or(path)
+    };
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
+/// The default public address of a daemon bound to `bind`: as bound, but
+/// with the host's name when bound to all interfaces (`http://0.0.0.0:3000`
+/// is no address anyone can open).
+fn default_public_url(bind: SocketAddr) -> String {
+    if bind.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("http://{host}:{}", bind.port())
+    } else {
+        format!("http://{bind}")
+    }
 }
 
 /// Fills in the keys that default to paths under `state_dir` and makes every
@@ -370,7 +441,7 @@ fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
     );
     let public_url = raw
         .public_url
-        .unwrap_or_else(|| format!("http://{bind_address}"))
+        .unwrap_or_else(|| default_public_url(bind_address))
         .trim_end_matches('/')
         .to_string();
     Ok(Config {
@@ -764,14 +835,43 @@ mod tests {
             clear_config_env(jail);
             jail.create_file("c.toml", "wrokers = 2\n")?;
             let err = load_in(jail, Some("c.toml")).unwrap_err().to_string();
-            assert!(err.contains("wrokers"), "{err}");
+            assert!(
+                err.contains("unknown key `wrokers`; did you mean `workers`?"),
+                "{err}"
+            );
             assert!(err.contains("c.toml"), "{err}");
+            // One clean list: every key once, each quoted once.
+            assert!(err.contains("(known keys: state_dir, "), "{err}");
+            assert!(!err.contains("``") && !err.contains("one of"), "{err}");
+            jail.create_file("b.toml", "bind_adress = \"127.0.0.1:1\"\n")?;
+            let err = load_in(jail, Some("b.toml")).unwrap_err().to_string();
+            assert!(err.contains("did you mean `bind_address`?"), "{err}");
+            jail.create_file("z.toml", "zzzzzz = 1\n")?;
+            let err = load_in(jail, Some("z.toml")).unwrap_err().to_string();
+            assert!(!err.contains("did you mean"), "{err}");
 
             jail.create_file("r.toml", "[repos.demo]\ndescripton = \"x\"\n")?;
             let err = load_in(jail, Some("r.toml")).unwrap_err().to_string();
             assert!(err.contains("descripton"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn paths_are_normalised_and_all_interfaces_get_the_hosts_name() {
+        assert_eq!(
+            absolute(PathBuf::from("/x/./state/../data/")),
+            PathBuf::from("/x/data")
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute(PathBuf::from("./data")), cwd.join("data"));
+        assert_eq!(
+            default_public_url("127.0.0.1:3000".parse().unwrap()),
+            "http://127.0.0.1:3000"
+        );
+        let all = default_public_url("0.0.0.0:3000".parse().unwrap());
+        assert!(!all.contains("0.0.0.0") && all.ends_with(":3000"), "{all}");
+        assert!(!default_public_url("[::]:80".parse().unwrap()).contains("::"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct Event {
     /// recognised.
     pub id: u64,
     /// `build.queued`, `build.started`, `build.finished`, `repo.created`,
-    /// `repo.deleted`.
+    /// `repo.deleted`, `health.changed`.
     pub kind: &'static str,
     /// JSON.
     pub data: Arc<str>,

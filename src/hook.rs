@@ -214,6 +214,33 @@ fn run_chained(input: &[u8], out: &mut impl Write) {
 }
 
 /// Reads git's input from stdin and runs the hook.
+/// The `pre-receive` hook: refuses the whole push when one of its branches
+/// has a name procurator-ci would not build, saying which and why, so that
+/// nothing is accepted and then not built. Returns whether git may go on.
+pub fn pre_receive(input: &mut impl Read, out: &mut impl Write) -> bool {
+    let mut raw = Vec::new();
+    let _ = input.read_to_end(&mut raw);
+    let mut accepted = true;
+    for update in parse_updates(&String::from_utf8_lossy(&raw)) {
+        if let Err(reason) = crate::repos::validate_branch(&update.branch) {
+            accepted = false;
+            let _ = writeln!(
+                out,
+                "procurator-ci: refusing the push: branch {:?} cannot be built: its name {reason}",
+                update.branch
+            );
+        }
+    }
+    let _ = out.flush();
+    accepted
+}
+
+/// Runs the `pre-receive` hook on this process's stdin and stdout.
+pub fn pre_receive_main() -> bool {
+    pre_receive(&mut std::io::stdin().lock(), &mut std::io::stdout())
+}
+
+/// Runs the `post-receive` hook on this process's stdin and stdout.
 pub fn main(socket: &Path, repo: &str) {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -225,6 +252,24 @@ pub fn main(socket: &Path, repo: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn pre_receive_refuses_only_names_that_cannot_be_built() {
+        let zero = "0".repeat(40);
+        let a = "a".repeat(40);
+        let mut out = Vec::new();
+        let ok = format!("{zero} {a} refs/heads/main\n{a} {zero} refs/heads/bad..gone\n");
+        assert!(pre_receive(&mut ok.as_bytes(), &mut out));
+        assert!(out.is_empty());
+        let bad = format!("{zero} {a} refs/heads/main\n{zero} {a} refs/heads/feature/ä-x\n");
+        assert!(!pre_receive(&mut bad.as_bytes(), &mut out));
+        let said = String::from_utf8(out).unwrap();
+        assert_eq!(
+            said,
+            "procurator-ci: refusing the push: branch \"feature/ä-x\" cannot be built: its name \
+             must be printable ASCII, so that no branch can pass for another (found 'ä' U+00E4)\n"
+        );
+    }
 
     #[test]
     fn branches_only_and_no_deletions() {

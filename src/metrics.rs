@@ -117,13 +117,11 @@ impl Metrics {
         );
         // Every status and failure kind exists from the start, at zero, so
         // that rates and alerts see the series before the first build.
-        for (status, failure_kind) in [
-            ("success", "none"),
-            ("failed", "check"),
-            ("failed", "timeout"),
-            ("failed", "infrastructure"),
-            ("cancelled", "none"),
-        ] {
+        let failed = crate::diagnosis::FailureKind::ALL.map(|kind| ("failed", kind.as_str()));
+        for (status, failure_kind) in [("success", "none"), ("cancelled", "none")]
+            .into_iter()
+            .chain(failed)
+        {
             let _ = builds_finished.get_or_create(&FinishedLabels {
                 status: status.into(),
                 failure_kind: failure_kind.into(),

@@ -23,13 +23,16 @@ fn percent_encode(value: &str, keep_slash: bool) -> String {
 }
 
 /// The flake reference of `commit` on `branch` in the bare repository at
-/// `repo` (an absolute path): `git+file:///abs/repo.git?ref=refs/heads/<branch>&rev=<sha>`.
-pub fn flake_ref(repo: &Path, branch: &str, commit: &str) -> String {
+/// `repo` (an absolute path): `git+file:///abs/repo.git?ref=refs/heads/<branch>&rev=<sha>`,
+/// with `&submodules=1` when the commit has submodules (nix leaves them
+/// out otherwise, and the flake misses their files).
+pub fn flake_ref(repo: &Path, branch: &str, commit: &str, submodules: bool) -> String {
     format!(
-        "git+file://{}?ref={}&rev={}",
+        "git+file://{}?ref={}&rev={}{}",
         percent_encode(&repo.to_string_lossy(), true),
         percent_encode(&format!("refs/heads/{branch}"), true),
-        percent_encode(commit, false)
+        percent_encode(commit, false),
+        if submodules { "&submodules=1" } else { "" }
     )
 }
 
@@ -111,85 +114,6 @@ pub fn first_error(stderr: &[u8]) -> String {
 /// The arguments of `nix flake show --json` for `flake`.
 pub fn show_args(extra: &[String], flake: &str) -> Vec<String> {
     flake_command(&["show", "--json"], extra, flake)
-}
-
-/// What a build's log says about why it failed, gathered line by line as the
-/// output streams past.
-#[derive(Debug, Default, Clone)]
-pub struct LogScan {
-    /// Derivations whose builder failed, in order, without duplicates.
-    pub failed_drvs: Vec<String>,
-    /// The first line starting with `error:`.
-    pub first_error: Option<String>,
-    /// Nix could not reach the Nix daemon or its store: not the check's fault.
-    pub infrastructure: Option<String>,
-}
-
-impl LogScan {
-    /// Looks at one line of output.
-    pub fn line(&mut self, line: &str) {
-        let line = strip_ansi(line);
-        let line = line.trim_end();
-        let Some(message) = line.trim_start().strip_prefix("error:") else {
-            return;
-        };
-        let message = message.trim();
-        if self.first_error.is_none() {
-            self.first_error = Some(message.chars().take(300).collect());
-        }
-        if let Some(drv) = failed_drv(message)
-            && !self.failed_drvs.contains(&drv)
-        {
-            self.failed_drvs.push(drv);
-        }
-        if self.infrastructure.is_none() && is_infrastructure(message) {
-            self.infrastructure = Some(message.chars().take(300).collect());
-        }
-    }
-
-    /// A one-line summary of a failed check.
-    pub fn summary(&self) -> String {
-        if !self.failed_drvs.is_empty() {
-            let names: Vec<String> = self.failed_drvs.iter().map(|d| drv_name(d)).collect();
-            return format!("failed: {}", names.join(", "));
-        }
-        match &self.first_error {
-            Some(error) => error.clone(),
-            None => "nix flake check failed without an error message".into(),
-        }
-    }
-}
-
-/// `builder for '/nix/store/…-x.drv' failed …` (or with "derivation") → the
-/// store path of the derivation.
-fn failed_drv(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("builder for '")
-        .or_else(|| message.strip_prefix("builder for \""))?;
-    let end = rest.find(['\'', '"'])?;
-    let drv = &rest[..end];
-    (drv.ends_with(".drv") && rest[end..].contains("failed")).then(|| drv.to_string())
-}
-
-/// `/nix/store/<hash>-name.drv` → `name`.
-fn drv_name(drv: &str) -> String {
-    let base = drv.rsplit('/').next().unwrap_or(drv);
-    let base = base.strip_suffix(".drv").unwrap_or(base);
-    match base.split_once('-') {
-        Some((hash, name)) if hash.len() == 32 => name.to_string(),
-        _ => base.to_string(),
-    }
-}
-
-fn is_infrastructure(message: &str) -> bool {
-    const SIGNS: [&str; 5] = [
-        "cannot connect to socket at",
-        "cannot connect to daemon",
-        "No space left on device",
-        "unable to start the daemon",
-        "Nix daemon disconnected",
-    ];
-    SIGNS.iter().any(|sign| message.contains(sign))
 }
 
 /// Removes ANSI escape sequences (nix colours its errors).
@@ -279,6 +203,7 @@ mod tests {
             Path::new("/var/lib/ci/repos/my repo.git"),
             "feature/a+b",
             &"a".repeat(40),
+            false,
         );
         assert_eq!(
             r,
@@ -286,6 +211,10 @@ mod tests {
                 "git+file:///var/lib/ci/repos/my%20repo.git?ref=refs/heads/feature/a%2Bb&rev={}",
                 "a".repeat(40)
             )
+        );
+        assert!(
+            flake_ref(Path::new("/r.git"), "main", &"a".repeat(40), true)
+                .ends_with("&submodules=1")
         );
     }
 
@@ -322,33 +251,6 @@ mod tests {
             first_error(b"warning: x\n\x1b[31;1merror:\x1b[0m undefined variable 'nope'\n  at x"),
             "undefined variable 'nope'"
         );
-    }
-
-    #[test]
-    fn failed_derivations_are_named() {
-        let mut scan = LogScan::default();
-        scan.line("some output");
-        scan.line("\u{1b}[31;1merror:\u{1b}[0m builder for '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-fail.drv' failed with exit code 1;");
-        scan.line("error: builder for '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-fail.drv' failed with exit code 1");
-        scan.line("error: builder for '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-other.drv' failed with exit code 2");
-        scan.line("error: build of '/nix/store/x.drv' failed");
-        assert_eq!(scan.summary(), "failed: fail, other");
-        assert!(scan.infrastructure.is_none());
-    }
-
-    #[test]
-    fn evaluation_error_summary_is_first_error_line() {
-        let mut scan = LogScan::default();
-        scan.line("error: undefined variable 'nope'");
-        scan.line("error: another");
-        assert_eq!(scan.summary(), "undefined variable 'nope'");
-    }
-
-    #[test]
-    fn daemon_unreachable_is_infrastructure() {
-        let mut scan = LogScan::default();
-        scan.line("error: cannot connect to socket at '/nix/var/nix/daemon-socket/socket': Connection refused");
-        assert!(scan.infrastructure.is_some());
     }
 
     #[test]

@@ -61,29 +61,7 @@ impl Status {
     }
 }
 
-/// Why a build failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureKind {
-    /// Nix ran and a check or the evaluation failed.
-    Check,
-    /// The build ran too long or was silent too long.
-    Timeout,
-    /// Nix could not run, the Nix daemon was unreachable, log storage failed
-    /// or the daemon stopped.
-    Infrastructure,
-}
-
-impl FailureKind {
-    /// The name stored in the database and used in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Check => "check",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Infrastructure => "infrastructure",
-        }
-    }
-}
+pub use crate::diagnosis::FailureKind;
 
 /// A build as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -323,8 +301,9 @@ pub struct LogStats {
     pub compressed: bool,
 }
 
-/// Ends the running attempt of build `id`. An infrastructure failure with
-/// retries left goes back to the queue after `backoff_ms`. Returns the build
+/// Ends the running attempt of build `id`. A failure of a retried kind
+/// (fetch, host, infrastructure) with retries left goes back to the queue
+/// after `backoff_ms`. Returns the build
 /// as it now is.
 pub fn finish(
     conn: &Connection,
@@ -337,13 +316,8 @@ pub fn finish(
 ) -> Result<Build, StoreError> {
     let now = now_ms();
     let current = get(conn, id)?.ok_or(StoreError::Commit(format!("build {id} vanished")))?;
-    let retry = matches!(
-        outcome,
-        Outcome::Failed {
-            kind: FailureKind::Infrastructure,
-            ..
-        }
-    ) && current.retry_count < current.max_retries;
+    let retry = matches!(outcome, Outcome::Failed { kind, .. } if kind.retried())
+        && current.retry_count < current.max_retries;
     let (status, kind, summary, reason, attempt_outcome) = match outcome {
         Outcome::Success => ("success", None, None, None, "success"),
         Outcome::Failed { kind, summary } if retry => (
@@ -518,6 +492,14 @@ pub fn ever_built(
     .db()?
     .query_row(params![repo, branch, commit], |r| r.get(0))
     .db()
+}
+
+/// Whether any build of repository `repo` is recorded.
+pub fn any_build_of(conn: &Connection, repo: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM builds WHERE repo_name = ?1)")
+        .db()?
+        .query_row([repo], |r| r.get(0))
+        .db()
 }
 
 /// Numbers of queued and running builds.

@@ -20,6 +20,9 @@ use crate::process::{CommandError, Tools};
 /// replaced with shell-quoted values at installation.
 pub const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
 
+/// The `pre-receive` hook: refuses branch names procurator-ci cannot build.
+pub const PRE_RECEIVE_TEMPLATE: &str = include_str!("../hooks/pre-receive");
+
 /// Marks a hook as ours, so that upgrades replace it and foreign hooks are
 /// kept.
 pub const HOOK_MARKER: &str = "procurator-ci-managed-hook";
@@ -101,9 +104,14 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
         .chars()
         .find(|c| !c.is_ascii() || c.is_ascii_control())
     {
+        let shown = if bad.is_control() {
+            String::new()
+        } else {
+            format!("'{bad}' ")
+        };
         return Err(format!(
-            "must be printable ASCII (found {:?})",
-            bad.escape_default().to_string()
+            "must be printable ASCII, so that no branch can pass for another (found {shown}U+{:04X})",
+            bad as u32
         ));
     }
     if let Some(bad) = branch
@@ -305,7 +313,7 @@ impl RepoFiles {
         fs::create_dir_all(&hooks)
             .map_err(io_error(format!("cannot create {}", hooks.display())))?;
         let target = hooks.join("post-receive");
-        let content = render_hook(&self.hook, name);
+        let content = render_hook(&self.hook, HOOK_TEMPLATE, name);
         match fs::read_to_string(&target) {
             Ok(existing) if existing == content => return Ok(()),
             Ok(existing) if !existing.contains(HOOK_MARKER) => {
@@ -313,6 +321,33 @@ impl RepoFiles {
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 self.keep_foreign_hook(&hooks, &target, name)?
+            }
+            _ => {}
+        }
+        atomic_write(&target, content.as_bytes(), 0o755).map_err(io_error(format!(
+            "cannot install hook {}",
+            target.display()
+        )))?;
+        self.install_pre_receive(&hooks, name)
+    }
+
+    /// Installs the `pre-receive` hook unless the repository has one of its
+    /// own: git runs a single `pre-receive`, and a foreign one may refuse
+    /// pushes for reasons of its own (the daemon then still refuses an
+    /// unbuildable name when the push arrives, and says so to the pusher).
+    fn install_pre_receive(&self, hooks: &Path, name: &str) -> Result<(), RepoError> {
+        let target = hooks.join("pre-receive");
+        let content = render_hook(&self.hook, PRE_RECEIVE_TEMPLATE, name);
+        match fs::read(&target) {
+            Ok(existing) if existing == content.as_bytes() => return Ok(()),
+            Ok(existing) if !String::from_utf8_lossy(&existing).contains(HOOK_MARKER) => {
+                tracing::warn!(
+                    repo = name,
+                    hook = %target.display(),
+                    "a foreign pre-receive hook is kept: branch names procurator-ci cannot build \
+                     are then refused only after the push"
+                );
+                return Ok(());
             }
             _ => {}
         }
@@ -389,6 +424,28 @@ impl RepoFiles {
         }
     }
 
+    /// Whether `commit` has a `.gitmodules` at its root: then its flake must
+    /// be fetched with its submodules.
+    pub fn has_submodules(&self, repo: &Path, commit: &str) -> Result<bool, RepoError> {
+        validate_commit(commit).map_err(|reason| RepoError::InvalidName {
+            name: commit.to_string(),
+            reason,
+        })?;
+        match self.tools.git(
+            repo,
+            &[
+                "cat-file",
+                "-e",
+                "--end-of-options",
+                &format!("{commit}:.gitmodules"),
+            ],
+        ) {
+            Ok(_) => Ok(true),
+            Err(CommandError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes repository `name` from disk.
     pub fn delete(&self, name: &str) -> Result<(), RepoError> {
         let path = self.path_of(name)?;
@@ -422,9 +479,9 @@ fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// The hook text for repository `name`.
-pub fn render_hook(target: &HookTarget, name: &str) -> String {
-    HOOK_TEMPLATE
+/// The text of hook `template` for repository `name`.
+pub fn render_hook(target: &HookTarget, template: &str, name: &str) -> String {
+    template
         .replace(
             "@PROCURATOR_CI@",
             &shell_quote(&target.executable.to_string_lossy()),
@@ -554,7 +611,7 @@ mod tests {
             executable: PathBuf::from("/opt/it's/procurator-ci"),
             socket: PathBuf::from("/run/p.sock"),
         };
-        let hook = render_hook(&target, "demo");
+        let hook = render_hook(&target, HOOK_TEMPLATE, "demo");
         assert!(hook.contains(r"'/opt/it'\''s/procurator-ci'"));
         assert!(hook.contains("'/run/p.sock'"));
         assert!(hook.contains(HOOK_MARKER));

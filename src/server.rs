@@ -61,6 +61,22 @@ pub async fn serve(
         workers = config.workers,
         "Starting Procurator CI Service"
     );
+    // The listener first: a taken port must stop the start before anything
+    // (state directory, database, token, reserve) is created.
+    let tcp = match tcp {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.bind_address).await.map_err(|e| {
+            ServeError::Setup(format!(
+                "cannot listen on {} (bind_address, or PROCURATOR_CI_BIND_ADDRESS in the \
+                 environment): {e}",
+                config.bind_address
+            ))
+        })?,
+    };
+    let address = tcp
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.bind_address.to_string());
     let app = build_app(config.clone(), shutdown.clone()).await?;
     // Listening before anything is published: recovered orphans and the
     // first builds are counted and notified too.
@@ -82,13 +98,18 @@ pub async fn serve(
         );
     }
 
-    let tcp = match tcp {
-        Some(listener) => listener,
-        None => TcpListener::bind(config.bind_address)
-            .await
-            .map_err(setup(&format!("cannot listen on {}", config.bind_address)))?,
-    };
     let unix = bind_unix(&config.socket_path)?;
+    // Said before the first request is answered, so that whoever sees the
+    // daemon answer finds the line.
+    tracing::info!(
+        bind_address = %address,
+        socket = %config.socket_path.display(),
+        public_url = %config.public_url,
+        workers = config.workers,
+        "listening on http://{address} (public URL {})",
+        config.public_url
+    );
+
     let router = crate::api::router(app.clone());
     let stall = Duration::from_secs(config.client_stall_timeout_secs);
     let http = tokio::spawn(crate::listener::serve(
@@ -110,17 +131,12 @@ pub async fn serve(
         },
     ));
     let workers = crate::worker::spawn(&app);
-    tracing::info!(target: "procurator::main", workers = workers.len(), "Build worker spawned");
+    tracing::debug!(workers = workers.len(), "Build workers spawned");
     spawn_retention(app.clone(), shutdown.clone());
+    crate::preflight::spawn(app.clone());
     crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
     crate::systemd::spawn_status(app.clone(), shutdown.clone());
     let status = app.status_line().await.unwrap_or_else(|_| "ready".into());
-    tracing::info!(
-        target: "procurator::main",
-        bind_address = %config.bind_address,
-        socket = %config.socket_path.display(),
-        "Starting HTTP server"
-    );
     crate::systemd::ready(&status);
 
     shutdown.cancelled().await;
@@ -201,6 +217,7 @@ async fn build_app(
         running: Mutex::new(Default::default()),
         shutdown,
         metrics: crate::metrics::Metrics::new(),
+        preflight: Mutex::new(Default::default()),
     }))
 }
 

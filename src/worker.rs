@@ -17,8 +17,10 @@ use tracing::Instrument;
 
 use crate::app::{App, CancelHandle};
 use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild, Renderer};
+use crate::diagnosis::Diagnosis;
 use crate::logs::LogWriter;
-use crate::nix::{self, LogScan};
+use crate::nix;
+use crate::nixlog;
 use crate::process::{self, CommandError};
 use crate::queue::{self, Build, FailureKind, LogStats, Outcome, now_ms};
 use crate::store::StoreError;
@@ -37,7 +39,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
         .map(|index| {
             let app = app.clone();
             tokio::spawn(async move {
-                tracing::info!(target: "procurator::worker", worker = index, "Worker started");
+                tracing::info!(worker = index, "Worker started");
                 work(app).await;
             })
         })
@@ -76,6 +78,7 @@ async fn work(app: Arc<App>) {
 /// Why a build was stopped before nix finished by itself.
 enum Stop {
     Timeout(String),
+    Silence(String),
     Cancelled(String),
     Shutdown,
     LogFailed(String),
@@ -237,10 +240,26 @@ async fn execute(
             );
         }
     };
+    // What is known before nix runs: whether the commit has submodules.
+    let files = app.repos.clone();
+    let (repo_path, commit) = (build.repo_path.clone(), build.commit.clone());
+    let submodules = tokio::task::spawn_blocking(move || {
+        files.has_submodules(std::path::Path::new(&repo_path), &commit)
+    })
+    .await;
+    let submodules = match submodules {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::warn!(build_id = id, error = %e, "cannot tell whether the commit has submodules");
+            false
+        }
+        Err(_) => false,
+    };
     let flake = nix::flake_ref(
         std::path::Path::new(&build.repo_path),
         &build.branch,
         &build.commit,
+        submodules,
     );
     let args = nix::check_args(&app.config.nix_extra_args, &flake);
     let command_line = process::describe(&app.config.nix_bin, &args);
@@ -284,8 +303,15 @@ async fn execute(
             .spawn(move || pump(reader, &writer, &last_output, &log_failed, &log_error))
             .expect("spawning a log thread")
     };
-    let mut introspection =
-        tokio::spawn(introspect(app.clone(), id, flake.clone(), cancel.clone()));
+    // The introspection outlives a cancel or a timeout of the build, within
+    // bounds: a stopped build still says which of its checks had finished.
+    let introspection_stop = CancellationToken::new();
+    let mut introspection = tokio::spawn(introspect(
+        app.clone(),
+        id,
+        flake.clone(),
+        introspection_stop.clone(),
+    ));
 
     let config = &app.config;
     let timeout = tokio::time::sleep(Duration::from_secs(config.build_timeout_secs));
@@ -301,7 +327,7 @@ async fn execute(
                 "the build ran longer than build_timeout_secs ({} s)", config.build_timeout_secs))),
             _ = silence.tick() => {
                 if now_ms() - last_output.load(Ordering::Relaxed) > silence_limit {
-                    break Err(Stop::Timeout(format!(
+                    break Err(Stop::Silence(format!(
                         "the build printed nothing for max_silent_secs ({} s)", config.max_silent_secs)));
                 }
             }
@@ -317,7 +343,10 @@ async fn execute(
         Ok(status) => status.as_ref().ok().copied(),
         Err(stop) => {
             let why = match stop {
-                Stop::Timeout(why) | Stop::Cancelled(why) | Stop::LogFailed(why) => why.as_str(),
+                Stop::Timeout(why)
+                | Stop::Silence(why)
+                | Stop::Cancelled(why)
+                | Stop::LogFailed(why) => why.as_str(),
                 Stop::Shutdown => "the daemon is shutting down; the build goes back to the queue",
             };
             note(
@@ -331,19 +360,25 @@ async fn execute(
     if process::group_alive(pgid) {
         terminate(&mut child, pgid, grace.min(Duration::from_secs(2))).await;
     }
-    let introspection_result = if waited.is_ok() {
+    // Not after a shutdown (the build goes back to the queue), nor after the
+    // log's disk filled: its writes would take the space the store keeps for
+    // recording the build's end.
+    let introspection_result = if matches!(waited, Err(Stop::Shutdown | Stop::LogFailed(_))) {
+        introspection_stop.cancel();
+        introspection.abort();
+        None
+    } else {
         // Usually done by now; it only evaluates the flake, so it gets a
-        // bounded moment more.
-        match tokio::time::timeout(Duration::from_secs(30), &mut introspection).await {
+        // bounded moment more (less when the build was stopped).
+        let patience = Duration::from_secs(if waited.is_ok() { 30 } else { 10 });
+        match tokio::time::timeout(patience, &mut introspection).await {
             Ok(result) => Some(result),
             Err(_) => {
+                introspection_stop.cancel();
                 introspection.abort();
                 None
             }
         }
-    } else {
-        introspection.abort();
-        None
     };
     // The pipe closes when the last process holding it exits; nix closes it
     // in what it starts, but a process that escaped the group could keep it
@@ -367,35 +402,27 @@ async fn execute(
         _ => None,
     };
     let checks = match check_map {
-        Some(map) => Some(per_check(map, pumped.builds, pumped.scan.failed_drvs.clone()).await),
+        Some(map) => {
+            Some(per_check(map, pumped.builds, pumped.diagnosis.failed_drvs.clone()).await)
+        }
         None => None,
     };
-    let scan = pumped.scan;
     let exit_code = status.and_then(|s| s.code());
+    let failed = |kind, summary| Outcome::Failed { kind, summary };
     let outcome = match waited {
-        Err(Stop::Timeout(why)) => Outcome::Failed {
-            kind: FailureKind::Timeout,
-            summary: why,
-        },
+        Err(Stop::Timeout(why)) => failed(FailureKind::Timeout, why),
+        Err(Stop::Silence(why)) => failed(FailureKind::Silence, why),
         Err(Stop::Cancelled(why)) => Outcome::Cancelled { reason: why },
         Err(Stop::Shutdown) => Outcome::HandedBack,
         Err(Stop::LogFailed(why)) => infra(format!("log storage failed: {why}")),
         Ok(Err(e)) => infra(format!("cannot wait for nix: {e}")),
         Ok(Ok(status)) if status.success() => Outcome::Success,
-        Ok(Ok(status)) => match &scan.infrastructure {
-            Some(why) => infra(why.clone()),
-            None => match (&scan.first_error, status.code()) {
-                (None, None) => infra(format!("nix was {}", process::describe_status(status))),
-                _ => Outcome::Failed {
-                    kind: FailureKind::Check,
-                    summary: match checks.as_deref().map(checks::failed_names) {
-                        Some(names) if !names.is_empty() => {
-                            format!("failed checks: {}", names.join(", "))
-                        }
-                        _ => scan.summary(),
-                    },
-                },
-            },
+        Ok(Ok(status)) => match pumped.diagnosis.verdict(checks.as_deref()) {
+            Some(verdict) => failed(verdict.kind, verdict.summary),
+            None => infra(format!(
+                "nix ended with {} without reporting an error",
+                process::describe_status(status)
+            )),
         },
     };
     if let Some(checks) = checks {
@@ -502,7 +529,7 @@ async fn terminate(
 /// What the output pump learned by the time the pipe closed.
 #[derive(Default)]
 struct Pumped {
-    scan: LogScan,
+    diagnosis: Diagnosis,
     builds: HashMap<String, DrvBuild>,
 }
 
@@ -510,9 +537,9 @@ struct Pumped {
 /// written as they are.
 const MAX_LINE: usize = 64 * 1024;
 
-/// Copies the build's output into its log as it arrives, rendering nix's
-/// internal JSON as plain text, following each derivation's build and
-/// watching for failure reasons. Runs on its own thread: the pipe and the
+/// Copies the build's output into its log as it arrives: each line of nix's
+/// internal JSON is parsed once, then rendered as plain text (following each
+/// derivation's build) and read for the failure's diagnosis. Runs on its own thread: the pipe and the
 /// file are blocking.
 fn pump(
     mut reader: std::io::PipeReader,
@@ -524,7 +551,6 @@ fn pump(
     let mut pumped = Pumped::default();
     let mut renderer = Renderer::default();
     let mut line: Vec<u8> = Vec::new();
-    let mut scan_partial: Vec<u8> = Vec::new();
     let mut rendered: Vec<u8> = Vec::with_capacity(128 * 1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut failed = false;
@@ -546,12 +572,28 @@ fn pump(
             line.extend_from_slice(piece);
             if line.ends_with(b"\n") || line.len() >= MAX_LINE {
                 let text = line.strip_suffix(b"\n").unwrap_or(&line);
-                renderer.line(text, base + rendered.len() as u64, now, &mut rendered);
+                let offset = base + rendered.len() as u64;
+                consume(
+                    &mut renderer,
+                    &mut pumped.diagnosis,
+                    text,
+                    offset,
+                    now,
+                    &mut rendered,
+                );
                 line.clear();
             }
         }
         if eof && !line.is_empty() {
-            renderer.line(&line, base + rendered.len() as u64, now, &mut rendered);
+            let offset = base + rendered.len() as u64;
+            consume(
+                &mut renderer,
+                &mut pumped.diagnosis,
+                &line,
+                offset,
+                now,
+                &mut rendered,
+            );
         }
         if !failed
             && !rendered.is_empty()
@@ -561,27 +603,28 @@ fn pump(
             *log_error.lock().expect("log error") = Some(e.to_string());
             log_failed.notify_one();
         }
-        scan_lines(&mut pumped.scan, &mut scan_partial, &rendered);
-    }
-    if !scan_partial.is_empty() {
-        pumped.scan.line(&String::from_utf8_lossy(&scan_partial));
     }
     pumped.builds = renderer.builds;
     pumped
 }
 
-/// Feeds complete lines that mention `error:` to the scanner; a line longer
-/// than 8 KiB is cut (error lines are short).
-fn scan_lines(scan: &mut LogScan, partial: &mut Vec<u8>, chunk: &[u8]) {
-    for piece in chunk.split_inclusive(|b| *b == b'\n') {
-        if partial.len() < 8192 {
-            partial.extend_from_slice(&piece[..piece.len().min(8192 - partial.len())]);
+/// One line of nix's output, parsed once, for every reader of the log.
+fn consume(
+    renderer: &mut Renderer,
+    diagnosis: &mut Diagnosis,
+    line: &[u8],
+    offset: u64,
+    now: i64,
+    out: &mut Vec<u8>,
+) {
+    match nixlog::parse(line) {
+        Some(event) => {
+            renderer.event(&event, offset, now, out);
+            diagnosis.event(&event);
         }
-        if piece.ends_with(b"\n") {
-            if partial.windows(6).any(|w| w == b"error:") {
-                scan.line(&String::from_utf8_lossy(partial));
-            }
-            partial.clear();
+        None => {
+            renderer.plain(line, out);
+            diagnosis.plain(line);
         }
     }
 }
@@ -702,24 +745,5 @@ impl Drop for GroupGuard {
         if let Some(pgid) = self.0 {
             process::signal_group(pgid, Signal::TERM);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_split_across_chunks_are_scanned_whole() {
-        let mut scan = LogScan::default();
-        let mut partial = Vec::new();
-        scan_lines(&mut scan, &mut partial, b"ok\nerr");
-        scan_lines(
-            &mut scan,
-            &mut partial,
-            b"or: builder for '/nix/store/00000000000000000000000000000000-x.drv' fai",
-        );
-        scan_lines(&mut scan, &mut partial, b"led with exit code 1\nmore\n");
-        assert_eq!(scan.summary(), "failed: x");
     }
 }

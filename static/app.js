@@ -450,7 +450,7 @@
 
   // ------------------------------------------------------------ live feed
 
-  const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "resync", "build.log"];
+  const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "health.changed", "resync", "build.log"];
 
   /**
    * The one EventSource on /api/events (when reads need the token, the read
@@ -567,6 +567,11 @@
       }
       if (type === "resync") {
         if (currentView) currentView.resync();
+        checkHealth();
+        return;
+      }
+      if (type === "health.changed") {
+        checkHealth();
         return;
       }
       if (type === "repo.created" || type === "repo.deleted") repoCache.stale = true;
@@ -959,8 +964,8 @@
             { class: "c-where" },
             h("span", { class: "repo", text: b.repo }),
             h("span", { class: "branch", text: b.branch }),
-            b.failure_summary && b.status === "failed"
-              ? h("span", { class: "summary", text: b.failure_summary })
+            b.diagnosis && b.status === "failed"
+              ? h("span", { class: "summary", title: b.diagnosis.hint, text: `${b.diagnosis.title}: ${b.failure_summary || ""}` })
               : null,
           ),
           h("code", { class: "c-commit", title: b.commit, text: shortCommit(b.commit) }),
@@ -1449,6 +1454,8 @@
     }
 
     firstError(n, text) {
+      // An interruption someone asked for is not an error to jump to.
+      if (this.build && this.build.status === "cancelled") return;
       this.errorLink.hidden = false;
       this.errorLink.href = `#/builds/${this.id}?line=${n}`;
       this.errorLink.textContent = `First error: line ${n}`;
@@ -1566,22 +1573,8 @@
         ],
         b.exit_code !== null && b.exit_code !== undefined ? ["Exit code", String(b.exit_code)] : null,
       ].filter(Boolean);
-      const problem =
-        b.status === "failed"
-          ? h(
-              "div",
-              { class: "problem failed", role: "note" },
-              h("strong", { text: `${kindText(b.failure_kind)}` }),
-              b.failure_summary ? h("span", { text: b.failure_summary }) : null,
-            )
-          : b.status === "cancelled"
-            ? h(
-                "div",
-                { class: "problem cancelled", role: "note" },
-                h("strong", { text: "Cancelled" }),
-                b.cancel_reason ? h("span", { text: b.cancel_reason }) : null,
-              )
-            : null;
+      const problem = problemEl(b);
+      if (b.status === "cancelled") this.errorLink.hidden = true;
       this.details.replaceChildren(
         problem || "",
         h(
@@ -1694,11 +1687,11 @@
       const button = this.cancelButton;
       button.disabled = true;
       try {
-        const build = await api(`/api/builds/${this.id}/cancel`, {
+        const build = await api(`/api/builds/${this.id}/cancel?from=page`, {
           method: "POST",
           purpose: `Cancelling #${this.id} needs the API token.`,
         });
-        toast(`Cancelling build #${build.id}`, "info");
+        toast(build.status === "cancelled" ? `Build #${build.id} cancelled` : `Stopping build #${build.id}…`, "info");
       } catch (e) {
         toast(`Cancel failed: ${e.message}`, "error");
         button.disabled = false;
@@ -1723,13 +1716,30 @@
     return h("span", { class: `pill status-${as} check-${status}` }, statusIcon(as), h("span", { class: "pill-text", text }));
   }
 
-  function kindText(kind) {
-    return (
-      {
-        check: "A check failed",
-        timeout: "Timed out",
-        infrastructure: "Infrastructure failure",
-      }[kind] || "Failed"
+  /**
+   * What a build that did not pass means, in the taxonomy's words: its
+   * title, the summary and a one-line hint; for a passing build, what it did
+   * not test.
+   */
+  function problemEl(b) {
+    const d = b.diagnosis;
+    if (b.status === "success" && b.notices && b.notices.length) {
+      return h(
+        "div",
+        { class: "problem notice", role: "note", "data-notices": true },
+        h("strong", { text: "Nothing tested here" }),
+        b.notices.map((n) => h("span", { class: "notice-text", text: n })),
+      );
+    }
+    if (!d || !(b.status === "failed" || b.status === "cancelled" || b.status === "queued")) return null;
+    const summary = b.status === "cancelled" ? b.cancel_reason : b.failure_summary;
+    const retrying = b.status === "queued";
+    return h(
+      "div",
+      { class: `problem ${b.status === "cancelled" ? "cancelled" : retrying ? "retrying" : "failed"}`, role: "note", "data-kind": d.kind },
+      h("strong", { class: "problem-title", text: retrying ? `${d.title} — retrying` : d.title }),
+      summary ? h("span", { class: "problem-summary", text: summary }) : null,
+      h("span", { class: "problem-hint", text: d.hint }),
     );
   }
 
@@ -2179,8 +2189,41 @@
 
   // ------------------------------------------------------------------ boot
 
+  /** Period of re-reading the daemon's health for the banner. */
+  const HEALTH_PERIOD_MS = 60000;
+
+  /**
+   * Shows what the daemon's pre-flight found wrong with the host's nix in
+   * a banner: a misconfigured host is obvious before anyone pushes.
+   */
+  async function checkHealth() {
+    let health;
+    try {
+      health = await api("/api/health");
+    } catch {
+      return;
+    }
+    const banner = document.getElementById("health-banner");
+    const warnings = (health && health.warnings) || [];
+    banner.hidden = !warnings.length;
+    banner.replaceChildren(
+      ...(warnings.length
+        ? [
+            h("strong", { text: "This CI host has a problem: " }),
+            h(
+              "ul",
+              {},
+              warnings.map((w) => h("li", { "data-code": w.code, text: w.message })),
+            ),
+          ]
+        : []),
+    );
+  }
+
   async function boot() {
     setupTokenDialog();
+    checkHealth();
+    setInterval(checkHealth, HEALTH_PERIOD_MS);
     setLive("connecting");
     // Learns whether reads need the token, asking for it before anything
     // is shown when they do.

@@ -612,6 +612,24 @@ fn the_page_live_in_chromium() {
         .then_some(())
     });
     assert_eq!(pill(&browser), "Failed");
+    // The failure in the taxonomy's words: its title, the failed check and
+    // a one-line hint.
+    assert_eq!(
+        browser
+            .text(".problem[data-kind='check'] .problem-title")
+            .as_deref(),
+        Some("A check failed")
+    );
+    assert_eq!(
+        browser.text(".problem .problem-summary").as_deref(),
+        Some("failed checks: widget")
+    );
+    assert!(
+        browser
+            .text(".problem .problem-hint")
+            .is_some_and(|h| h.contains("nix build .#checks")),
+        "the hint says how to reproduce"
+    );
 
     // ---- Per-check results: the failed check is listed, and one click
     // shows its part of the log.
@@ -673,6 +691,57 @@ fn the_page_live_in_chromium() {
         json!([]),
     );
     assert_eq!(stored, token.as_str(), "the token is kept");
+
+    // ---- Cancelling from the page: the build says the page did it, and an
+    // interruption someone asked for is no "first error".
+    w.commit_flake(&[("long", &ticking(300))]);
+    w.push(&["HEAD:cancel-me"]);
+    let to_cancel = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_build(to_cancel, Duration::from_secs(60), |b| {
+        b["status"] == "running"
+    });
+    browser.goto(&format!("{base}/#/builds/{to_cancel}"));
+    browser.wait(
+        "a tick of the build to cancel",
+        Duration::from_secs(60),
+        |b| log_text(b).contains("tick 1").then_some(()),
+    );
+    browser.click("#cancel");
+    browser.wait("the cancelled build", Duration::from_secs(60), |b| {
+        (pill(b) == "Cancelled" && b.visible(".problem[data-kind='cancelled']")).then_some(())
+    });
+    assert_eq!(
+        browser.text(".problem .problem-summary").as_deref(),
+        Some("cancelled from the web page")
+    );
+    assert!(
+        !browser.visible(".error-link"),
+        "no first error for a cancel"
+    );
+    let cancelled = d.build(to_cancel);
+    assert_eq!(
+        cancelled["diagnosis"]["cancelled_by"], "page",
+        "{cancelled}"
+    );
+    assert_eq!(cancelled["checks"][0]["status"], "not_built", "{cancelled}");
+    browser.screenshot("build-cancelled");
+
+    // ---- A build that tested nothing says so.
+    std::fs::write(w.path().join("flake.nix"), "{ outputs = { self }: { }; }\n").unwrap();
+    w.commit("no checks");
+    w.push(&["HEAD:nothing"]);
+    let empty = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_final(empty);
+    browser.goto(&format!("{base}/#/builds/{empty}"));
+    browser.wait(
+        "the notice of a build that tested nothing",
+        Duration::from_secs(20),
+        |b| {
+            b.text(".problem.notice .notice-text")
+                .filter(|t| t == "no checks for x86_64-linux: nothing was tested")
+        },
+    );
+    assert_eq!(pill(&browser), "Passed");
 
     // ---- Repositories: the server's message for a bad name; creation.
     browser.click("a[data-nav='repos']");
@@ -759,7 +828,8 @@ fn the_page_live_in_chromium() {
             "return document.querySelectorAll('li.build-row').length;",
             json!([]),
         );
-        (b.hash() == "#/" && rows == 5).then_some(())
+        // Five builds, the cancelled one and the one that tested nothing.
+        (b.hash() == "#/" && rows == 7).then_some(())
     });
 
     // ---- The daemon restarts: the page reconnects and catches up with what

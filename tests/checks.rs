@@ -93,7 +93,7 @@ fn an_evaluation_error_is_attributed_to_its_check() {
     work.push(&["HEAD:main"]);
     let build = daemon.wait_final(daemon.build_of("main", &commit));
     assert_eq!(build["status"], "failed", "{build}");
-    assert_eq!(build["failure_kind"], "check");
+    assert_eq!(build["failure_kind"], "evaluation");
     let broken = check(&build, "broken");
     assert_eq!(broken["status"], "not_built", "{build}");
     assert!(

@@ -815,8 +815,10 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
     );
     let not_executable = scratch.path().join("nix-not-executable");
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
-    // (what, nix_bin, the daemon's environment, what the summary says).
-    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a str);
+    // (what, nix_bin, the daemon's environment, what the summary says, the
+    // failure kind: an unreachable Nix daemon is the host's setup, a nix
+    // that crashes or cannot run is the CI's).
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a str, &'a str);
     let cases: [Case; 3] = [
         // The real nix told to use a Nix daemon that is not there.
         (
@@ -827,16 +829,24 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
                 "unix:///nonexistent/procurator-ci-test/socket",
             )],
             "cannot connect",
+            "host",
         ),
-        ("nix crashes", crashing.display().to_string(), &[], "signal"),
+        (
+            "nix crashes",
+            crashing.display().to_string(),
+            &[],
+            "signal",
+            "infrastructure",
+        ),
         (
             "nix not executable",
             not_executable.display().to_string(),
             &[],
             "ermission denied",
+            "infrastructure",
         ),
     ];
-    for (what, nix_bin, env, reason) in cases {
+    for (what, nix_bin, env, reason, kind) in cases {
         let dir = tempfile::tempdir().unwrap();
         let mut daemon = Daemon::configure(
             dir.path(),
@@ -857,7 +867,8 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
         let id = daemon.builds()[0]["id"].as_i64().unwrap();
         let build = daemon.wait_final(id);
         assert_eq!(status_of(&build), "failed", "{what}: {build}");
-        assert_eq!(build["failure_kind"], "infrastructure", "{what}: {build}");
+        assert_eq!(build["failure_kind"], kind, "{what}: {build}");
+        assert_eq!(build["diagnosis"]["retried"], true, "{what}: {build}");
         let summary = build["failure_summary"].as_str().unwrap_or_default();
         assert!(summary.contains(reason), "{what}: {summary:?}");
         assert_eq!(build["retry_count"], 2, "{what}: {build}");
@@ -882,7 +893,7 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
         let (status, reply) = daemon.post(&format!("/api/builds/{id}/rebuild"), &json!({}));
         assert_eq!(status, 201, "{reply}");
         let again = daemon.wait_final(reply["id"].as_i64().unwrap());
-        assert_eq!(again["failure_kind"], "infrastructure", "{what}: {again}");
+        assert_eq!(again["failure_kind"], kind, "{what}: {again}");
         assert_healthy(&mut daemon);
     }
 }

@@ -534,7 +534,8 @@ fn flake_reference_is_accepted_by_nix() {
     let work = Work::clone(&daemon.repo_path("refs"));
     let commit = work.commit_flake(&[("ok", &passing("x"))]);
     work.push(&["HEAD:refs/heads/feature/a+b"]);
-    let flake = procurator_ci::nix::flake_ref(&daemon.repo_path("refs"), "feature/a+b", &commit);
+    let flake =
+        procurator_ci::nix::flake_ref(&daemon.repo_path("refs"), "feature/a+b", &commit, false);
     let out = common::run_ok(
         std::process::Command::new("nix")
             .args(["flake", "metadata", "--json", &flake])
@@ -543,4 +544,130 @@ fn flake_reference_is_accepted_by_nix() {
     let metadata: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(metadata["locked"]["rev"], commit.as_str());
     assert_eq!(metadata["locked"]["ref"], "refs/heads/feature/a+b");
+}
+
+#[test]
+fn a_branch_name_that_cannot_be_built_is_refused_at_push_time_with_the_reason() {
+    let daemon = Daemon::start("");
+    daemon.create_repo("names");
+    let path = daemon.repo_path("names");
+    assert!(path.join("hooks/pre-receive").is_file());
+    let work = Work::clone(&path);
+    work.commit_flake(&[("ok", &passing(&common::nonce("names")))]);
+    let out = std::process::Command::new("git")
+        .args(["push", "origin", "HEAD:refs/heads/feature/ä-x"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the push was accepted: {said}");
+    assert!(
+        said.contains(
+            "procurator-ci: refusing the push: branch \"feature/ä-x\" cannot be built: its name \
+             must be printable ASCII"
+        ) && said.contains("'ä' U+00E4"),
+        "{said}"
+    );
+    // Nothing was stored, so nothing waits unbuilt.
+    let refs = git(&path, &["for-each-ref", "--format=%(refname)"]);
+    assert!(refs.trim().is_empty(), "{refs}");
+    assert!(builds_of(&daemon, "names").is_empty());
+    // A buildable name goes through as before.
+    let output = work.push(&["HEAD:refs/heads/feature/a-x"]);
+    assert!(output.contains("queued for feature/a-x"), "{output}");
+}
+
+#[test]
+fn a_commit_with_submodules_is_fetched_with_them() {
+    // The submodule lives in a repository of its own, as it would on a
+    // forge; git refuses file:// submodules unless told, as it would not
+    // refuse https.
+    let scratch = tempfile::tempdir().unwrap();
+    let dep = scratch.path().join("dep");
+    std::fs::create_dir(&dep).unwrap();
+    git(&dep, &["init", "-q", "-b", "main"]);
+    let marker = common::nonce("from-the-submodule");
+    std::fs::write(dep.join("data.txt"), &marker).unwrap();
+    git(&dep, &["add", "-A"]);
+    git(&dep, &["commit", "-q", "-m", "dep"]);
+    let allow_file = [
+        ("GIT_CONFIG_COUNT", "1"),
+        ("GIT_CONFIG_KEY_0", "protocol.file.allow"),
+        ("GIT_CONFIG_VALUE_0", "always"),
+    ];
+    let mut daemon = Daemon::configure(scratch.path(), "", &allow_file);
+    daemon.spawn();
+    daemon.create_repo("with-submodules");
+    let work = Work::clone(&daemon.repo_path("with-submodules"));
+    let url = format!("file://{}", dep.display());
+    git(
+        work.path(),
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &url,
+            "vendor/dep",
+        ],
+    );
+    std::fs::write(
+        work.path().join("flake.nix"),
+        "{\n  outputs = { self }: {\n    checks.x86_64-linux.sub = derivation { name = \"sub\"; \
+         system = \"x86_64-linux\"; builder = \"/bin/sh\"; args = [ \"-c\" \
+         \"echo ${builtins.readFile ./vendor/dep/data.txt}; echo ok > $out\" ]; };\n  };\n}\n",
+    )
+    .unwrap();
+    let commit = work.commit("with a submodule");
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+    let build = daemon.wait_final(id);
+    let log = daemon.log_of(id);
+    assert_eq!(build["status"], "success", "{build}\n{log}");
+    assert!(log.contains("&submodules=1"), "{log}");
+    assert!(log.contains(&format!("sub> {marker}")), "{log}");
+}
+
+#[test]
+fn api_errors_say_exactly_what_is_wrong() {
+    let daemon = Daemon::start("");
+    let token = daemon.token();
+    // The field at fault, not its value.
+    let (status, body) = daemon.request("POST", "/api/repos", Some(r#"{"name":5}"#), Some(&token));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "name", "{body}");
+    // A token without its scheme is told the scheme.
+    let (status, _, text) = exchange(
+        &daemon,
+        "POST",
+        "/api/repos",
+        &format!("Authorization: {token}\r\n"),
+    );
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("use `Authorization: Bearer <token>`"),
+        "{text}"
+    );
+    let (status, body) = daemon.request(
+        "POST",
+        "/api/repos",
+        Some(r#"{"name":"x"}"#),
+        Some("not-the-token"),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["message"], "the API token is wrong");
+    // A filter on a repository that never existed is a 404, not an empty
+    // page.
+    let (status, body) = daemon.get("/api/builds?repo=nonexistent");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"nonexistent\" not found"),
+        "{body}"
+    );
+    daemon.create_repo("exists");
+    assert_eq!(daemon.get("/api/builds?repo=exists").0, 200);
 }

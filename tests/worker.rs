@@ -256,7 +256,7 @@ fn failing_check_is_final_names_the_derivation_and_keeps_its_stderr() {
 }
 
 #[test]
-fn evaluation_error_fails_the_check_with_the_error_text() {
+fn evaluation_error_fails_as_evaluation_with_the_error_text_and_its_place() {
     let (daemon, work) = setup("max_retries = 2");
     let flake = format!(
         "{{\n  outputs = {{ self }}: {{\n    checks.x86_64-linux.broken = {};\n  }};\n}}\n",
@@ -268,10 +268,13 @@ fn evaluation_error_fails_the_check_with_the_error_text() {
     let build = daemon.wait_final(id);
     let log = daemon.log_of(id);
     assert_eq!(status(&build), "failed", "{build}\n{log}");
-    assert_eq!(build["failure_kind"], "check", "{build}");
+    assert_eq!(build["failure_kind"], "evaluation", "{build}");
+    assert_eq!(build["diagnosis"]["title"], "The flake does not evaluate");
     let summary = build["failure_summary"].as_str().unwrap_or_default();
     assert!(
-        summary.contains("undefined variable") && summary.contains("undefinedVariableOfTheTest"),
+        summary.contains("undefined variable")
+            && summary.contains("undefinedVariableOfTheTest")
+            && summary.contains("flake.nix:3:"),
         "summary lacks the evaluation error: {summary:?}\n{log}"
     );
     assert_eq!(build["retry_count"], 0, "{build}");
@@ -313,10 +316,18 @@ fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_s
         );
         assert!(!attempt["finished_at"].is_null(), "{attempt}");
     }
-    // Still serving, and still accepting builds.
+    // Still serving, and still accepting builds; the pre-flight says why
+    // nothing can build.
     let (code, health) = daemon.get("/api/health");
     assert_eq!(code, 200, "{health}");
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["warnings"][0]["code"], "nix_unusable", "{health}");
+    assert!(
+        health["warnings"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/nonexistent/nix")),
+        "{health}"
+    );
     let again = push_checks(
         &daemon,
         &work,
@@ -334,9 +345,9 @@ fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_s
 
 /// Runs a check that prints `marker`, starts a grandchild and hangs, on a
 /// daemon configured with `limit`; asserts that it was stopped as a
-/// `timeout` failure with every process of it gone, and returns the build
+/// `kind` failure with every process of it gone, and returns the build
 /// and its log.
-fn hung_check_stopped_by(limit: &str, marker: &str) -> (Value, String) {
+fn hung_check_stopped_by(limit: &str, marker: &str, kind: &str) -> (Value, String) {
     let (daemon, work) = setup(&format!("{limit}\nkill_grace_secs = 5"));
     let scratch = tempfile::tempdir().unwrap();
     let builder_pid = scratch.path().join("builder");
@@ -351,7 +362,9 @@ fn hung_check_stopped_by(limit: &str, marker: &str) -> (Value, String) {
     let build = daemon.wait_final(id);
     let log = daemon.log_of(id);
     assert_eq!(status(&build), "failed", "{build}\n{log}");
-    assert_eq!(build["failure_kind"], "timeout", "{build}");
+    assert_eq!(build["failure_kind"], kind, "{build}");
+    assert_eq!(build["diagnosis"]["kind"], kind, "{build}");
+    assert_eq!(build["diagnosis"]["retried"], false, "{build}");
     assert!(
         log.contains(marker),
         "the check never ran before it was stopped:\n{log}"
@@ -366,7 +379,8 @@ fn hung_check_stopped_by(limit: &str, marker: &str) -> (Value, String) {
 
 #[test]
 fn a_check_that_outlives_build_timeout_is_stopped_with_all_its_processes() {
-    let (build, log) = hung_check_stopped_by("build_timeout_secs = 2", "started");
+    let (build, log) = hung_check_stopped_by("build_timeout_secs = 2", "started", "timeout");
+    assert_eq!(build["diagnosis"]["title"], "Timed out");
     let summary = build["failure_summary"].as_str().unwrap_or_default();
     assert!(summary.contains("build_timeout_secs"), "{summary:?}");
     assert!(
@@ -378,7 +392,9 @@ fn a_check_that_outlives_build_timeout_is_stopped_with_all_its_processes() {
 
 #[test]
 fn a_silent_check_is_stopped_by_max_silent_secs() {
-    let (build, log) = hung_check_stopped_by("max_silent_secs = 2", "going-quiet");
+    let (build, log) = hung_check_stopped_by("max_silent_secs = 2", "going-quiet", "silence");
+    assert_eq!(build["diagnosis"]["title"], "Silent for too long");
+    assert_eq!(build["retry_count"], 0, "silence is not retried: {build}");
     let summary = build["failure_summary"].as_str().unwrap_or_default();
     assert!(summary.contains("max_silent_secs"), "{summary:?}");
     assert!(
@@ -407,7 +423,9 @@ fn cancelling_a_running_build_stops_it() {
     assert_eq!(status(&daemon.build(id)), "running");
 
     let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    // The answer is the truth: it stopped within the moment it waits.
     assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&body), "cancelled", "{body}");
     let build = daemon.wait_final(id);
     assert_eq!(
         status(&build),
@@ -416,7 +434,15 @@ fn cancelling_a_running_build_stops_it() {
         daemon.log_of(id)
     );
     assert!(build["failure_kind"].is_null(), "{build}");
-    assert!(!build["cancel_reason"].is_null(), "{build}");
+    assert_eq!(
+        build["cancel_reason"], "cancelled through the API",
+        "{build}"
+    );
+    assert_eq!(build["diagnosis"]["cancelled_by"], "api", "{build}");
+    assert_eq!(build["diagnosis"]["kind"], "cancelled", "{build}");
+    // The check it stopped is listed as not built.
+    assert_eq!(build["checks"][0]["name"], "forever", "{build}");
+    assert_eq!(build["checks"][0]["status"], "not_built", "{build}");
     assert_eq!(build["retry_count"], 0, "{build}");
     let log = daemon.log_of(id);
     assert!(log.contains("forever tick 0"), "{log}");
@@ -1018,7 +1044,11 @@ fn a_check_that_ignores_sigterm_is_still_stopped_without_leftovers() {
     let pgid = nix_check_group(daemon.pid());
     wait_file(&grandchild, Duration::from_secs(30), &daemon);
     let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
-    assert_eq!(code, 200, "{body}");
+    match code {
+        200 => assert_eq!(status(&body), "cancelled", "{body}"),
+        202 => assert_eq!(body["stopping"], true, "{body}"),
+        _ => panic!("cancel answered {code}: {body}"),
+    }
     let build = daemon.wait_final(id);
     assert_eq!(status(&build), "cancelled", "{build}");
     assert_gone(
@@ -1096,6 +1126,7 @@ fn a_newer_push_cancels_older_builds_of_the_same_branch() {
     let build = daemon.wait_final(queued);
     assert_eq!(status(&build), "cancelled", "{build}");
     assert_eq!(build["cancel_reason"], format!("superseded by #{second}"));
+    assert_eq!(build["diagnosis"]["cancelled_by"], "superseded", "{build}");
     assert_eq!(build["attempt"], 0, "it never ran: {build}");
     assert_eq!(
         status(&daemon.build(busy)),
@@ -1173,8 +1204,9 @@ fn a_log_stream_of_a_queued_build_lets_other_events_through_until_it_starts() {
     let queued = push_checks(&daemon, &work, "other", &[("q", &passing(&marker))]);
     let events = sse_events_at(&daemon, &format!("/api/events?build={queued}"));
     daemon.create_repo("while-waiting");
-    let (kind, data) = events
-        .recv_timeout(Duration::from_secs(10))
+    // (The pre-flight's `health.changed` may come first.)
+    let (kind, data) = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|(kind, _)| kind != "health.changed")
         .expect("an event while the build waits");
     assert_eq!(kind, "repo.created");
     assert_eq!(data["name"], "while-waiting");

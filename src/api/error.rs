@@ -124,6 +124,28 @@ fn quoted_field(message: &str) -> Option<String> {
     Some(message[start..start + len].to_string())
 }
 
+/// The field a JSON body's error is about. axum puts the path of a value of
+/// the wrong type before serde's message (`…target type: name: invalid type:
+/// integer `5`, expected a string…`), where the backticks quote the value,
+/// not the field; missing and unknown fields are quoted instead.
+fn json_field(message: &str) -> Option<String> {
+    let detail = message
+        .split_once("target type: ")
+        .map_or(message, |(_, detail)| detail);
+    if let Some((path, _)) = detail.split_once(": ")
+        && !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+    {
+        return Some(path.to_string());
+    }
+    if detail.starts_with("missing field") || detail.starts_with("unknown field") {
+        return quoted_field(detail);
+    }
+    None
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();
@@ -141,7 +163,7 @@ impl From<JsonRejection> for ApiError {
         // serde's messages quote the field at fault; others (the content
         // type, the size) concern no field.
         let field = (code == "invalid_json")
-            .then(|| quoted_field(&message))
+            .then(|| json_field(&message))
             .flatten();
         ApiError {
             field,
@@ -179,5 +201,38 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: Option<u32>,
+    }
+
+    fn field_of(body: &[u8]) -> Option<String> {
+        let rejection = axum::Json::<Body>::from_bytes(body).unwrap_err();
+        ApiError::from(rejection).field
+    }
+
+    #[test]
+    fn json_errors_name_the_field_not_the_value() {
+        assert_eq!(field_of(br#"{"name":5}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field_of(br#"{"name":"x","count":"7"}"#).as_deref(),
+            Some("count")
+        );
+        assert_eq!(field_of(br#"{}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field_of(br#"{"name":"x","nope":1}"#).as_deref(),
+            Some("nope")
+        );
+        assert_eq!(field_of(b"{not json").as_deref(), None);
     }
 }

@@ -32,6 +32,7 @@ pub use error::ApiError;
 
 use crate::app::App;
 use crate::auth::LocalPeer;
+use crate::diagnosis::CancelSource;
 use crate::queue::{ListQuery, Status};
 
 /// Largest request body accepted.
@@ -204,10 +205,12 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
     {
         return next.run(request).await;
     }
-    let message = if presented.is_some() {
-        "the API token is wrong"
-    } else {
-        "this request needs the API token: send `Authorization: Bearer <token>`"
+    let message = match presented {
+        Some(header) if !header.starts_with("Bearer ") => {
+            "the Authorization header is not a bearer token: use `Authorization: Bearer <token>`"
+        }
+        Some(_) => "the API token is wrong",
+        None => "this request needs the API token: send `Authorization: Bearer <token>`",
     };
     tracing::warn!(method = %request.method(), path = %request.uri().path(), "unauthorised request refused");
     ApiError::unauthorized(message).into_response()
@@ -215,10 +218,17 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
 
 async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
     let status = app.status_line().await?;
+    let preflight = app.preflight.lock().expect("preflight report").clone();
     // What a client needs before its first read: whether reads need the
-    // token, and the daemon's public address for links it builds.
+    // token, the daemon's public address for links it builds, and what the
+    // pre-flight found wrong with the host's nix.
     Ok(axum::Json(json!({
-        "status": "ok",
+        "status": if preflight.warnings.is_empty() { "ok" } else { "degraded" },
+        "warnings": preflight.warnings,
+        "preflight": {
+            "checked_at": preflight.checked_at,
+            "nix_version": preflight.nix_version,
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "builds": status,
         "public_read": app.config.public_read,
@@ -451,14 +461,37 @@ async fn get_build(State(app): AppState, Path(id): Path<String>) -> ApiResult<im
     Ok(axum::Json(app.build(build_id(&id)?).await?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelParams {
+    /// `page` when the web page asks; anything else is the API.
+    from: Option<String>,
+}
+
+/// 200 with the cancelled build, or 202 while a running build is still
+/// stopping (it is then `running` with `stopping: true`).
 async fn cancel_build(
     State(app): AppState,
     Path(id): Path<String>,
+    Query(params): Query<CancelParams>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        app.cancel(build_id(&id)?, "cancelled through the API")
-            .await?,
-    ))
+    let source = match params.from.as_deref() {
+        None | Some("api") => CancelSource::Api,
+        Some("page") => CancelSource::Page,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "from",
+                "from must be `page` or `api` (who asks for the cancel)",
+            ));
+        }
+    };
+    let (build, ended) = app.cancel(build_id(&id)?, &source.reason(None)).await?;
+    let status = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, axum::Json(build)))
 }
 
 async fn rebuild_build(

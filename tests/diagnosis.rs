@@ -1,0 +1,483 @@
+//! The failure taxonomy against real repositories and real host states:
+//! every build that does not pass says what went wrong in the user's terms,
+//! and only what another attempt can help is retried.
+//!
+//! Real `git push`, real `nix flake check` (offline: a `github:` input
+//! cannot be fetched here, which is exactly the fetch failure a host without
+//! network sees).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, NIX_CONFIG, Work, nonce, passing};
+use serde_json::Value;
+
+/// One repository of the corpus and what its build must say.
+struct Case {
+    name: &'static str,
+    /// Files of the commit (path, content); no `flake.nix` means none.
+    files: Vec<(&'static str, String)>,
+    status: &'static str,
+    /// The failure kind (or `cancelled`); `None` for a build that passes.
+    kind: Option<&'static str>,
+    /// Words the summary (or, for a passing build, its notices) must hold.
+    words: Vec<&'static str>,
+}
+
+/// A flake with `body` as its outputs' attribute set.
+fn flake_with(outputs: &str) -> String {
+    format!("{{\n  outputs = {{ self }}: {{\n{outputs}\n  }};\n}}\n")
+}
+
+/// A derivation for `system` running `script`.
+fn drv(name: &str, system: &str, script: &str) -> String {
+    format!(
+        "derivation {{ name = \"{name}\"; system = \"{system}\"; builder = \"/bin/sh\"; args = [ \"-c\" {script:?} ]; }}"
+    )
+}
+
+const GITHUB_INPUT: &str = "{\n  inputs.nixpkgs.url = \"github:NixOS/nixpkgs/nixos-25.11\";\n  \
+    outputs = { self, nixpkgs }: {\n    checks.x86_64-linux.hello = nixpkgs.legacyPackages.x86_64-linux.hello;\n  };\n}\n";
+
+/// A lock of the `github:` input above at a revision nobody can fetch here.
+const GITHUB_LOCK: &str = r#"{
+  "nodes": {
+    "nixpkgs": {
+      "locked": {
+        "lastModified": 1700000000,
+        "narHash": "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "owner": "NixOS",
+        "repo": "nixpkgs",
+        "rev": "0123456789abcdef0123456789abcdef01234567",
+        "type": "github"
+      },
+      "original": { "owner": "NixOS", "ref": "nixos-25.11", "repo": "nixpkgs", "type": "github" }
+    },
+    "root": { "inputs": { "nixpkgs": "nixpkgs" } }
+  },
+  "root": "root",
+  "version": 7
+}
+"#;
+
+fn corpus() -> Vec<Case> {
+    let n = nonce("corpus");
+    let ok = |name: &str| drv(name, "x86_64-linux", &passing(&format!("{name}-{n}")));
+    vec![
+        Case {
+            name: "passes",
+            files: vec![("flake.nix", flake_with(&format!("    checks.x86_64-linux.a = {};", ok("a"))))],
+            status: "success",
+            kind: None,
+            words: vec![],
+        },
+        Case {
+            name: "syntax-error",
+            files: vec![("flake.nix", flake_with("    checks.x86_64-linux = {\n      a = = 1;\n    };"))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["flake.nix:4:11", "syntax error"],
+        },
+        Case {
+            name: "undefined-variable",
+            files: vec![("flake.nix", flake_with("    checks.x86_64-linux.a = nope;"))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["flake.nix:3:29", "undefined variable", "nope"],
+        },
+        Case {
+            name: "throw",
+            files: vec![("flake.nix", flake_with(&format!(
+                "    checks.x86_64-linux.a = builtins.throw \"broken on purpose\";\n    checks.x86_64-linux.b = {};",
+                ok("b")
+            )))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["a (evaluation)", "broken on purpose"],
+        },
+        Case {
+            name: "abort",
+            files: vec![("flake.nix", flake_with("    checks.x86_64-linux.a = builtins.abort \"aborted on purpose\";"))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["a (evaluation)", "aborted on purpose"],
+        },
+        Case {
+            name: "infinite-recursion",
+            files: vec![("flake.nix", "{\n  outputs = { self }: let x = x + 1; in {\n    checks.x86_64-linux.a = x;\n  };\n}\n".into())],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["infinite recursion"],
+        },
+        Case {
+            name: "missing-import",
+            files: vec![("flake.nix", flake_with("    checks.x86_64-linux.a = import ./missing.nix;"))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["missing.nix", "does not exist"],
+        },
+        Case {
+            name: "no-flake",
+            files: vec![("README", "no flake here\n".into())],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["no flake.nix"],
+        },
+        Case {
+            name: "not-a-derivation",
+            files: vec![("flake.nix", flake_with("    checks.x86_64-linux.a = 5;"))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["not a derivation", "checks.x86_64-linux.a"],
+        },
+        Case {
+            name: "failing-check",
+            files: vec![("flake.nix", flake_with(&format!(
+                "    checks.x86_64-linux.bad = {};\n    checks.x86_64-linux.good = {};",
+                drv("bad", "x86_64-linux", &format!("echo failing {n} >&2; exit 3")),
+                ok("good")
+            )))],
+            status: "failed",
+            kind: Some("check"),
+            words: vec!["failed checks: bad"],
+        },
+        Case {
+            name: "other-system-only",
+            files: vec![("flake.nix", flake_with(&format!(
+                "    checks.aarch64-linux.arm = {};",
+                drv("arm", "aarch64-linux", "echo > $out")
+            )))],
+            status: "success",
+            kind: None,
+            words: vec!["no checks for x86_64-linux", "aarch64-linux", "arm", "not checked"],
+        },
+        Case {
+            name: "no-checks",
+            files: vec![("flake.nix", flake_with("    packages.x86_64-linux = { };"))],
+            status: "success",
+            kind: None,
+            words: vec!["no checks for x86_64-linux: nothing was tested"],
+        },
+        Case {
+            name: "github-input-without-lock",
+            files: vec![("flake.nix", GITHUB_INPUT.into())],
+            status: "failed",
+            kind: Some("fetch"),
+            words: vec!["could not be fetched", "no network", "api.github.com"],
+        },
+        Case {
+            name: "github-input-with-lock",
+            files: vec![("flake.nix", GITHUB_INPUT.into()), ("flake.lock", GITHUB_LOCK.into())],
+            status: "failed",
+            kind: Some("fetch"),
+            words: vec!["could not be fetched", "no network", "0123456789abcdef"],
+        },
+        Case {
+            name: "broken-flake-lock",
+            files: vec![
+                ("flake.nix", flake_with(&format!("    checks.x86_64-linux.a = {};", ok("lock")))),
+                ("flake.lock", "{\"version\": 7, \"root\": \"root\", \"nodes\": {\n".into()),
+            ],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["flake.lock is not valid JSON"],
+        },
+        Case {
+            name: "nix-killed",
+            // The builder kills nix (its parent): nix ends by a signal
+            // without a word, as when the OOM killer strikes.
+            files: vec![("flake.nix", flake_with(&format!(
+                "    checks.x86_64-linux.k = {};",
+                drv("k", "x86_64-linux", &format!("echo {n}; kill -9 $PPID; /bin/sleep 5"))
+            )))],
+            status: "failed",
+            kind: Some("infrastructure"),
+            words: vec!["killed by signal 9"],
+        },
+    ]
+}
+
+/// Commits `files` into a fresh clone of `repo` and pushes it to main;
+/// returns the commit.
+fn push_files(daemon: &Daemon, repo: &str, files: &[(&str, String)]) -> String {
+    daemon.create_repo(repo);
+    let work = Work::clone(&daemon.repo_path(repo));
+    for (path, content) in files {
+        std::fs::write(work.path().join(path), content).unwrap();
+    }
+    let commit = work.commit(repo);
+    work.push(&["HEAD:main"]);
+    commit
+}
+
+/// What is wrong with `build` against `case`, if anything.
+fn mismatch(case: &Case, build: &Value) -> Option<String> {
+    let mut wrong = Vec::new();
+    if build["status"] != case.status {
+        wrong.push(format!("status {} (want {})", build["status"], case.status));
+    }
+    let diagnosis = &build["diagnosis"];
+    match case.kind {
+        Some(kind) => {
+            if diagnosis["kind"] != kind {
+                wrong.push(format!("kind {} (want {kind})", diagnosis["kind"]));
+            }
+            let title = diagnosis["title"].as_str().unwrap_or_default();
+            let hint = diagnosis["hint"].as_str().unwrap_or_default();
+            if title.is_empty() || hint.is_empty() || hint.contains('\n') {
+                wrong.push(format!("title {title:?} and one-line hint {hint:?}"));
+            }
+            let retried = matches!(kind, "fetch" | "host" | "infrastructure");
+            if diagnosis["retried"] != retried {
+                wrong.push(format!("retried {} (want {retried})", diagnosis["retried"]));
+            }
+            let want_retries = if retried {
+                build["max_retries"].clone()
+            } else {
+                0.into()
+            };
+            if build["retry_count"] != want_retries {
+                wrong.push(format!(
+                    "retry_count {} (want {want_retries})",
+                    build["retry_count"]
+                ));
+            }
+        }
+        None => {
+            if !diagnosis.is_null() {
+                wrong.push(format!("a diagnosis on a passing build: {diagnosis}"));
+            }
+        }
+    }
+    let text = match case.kind {
+        Some(_) => build["failure_summary"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        None => build["notices"]
+            .as_array()
+            .map(|n| {
+                n.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_default(),
+    };
+    for word in &case.words {
+        if !text.contains(word) {
+            wrong.push(format!("{word:?} missing from {text:?}"));
+        }
+    }
+    if case.kind.is_none() && case.words.is_empty() && !build["notices"].is_null() {
+        wrong.push(format!(
+            "notices on a build that tested something: {}",
+            build["notices"]
+        ));
+    }
+    (!wrong.is_empty()).then(|| format!("{}: {}\n  {build}", case.name, wrong.join("; ")))
+}
+
+#[test]
+fn a_corpus_of_repositories_is_diagnosed_in_the_users_terms() {
+    let daemon = Daemon::start("workers = 3\nmax_retries = 1");
+    let cases = corpus();
+    let ids: Vec<i64> = cases
+        .iter()
+        .map(|case| {
+            let commit = push_files(&daemon, case.name, &case.files);
+            daemon.build_of("main", &commit)
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for (case, id) in cases.iter().zip(ids) {
+        let build = daemon.wait_build(id, Duration::from_secs(300), |b| {
+            matches!(
+                b["status"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+        });
+        wrong.extend(mismatch(case, &build));
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases are diagnosed wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_host_whose_build_users_group_does_not_exist_is_the_hosts_fault_and_retried() {
+    // What the README's Quick start once led to: the daemon started before
+    // NIX_CONFIG was exported, with nix's default build-users-group.
+    let config = NIX_CONFIG.replace("build-users-group =", "build-users-group = nixbld-missing");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        scratch.path(),
+        "max_retries = 1",
+        &[("NIX_CONFIG", &config)],
+    );
+    daemon.spawn();
+    let n = nonce("host");
+    let commit = push_files(
+        &daemon,
+        "host",
+        &[(
+            "flake.nix",
+            flake_with(&format!(
+                "    checks.x86_64-linux.a = {};",
+                drv("a", "x86_64-linux", &passing(&n))
+            )),
+        )],
+    );
+    let build = daemon.wait_final(daemon.build_of("main", &commit));
+    let case = Case {
+        name: "host-build-users-group",
+        files: vec![],
+        status: "failed",
+        kind: Some("host"),
+        words: vec!["build-users-group", "nixbld-missing", "does not exist"],
+    };
+    if let Some(wrong) = mismatch(&case, &build) {
+        panic!("{wrong}");
+    }
+    assert_eq!(
+        build["diagnosis"]["title"],
+        "The CI host's Nix is misconfigured"
+    );
+    // The pre-flight said so before anyone pushed.
+    let health = health_after_preflight(&daemon);
+    let found = codes(&health);
+    for code in ["build_users_missing", "sandbox_off", "trivial_build_failed"] {
+        assert!(found.iter().any(|c| c == code), "{code} missing: {health}");
+    }
+    assert_eq!(health["status"], "degraded");
+    let group = health["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "build_users_missing")
+        .unwrap();
+    assert!(
+        group["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nixbld-missing`"),
+        "{group}"
+    );
+    assert!(
+        daemon.log().contains("\"code\":\"build_users_missing\""),
+        "the journal has the warning: {}",
+        daemon.log()
+    );
+}
+
+/// The daemon's health once its first pre-flight has finished.
+fn health_after_preflight(daemon: &Daemon) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, health) = daemon.get("/api/health");
+        assert_eq!(status, 200, "{health}");
+        if !health["preflight"]["checked_at"].is_null() {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pre-flight: {health}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn codes(health: &Value) -> Vec<String> {
+    health["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_preflight_of_a_working_host_warns_only_that_builds_are_not_sandboxed() {
+    let daemon = Daemon::start("");
+    let health = health_after_preflight(&daemon);
+    // The tests' nix runs without a sandbox (see NIX_CONFIG): that, and only
+    // that, is reported.
+    assert_eq!(codes(&health), ["sandbox_off"], "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["preflight"]["nix_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("nix (Nix) ")),
+        "{health}"
+    );
+    let message = health["warnings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not sandboxed") && message.contains("API token"),
+        "{message}"
+    );
+    assert!(
+        daemon.log().contains("\"code\":\"sandbox_off\""),
+        "the journal has the warning: {}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_cancel_that_takes_longer_than_a_moment_answers_202_stopping_then_ends_cancelled() {
+    // A nix that is slow to stop: the wrapper ignores SIGTERM and lingers
+    // after nix, so the build's process group ends only at SIGKILL,
+    // `kill_grace_secs` later: longer than the moment the cancel request
+    // waits.
+    let scratch = tempfile::tempdir().unwrap();
+    let wrapper = scratch.path().join("nix-ignoring-term");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ntrap '' TERM\nnix \"$@\"\nstatus=$?\n/bin/sleep 60\nexit $status\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "nix_bin = \"{}\"\nkill_grace_secs = 9",
+        wrapper.display()
+    ));
+    let started = scratch.path().join("started");
+    let script = format!(
+        "echo {}; echo > {}; while true; do echo tick; /bin/sleep 0.2; done",
+        nonce("stubborn"),
+        started.display()
+    );
+    let commit = push_files(
+        &daemon,
+        "stubborn",
+        &[(
+            "flake.nix",
+            flake_with(&format!(
+                "    checks.x86_64-linux.s = {};",
+                drv("s", "x86_64-linux", &script)
+            )),
+        )],
+    );
+    let id = daemon.build_of("main", &commit);
+    common::wait_file(&started, Duration::from_secs(60), &daemon);
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "running", "{body}");
+    assert_eq!(body["stopping"], true, "{body}");
+    assert_eq!(daemon.build(id)["stopping"], true);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "cancelled", "{build}");
+    assert_eq!(build["diagnosis"]["cancelled_by"], "api", "{build}");
+    assert!(build.get("stopping").is_none(), "{build}");
+    let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
+    assert_eq!(code, 409, "{body}");
+}
