@@ -20,17 +20,31 @@ struct Asset {
 
 const FAVICON: &[u8] = include_bytes!("../static/favicon.svg");
 
+/// A JavaScript module of the page (the page is split along its views).
+macro_rules! script {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/", $name, ".js"),
+            content_type: "text/javascript; charset=utf-8",
+            body: include_bytes!(concat!("../static/", $name, ".js")),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("../static/index.html"),
     },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../static/app.js"),
-    },
+    script!("app"),
+    script!("ui"),
+    script!("api"),
+    script!("feed"),
+    script!("log"),
+    script!("builds"),
+    script!("build"),
+    script!("repos"),
     Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
