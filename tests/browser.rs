@@ -1632,8 +1632,8 @@ fn the_page_for_daily_use() {
     std::fs::create_dir_all(screenshot_dir()).unwrap();
     std::fs::write(screenshot_dir().join("huge-log.json"), figures.to_string()).unwrap();
 
-    let csp = browser.js("return window.__csp || [];", json!([]));
-    assert_eq!(csp, json!([]), "CSP violations");
+    // A violation of the page's Content-Security-Policy is logged to the
+    // console, so this also sees one.
     browser.read_console();
     let problems: Vec<&Value> = browser
         .console
