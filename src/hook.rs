@@ -55,7 +55,9 @@ pub fn pushed_tags(input: &str) -> Vec<String> {
             if parts.next().is_some() || new.is_empty() || new.bytes().all(|b| b == b'0') {
                 return None;
             }
-            name.strip_prefix("refs/tags/").map(String::from)
+            name.strip_prefix("refs/tags/")
+                .filter(|tag| !tag.is_empty())
+                .map(String::from)
         })
         .collect()
 }
