@@ -209,6 +209,15 @@ enum Esc {
 }
 
 impl StripAnsi {
+    /// `data` without escapes; a piece with none, outside a sequence, is
+    /// passed on as it is (most of a log), without a copy.
+    pub fn feed_bytes(&mut self, data: bytes::Bytes) -> bytes::Bytes {
+        if self.state == Esc::Text && !data.contains(&0x1b) {
+            return data;
+        }
+        bytes::Bytes::from(self.feed(&data))
+    }
+
     /// The text of `data` without escapes.
     pub fn feed(&mut self, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len());
@@ -336,6 +345,12 @@ mod tests {
             let mut out = s.feed(&text[..split]);
             out.extend(s.feed(&text[split..]));
             assert_eq!(out, whole, "split at {split}");
+            let mut s = StripAnsi::default();
+            let mut out = s
+                .feed_bytes(bytes::Bytes::copy_from_slice(&text[..split]))
+                .to_vec();
+            out.extend(s.feed_bytes(bytes::Bytes::copy_from_slice(&text[split..])));
+            assert_eq!(out, whole, "split at {split}, as bytes");
         }
     }
 }

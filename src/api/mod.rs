@@ -590,7 +590,7 @@ async fn build_logs(
         Body::from_stream(stream)
     } else {
         let mut strip = StripAnsi::default();
-        Body::from_stream(stream.map(move |chunk| chunk.map(|c| Bytes::from(strip.feed(&c)))))
+        Body::from_stream(stream.map(move |chunk| chunk.map(|c| strip.feed_bytes(c))))
     };
     Ok((headers, body).into_response())
 }
