@@ -173,6 +173,19 @@ mod tests {
             let stale = get(asset.path, Some("\"0000000000000000\"")).await;
             assert_eq!(stale.status(), StatusCode::OK, "{}", asset.path);
         }
+        // Every module a script imports is served: a module left out of
+        // `ASSETS` would stop the whole page.
+        for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let text = std::str::from_utf8(asset.body).unwrap();
+            for import in text.split("from \"./").skip(1) {
+                let name = format!("/{}", import.split('"').next().unwrap());
+                assert!(
+                    ASSETS.iter().any(|a| a.path == name),
+                    "{} imports {name}, which is not served",
+                    asset.path
+                );
+            }
+        }
         // Different files have different tags.
         let tags: std::collections::BTreeSet<_> = [ASSETS[0].body, ASSETS[1].body, ASSETS[2].body]
             .map(etag)
