@@ -105,12 +105,39 @@ pub struct BranchStatus {
     pub stats: BuildStats,
 }
 
-/// Enough of a build to link to it.
+/// Enough of a build to link to it and say what it was.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildRef {
     pub id: i64,
     pub status: Status,
+    pub branch: String,
     pub commit: String,
+    pub subject: Option<String>,
+    pub created_ms: i64,
+    pub duration_ms: Option<i64>,
+}
+
+impl From<&Build> for BuildRef {
+    fn from(b: &Build) -> Self {
+        BuildRef {
+            id: b.id,
+            status: b.status,
+            branch: b.branch.clone(),
+            commit: b.commit.clone(),
+            subject: b.subject.clone(),
+            created_ms: b.created_ms,
+            duration_ms: b.duration_ms,
+        }
+    }
+}
+
+/// A repository in the list, with its newest build.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoSummary {
+    #[serde(flatten)]
+    pub repo: Repo,
+    /// The newest build of any branch: the repository's current state.
+    pub last_build: Option<BuildRef>,
 }
 
 /// A repository with its branches.
@@ -391,6 +418,29 @@ impl App {
             .collect())
     }
 
+    /// Every repository with its newest build.
+    pub async fn repo_summaries(&self) -> Result<Vec<RepoSummary>, AppError> {
+        let repos = self.list_repos().await?;
+        let names: Vec<String> = repos.iter().map(|r| r.name.clone()).collect();
+        let latest = self
+            .store
+            .read(move |conn| {
+                names
+                    .iter()
+                    .map(|n| queue::latest_of_repo(conn, n))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        Ok(repos
+            .into_iter()
+            .zip(latest)
+            .map(|(repo, last)| RepoSummary {
+                repo,
+                last_build: last.as_ref().map(BuildRef::from),
+            })
+            .collect())
+    }
+
     /// A repository with its branches and their latest builds.
     pub async fn repo_detail(&self, name: &str) -> Result<RepoDetail, AppError> {
         let repo = self.find_repo(name).await?;
@@ -421,11 +471,7 @@ impl App {
                 latest_build: latest
                     .iter()
                     .find(|l| l.branch == b.name)
-                    .map(|l| BuildRef {
-                        id: l.id,
-                        status: l.status,
-                        commit: l.commit.clone(),
-                    }),
+                    .map(BuildRef::from),
                 name: b.name,
                 commit: b.commit,
             })
@@ -508,8 +554,8 @@ impl App {
         let files = self.repos.clone();
         let path = PathBuf::from(&repo_row.path);
         let sha = commit.to_string();
-        let found = blocking(move || Ok(files.commit_author(&path, &sha)?)).await?;
-        let Some(commit_author) = found else {
+        let found = blocking(move || Ok(files.commit_info(&path, &sha)?)).await?;
+        let Some(info) = found else {
             return Err(AppError::invalid(
                 "commit",
                 format!("commit {commit} does not exist in repository {repo:?}"),
@@ -520,7 +566,8 @@ impl App {
             repo_path: repo_row.path.clone(),
             branch: branch.to_string(),
             commit: commit.to_string(),
-            author: author.or(Some(commit_author)).filter(|a| !a.is_empty()),
+            author: author.or(Some(info.author)).filter(|a| !a.is_empty()),
+            message: Some(info.message),
             trigger,
             rebuild_of,
             max_retries: self.config.max_retries,

@@ -44,6 +44,24 @@ pub fn parse_updates(input: &str) -> Vec<Update> {
         .collect()
 }
 
+/// Tags created or moved by the push (deletions are left out): they get a
+/// word that only branches are built.
+pub fn pushed_tags(input: &str) -> Vec<String> {
+    input
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let (_old, new, name) = (parts.next()?, parts.next()?, parts.next()?);
+            if parts.next().is_some() || new.is_empty() || new.bytes().all(|b| b == b'0') {
+                return None;
+            }
+            name.strip_prefix("refs/tags/")
+                .filter(|tag| !tag.is_empty())
+                .map(String::from)
+        })
+        .collect()
+}
+
 /// Runs the hook; always returns normally so that git sees success.
 pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut impl Write) {
     let mut raw = Vec::new();
@@ -93,6 +111,13 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
                 }
             }
         }
+    }
+    for tag in pushed_tags(&text) {
+        let _ = writeln!(
+            out,
+            "procurator-ci: tag {} is not built (only branches are); push its commit to a branch to build it",
+            tag.escape_debug()
+        );
     }
     let _ = out.flush();
     run_chained(&raw, out);
@@ -293,6 +318,8 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(pushed_tags(&input), ["v1"]);
+        assert!(pushed_tags(&format!("{a} {zero} refs/tags/gone\n")).is_empty());
     }
 
     #[test]

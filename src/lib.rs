@@ -15,6 +15,7 @@ pub mod events;
 pub mod git_objects;
 pub mod hook;
 pub mod listener;
+pub mod log_window;
 pub mod logs;
 pub mod metrics;
 pub mod nix;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 
+use crate::log_window::{Want, Window};
 use crate::queue::{LogStats, now_ms};
 use crate::store::{SqlResultExt, Store, StoreError};
 
@@ -213,6 +214,36 @@ impl LogStore {
             if tokio::time::timeout_at(deadline, started).await.is_err() {
                 return None;
             }
+        }
+    }
+
+    /// Reads part of an attempt's log (blocking); an attempt without a log
+    /// reads as empty.
+    pub fn window(&self, build: i64, attempt: i64, want: Want) -> io::Result<Window> {
+        let open = || -> io::Result<Option<Box<dyn Read>>> {
+            match File::open(self.compressed_path(build, attempt)) {
+                Ok(file) => return Ok(Some(Box::new(zstd::Decoder::new(file)?))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            match File::open(self.plain_path(build, attempt)) {
+                Ok(file) => Ok(Some(Box::new(file))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        // An attempt that just ended has its plain file compressed and
+        // removed: the second look finds the compressed copy.
+        let reader = match open()? {
+            Some(reader) => Some(reader),
+            None => open()?,
+        };
+        match reader {
+            Some(reader) => crate::log_window::read(reader, want),
+            None => Ok(Window {
+                line: 1,
+                ..Window::default()
+            }),
         }
     }
 

@@ -67,6 +67,37 @@ pub fn check_args(extra: &[String], flake: &str) -> Vec<String> {
     )
 }
 
+/// A word as a POSIX shell reads it: unchanged when it is safe, else in
+/// single quotes (a flake reference's `&` would otherwise end the command).
+fn shell_word(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command a user pastes into a shell to run the same checks: what the
+/// worker runs, without the log format only procurator-ci reads, with the
+/// configured extra arguments, every word quoted for the shell.
+pub fn reproduce_command(extra: &[String], flake: &str) -> String {
+    let mut words = vec!["nix".to_string()];
+    words.extend(
+        check_args(extra, flake)
+            .into_iter()
+            .filter(|a| a != "--log-format" && a != "internal-json"),
+    );
+    words
+        .iter()
+        .map(|w| shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The arguments of `nix eval --json <installable> --apply <function>`.
 pub fn eval_args(extra: &[String], installable: &str, apply: &str) -> Vec<String> {
     let mut args = vec![
@@ -196,6 +227,38 @@ fn unwrap_children(value: &Value) -> &Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_reproducing_command_pastes_into_a_shell() {
+        let flake = flake_ref(Path::new("/srv/my repo.git"), "main", &"a".repeat(40));
+        let line = reproduce_command(&["--option".into(), "cores".into(), "2".into()], &flake);
+        assert_eq!(
+            line,
+            format!(
+                "nix flake check --print-build-logs --keep-going --extra-experimental-features \
+                 'nix-command flakes' --option cores 2 'git+file:///srv/my%20repo.git?ref=refs/heads/main&rev={}'",
+                "a".repeat(40)
+            )
+        );
+        assert!(!line.contains("internal-json"));
+        // A real shell reads it back as the same words.
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("set -- {}; printf '%s\\n' \"$@\"", &line[4..]),
+            ])
+            .output()
+            .unwrap();
+        let words: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let mut expected = check_args(&["--option".into(), "cores".into(), "2".into()], &flake);
+        expected.retain(|a| a != "--log-format" && a != "internal-json");
+        assert_eq!(words, expected);
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
 
     #[test]
     fn flake_ref_is_encoded() {

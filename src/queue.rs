@@ -73,6 +73,11 @@ pub struct Build {
     pub branch: String,
     pub commit: String,
     pub author: Option<String>,
+    /// The first line of the commit message (`None` for builds queued
+    /// before messages were recorded).
+    pub subject: Option<String>,
+    /// The whole commit message.
+    pub message: Option<String>,
     pub status: Status,
     pub failure_kind: Option<String>,
     pub failure_summary: Option<String>,
@@ -106,7 +111,7 @@ pub struct Build {
 const COLUMNS: &str = "id, repo_name, repo_path, branch, commit_hash, author, status, \
     failure_kind, failure_summary, cancel_reason, exit_code, retry_count, max_retries, \
     attempts, trigger, rebuild_of, created_at, started_at, finished_at, outputs, pgid, pstart, \
-    checks";
+    checks, message";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     let status: String = row.get(6)?;
@@ -114,6 +119,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     let started: Option<i64> = row.get(17)?;
     let finished: Option<i64> = row.get(18)?;
     let outputs: Option<String> = row.get(19)?;
+    let message: Option<String> = row.get(23)?;
     Ok(Build {
         id: row.get(0)?,
         repo: row.get(1)?,
@@ -121,6 +127,10 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
         branch: row.get(3)?,
         commit: row.get(4)?,
         author: row.get(5)?,
+        subject: message
+            .as_deref()
+            .map(|m| m.lines().next().unwrap_or_default().to_string()),
+        message,
         status: Status::parse(&status).unwrap_or(Status::Failed),
         failure_kind: row.get(7)?,
         failure_summary: row.get(8)?,
@@ -157,6 +167,7 @@ pub struct NewBuild {
     pub branch: String,
     pub commit: String,
     pub author: Option<String>,
+    pub message: Option<String>,
     pub trigger: &'static str,
     pub rebuild_of: Option<i64>,
     pub max_retries: u32,
@@ -188,8 +199,8 @@ pub fn enqueue(conn: &Connection, new: &NewBuild) -> Result<(Build, bool), Store
     }
     conn.prepare_cached(
         "INSERT INTO builds (repo_name, repo_path, commit_hash, branch, status, retry_count, \
-         max_retries, created_at, author, trigger, rebuild_of, attempts) \
-         VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?8, ?9, 0)",
+         max_retries, created_at, author, trigger, rebuild_of, attempts, message) \
+         VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?8, ?9, 0, ?10)",
     )
     .db()?
     .execute(params![
@@ -201,7 +212,8 @@ pub fn enqueue(conn: &Connection, new: &NewBuild) -> Result<(Build, bool), Store
         now_ms(),
         new.author,
         new.trigger,
-        new.rebuild_of
+        new.rebuild_of,
+        new.message
     ])
     .db()?;
     let id = conn.last_insert_rowid();
@@ -465,6 +477,17 @@ pub fn list(conn: &Connection, query: &ListQuery) -> Result<Vec<Build>, StoreErr
         .query_map(rusqlite::params_from_iter(values), from_row)
         .db()?;
     rows.collect::<Result<Vec<_>, _>>().db()
+}
+
+/// The newest build of `repo`, of any branch.
+pub fn latest_of_repo(conn: &Connection, repo: &str) -> Result<Option<Build>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM builds WHERE repo_name = ?1 ORDER BY id DESC LIMIT 1"
+    ))
+    .db()?
+    .query_row([repo], from_row)
+    .optional()
+    .db()
 }
 
 /// The latest build of each branch of `repo`.

@@ -402,9 +402,9 @@ impl RepoFiles {
             .collect())
     }
 
-    /// The author (`Name <email>`) of `commit` when it is a commit object of
+    /// The author and message of `commit` when it is a commit object of
     /// `repo`; `None` when it does not exist there.
-    pub fn commit_author(&self, repo: &Path, commit: &str) -> Result<Option<String>, RepoError> {
+    pub fn commit_info(&self, repo: &Path, commit: &str) -> Result<Option<CommitInfo>, RepoError> {
         validate_commit(commit).map_err(|reason| RepoError::InvalidName {
             name: commit.to_string(),
             reason,
@@ -412,13 +412,13 @@ impl RepoFiles {
         // The kept reader is the fast path; a one-shot git answers when it
         // cannot be had.
         if let Ok(found) = self.commits.commit(&self.tools, repo, commit) {
-            return Ok(found.map(|object| parse_author(&object)));
+            return Ok(found.map(|object| CommitInfo::parse(&object)));
         }
         match self
             .tools
             .git(repo, &["cat-file", "--end-of-options", "commit", commit])
         {
-            Ok(object) => Ok(Some(parse_author(&object))),
+            Ok(object) => Ok(Some(CommitInfo::parse(&object))),
             Err(CommandError::Failed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -460,6 +460,40 @@ impl RepoFiles {
         fs::rename(&path, &doomed)
             .map_err(io_error(format!("cannot remove {}", path.display())))?;
         fs::remove_dir_all(&doomed).map_err(io_error(format!("cannot remove {}", doomed.display())))
+    }
+}
+
+/// What a build shows of its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// `Name <email>`, or empty when the object names none.
+    pub author: String,
+    /// The message, trimmed, at most `MAX_MESSAGE_BYTES` (cut at a character
+    /// boundary): a commit message is text for people, and the database keeps
+    /// one per build.
+    pub message: String,
+}
+
+/// Longest commit message kept with a build.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+impl CommitInfo {
+    fn parse(object: &[u8]) -> CommitInfo {
+        let text = String::from_utf8_lossy(object);
+        // Headers end at the first empty line (continuation lines of a
+        // signature start with a space, so they are never empty).
+        let message = text
+            .split_once("\n\n")
+            .map(|(_, m)| m.trim())
+            .unwrap_or_default();
+        let mut end = message.len().min(MAX_MESSAGE_BYTES);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        CommitInfo {
+            author: parse_author(object),
+            message: message[..end].to_string(),
+        }
     }
 }
 
@@ -622,6 +656,18 @@ mod tests {
     fn author_from_commit_object() {
         let object = b"tree abc\nauthor Ann Example <ann@example.org> 1700000000 +0000\ncommitter X <x> 1 +0000\n\nmsg\nauthor fake\n";
         assert_eq!(parse_author(object), "Ann Example <ann@example.org>");
+        let info = CommitInfo::parse(object);
+        assert_eq!(info.message, "msg\nauthor fake");
+    }
+
+    #[test]
+    fn message_after_a_signature_and_capped() {
+        let object = b"tree abc\nauthor A <a> 1 +0000\ngpgsig -----BEGIN\n \n -----END\n\n\nSubject line\n\nBody.\n";
+        assert_eq!(CommitInfo::parse(object).message, "Subject line\n\nBody.");
+        let long = format!("tree abc\n\n{}", "é".repeat(MAX_MESSAGE_BYTES));
+        let info = CommitInfo::parse(long.as_bytes());
+        assert!(info.message.len() <= MAX_MESSAGE_BYTES && info.message.starts_with('é'));
+        assert_eq!(CommitInfo::parse(b"tree abc\n").message, "");
     }
 
     /// git's own `check-ref-format --branch` is the grammar; ours may only be

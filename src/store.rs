@@ -298,6 +298,8 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE build_logs;",
     // 4: per-check results.
     "ALTER TABLE builds ADD COLUMN checks TEXT;",
+    // 5: the commit message, read from the commit when the build is queued.
+    "ALTER TABLE builds ADD COLUMN message TEXT;",
 ];
 
 /// The schema version this binary migrates to.

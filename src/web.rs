@@ -20,17 +20,31 @@ struct Asset {
 
 const FAVICON: &[u8] = include_bytes!("../static/favicon.svg");
 
+/// A JavaScript module of the page (the page is split along its views).
+macro_rules! script {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/", $name, ".js"),
+            content_type: "text/javascript; charset=utf-8",
+            body: include_bytes!(concat!("../static/", $name, ".js")),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("../static/index.html"),
     },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../static/app.js"),
-    },
+    script!("app"),
+    script!("ui"),
+    script!("api"),
+    script!("feed"),
+    script!("log"),
+    script!("builds"),
+    script!("build"),
+    script!("repos"),
     Asset {
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
@@ -158,6 +172,19 @@ mod tests {
             assert!(body.is_empty());
             let stale = get(asset.path, Some("\"0000000000000000\"")).await;
             assert_eq!(stale.status(), StatusCode::OK, "{}", asset.path);
+        }
+        // Every module a script imports is served: a module left out of
+        // `ASSETS` would stop the whole page.
+        for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let text = std::str::from_utf8(asset.body).unwrap();
+            for import in text.split("from \"./").skip(1) {
+                let name = format!("/{}", import.split('"').next().unwrap());
+                assert!(
+                    ASSETS.iter().any(|a| a.path == name),
+                    "{} imports {name}, which is not served",
+                    asset.path
+                );
+            }
         }
         // Different files have different tags.
         let tags: std::collections::BTreeSet<_> = [ASSETS[0].body, ASSETS[1].body, ASSETS[2].body]

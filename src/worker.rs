@@ -262,10 +262,13 @@ async fn execute(
         submodules,
     );
     let args = nix::check_args(&app.config.nix_extra_args, &flake);
-    let command_line = process::describe(&app.config.nix_bin, &args);
+    // The first line runs the same checks when pasted into a shell.
+    let reproduce = nix::reproduce_command(&app.config.nix_extra_args, &flake);
     note(
         &writer,
-        &format!("procurator-ci: build #{id}, attempt {attempt}: {command_line}\n"),
+        &format!(
+            "{reproduce}\nprocurator-ci: build #{id}, attempt {attempt}; the line above runs these checks\n"
+        ),
     );
 
     let spawned = spawn_with_pipe(app, &args);

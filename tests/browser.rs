@@ -205,6 +205,13 @@ impl Browser {
     /// Clicks the element matching `css`, finding it again if the page
     /// replaced it in between (rows are re-rendered on live updates).
     fn click(&self, css: &str) {
+        // Into the middle first: the page's sticky bar covers the top edge,
+        // where WebDriver would scroll it.
+        self.js(
+            "const el = document.querySelector(arguments[0]); \
+             if (el) el.scrollIntoView({ block: 'center', inline: 'nearest' });",
+            json!([css]),
+        );
         for _ in 0..20 {
             let el = self.find(css);
             match self.try_call(
@@ -275,8 +282,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let body = self.text("body").unwrap_or_default();
+                let console =
+                    self.call("POST", &self.s("/se/log"), Some(json!({"type": "browser"})));
                 panic!(
-                    "timed out waiting for {what}; page at {} shows:\n{body}",
+                    "timed out waiting for {what}; page at {} shows:\n{body}\nconsole: {console:#}",
                     self.hash()
                 );
             }
@@ -453,8 +462,19 @@ fn pill(browser: &Browser) -> String {
 
 // ------------------------------------------------------------------ test
 
+/// The tests here share one machine's cores: one browser at a time, so that
+/// the figures one of them measures are not the other's load.
+static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn the_page_live_in_chromium() {
+    let _one = one_browser_at_a_time();
     let mut d = Daemon::start("");
     let token = d.token();
     d.create_repo("demo");
@@ -1140,4 +1160,564 @@ fn the_page_live_in_chromium() {
             browser.console
         );
     }
+}
+
+// ------------------------------------------------------ the page for daily use
+
+impl Browser {
+    /// Runs `script` (a function body; its last argument is the callback)
+    /// and waits for its answer.
+    fn js_async(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/async"),
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// Loads `url` as a new document (not a same-document hash change).
+    fn open_fresh(&self, url: &str) {
+        self.goto("about:blank");
+        self.goto(url);
+    }
+
+    fn set_media(&self, dark: bool, phone: bool) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": if dark { "dark" } else { "light" }}]}),
+        );
+        let (width, height) = if phone { (390, 844) } else { (1400, 900) };
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": if phone { 2 } else { 1 }, "mobile": phone}),
+        );
+    }
+
+    /// How far the page scrolls sideways (0 when it fits).
+    fn sideways(&self) -> i64 {
+        self.js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            json!([]),
+        )
+        .as_i64()
+        .unwrap()
+    }
+
+    /// axe-core's serious and critical violations on the page as it is.
+    fn axe(&self, axe_source: &str) -> Vec<Value> {
+        if self.js("return typeof window.axe;", json!([])) != "object" {
+            self.js(axe_source, json!([]));
+        }
+        let found = self.js_async(
+            "const done = arguments[arguments.length - 1]; \
+             axe.run(document, { resultTypes: ['violations'] }).then((r) => done(r.violations.filter( \
+               (v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({ id: v.id, impact: v.impact, \
+               help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ') + ': ' + n.failureSummary) })))) \
+             .catch((e) => done([{ id: 'axe-failed', help: String(e) }]));",
+            json!([]),
+        );
+        found.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Where the element matching `css` is: inside the window's viewport,
+    /// and inside the log's box.
+    fn placement(&self, css: &str) -> Option<(bool, bool, Value)> {
+        let v = self.js(
+            "const el = document.querySelector(arguments[0]); if (!el) return null; \
+             const r = el.getBoundingClientRect(); const box = document.querySelector('.log').getBoundingClientRect(); \
+             return { top: r.top, bottom: r.bottom, height: innerHeight, boxTop: box.top, boxBottom: box.bottom, \
+               n: Number(el.dataset.n), \
+               window: r.top >= 0 && r.bottom <= innerHeight && r.height > 0, \
+               box: r.top >= box.top - 1 && r.bottom <= box.bottom + 1 };",
+            json!([css]),
+        );
+        if v.is_null() {
+            return None;
+        }
+        Some((v["window"] == true, v["box"] == true, v))
+    }
+
+    /// Waits until `css` (a log line) is visible in the window and the log.
+    fn wait_line_in_view(&self, what: &str, css: &str) -> Value {
+        self.wait(what, Duration::from_secs(60), |b| {
+            let (window, boxed, v) = b.placement(css)?;
+            (window && boxed).then_some(v)
+        })
+    }
+}
+
+/// axe-core from the npm registry, installed once under `target/npm`.
+fn axe_source() -> String {
+    let dir = screenshot_dir().parent().unwrap().join("npm");
+    let file = dir.join("node_modules/axe-core/axe.min.js");
+    if !file.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("axe-core@4.10.3")
+            .status()
+            .expect("npm is needed for axe-core: apt-get install npm");
+        assert!(status.success(), "npm install axe-core failed");
+    }
+    std::fs::read_to_string(file).unwrap()
+}
+
+/// A check printing `lines` lines of about 100 bytes (an error at
+/// `error_at`), then failing.
+fn huge_failing(lines: u64, error_at: u64) -> String {
+    format!(
+        "echo start {}; i=0; while [ $i -lt {lines} ]; do \
+         if [ $i -eq {error_at} ]; then echo \"error: deep in the huge log at $i\"; \
+         else echo \"huge line $i ................................................................................\"; fi; \
+         i=$((i+1)); done; exit 1",
+        nonce()
+    )
+}
+
+#[test]
+fn the_page_for_daily_use() {
+    let _one = one_browser_at_a_time();
+    let axe_source = axe_source();
+    let d = Daemon::start("");
+    let token = d.token();
+    d.create_repo("daily");
+    d.create_repo("doomed");
+    let w = Work::clone(&d.repo_path("daily"));
+    let subject = "Add the widget check";
+    let body = "The widget is checked on every push,\nwith its own error.";
+    std::fs::write(
+        w.path().join("flake.nix"),
+        common::flake(&[
+            ("fine", &passing(&format!("fine {}", nonce()))),
+            (
+                "widget",
+                &format!(
+                    "echo start {}; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo \"widget line $i\"; done; \
+                     printf '\\033[31;1merror:\\033[0m the widget is broken\\n'; exit 1",
+                    nonce()
+                ),
+            ),
+        ]),
+    )
+    .unwrap();
+    common::git(w.path(), &["add", "-A"]);
+    common::git(
+        w.path(),
+        &["commit", "-q", "-m", &format!("{subject}\n\n{body}")],
+    );
+    let commit = common::git(w.path(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    w.push(&["HEAD:main"]);
+    let failing = d.build_of("main", &commit);
+    assert_eq!(d.wait_final(failing)["status"], "failed");
+
+    // A build whose retries were spent: nix cannot even start.
+    let broken = Daemon::start("nix_bin = \"/nonexistent/nix\"\nmax_retries = 1");
+    broken.create_repo("spent");
+    let bw = Work::clone(&broken.repo_path("spent"));
+    let spent_commit = bw.commit_flake(&[("never", &passing("never"))]);
+    bw.push(&["HEAD:main"]);
+    let spent = broken.build_of("main", &spent_commit);
+    let spent_build = broken.wait_final(spent);
+    assert_eq!(
+        spent_build["failure_kind"], "infrastructure",
+        "{spent_build}"
+    );
+    assert_eq!(spent_build["attempt"], 2, "{spent_build}");
+
+    let mut browser = Browser::start();
+    let base = d.base();
+    browser.goto(&format!("{base}/"));
+    browser.js(
+        "localStorage.setItem('procurator-ci.token', arguments[0]);",
+        json!([token]),
+    );
+
+    // Durations: milliseconds below a second.
+    let shown = browser.js_async(
+        "const done = arguments[arguments.length - 1]; \
+         import('/ui.js').then((m) => done([0, 42, 999, 1500, 65000].map(m.duration)));",
+        json!([]),
+    );
+    assert_eq!(
+        shown,
+        json!(["0 ms", "42 ms", "999 ms", "1.5 s", "1 min 5 s"])
+    );
+
+    // The raw log reads cleanly in the browser.
+    browser.goto(&format!("{base}/api/builds/{failing}/logs"));
+    let raw = browser.text("body").unwrap();
+    assert!(
+        raw.contains("widget> error: the widget is broken")
+            && !raw.contains('\u{1b}')
+            && !raw.contains("[31;1m"),
+        "{raw:.2000}"
+    );
+    assert!(raw.starts_with("nix flake check "), "{raw:.300}");
+
+    // Every view, light and dark, desktop and phone: it fits, axe finds
+    // nothing serious, and it says what it should.
+    let views: Vec<(&str, String, &str)> = vec![
+        ("builds", format!("{base}/#/"), "li.build-row"),
+        (
+            "build",
+            format!("{base}/#/builds/{failing}"),
+            "tr[data-check='widget'] .check-failed",
+        ),
+        ("repo", format!("{base}/#/repos/daily"), "table.branches"),
+        (
+            "repos",
+            format!("{base}/#/repos"),
+            ".repo-card[data-repo='daily'] .last-build .pill",
+        ),
+        (
+            "not-found",
+            format!("{base}/#/builds/999999"),
+            "[data-not-found]",
+        ),
+        (
+            "spent",
+            format!("{}/#/builds/{spent}", broken.base()),
+            ".duration-total",
+        ),
+    ];
+    // Every view is looked at before failing, so one run shows every problem.
+    let mut problems = Vec::new();
+    for dark in [false, true] {
+        for phone in [false, true] {
+            browser.set_media(dark, phone);
+            let look = format!(
+                "{}-{}",
+                if dark { "dark" } else { "light" },
+                if phone { "phone" } else { "desktop" }
+            );
+            for (name, url, ready) in &views {
+                browser.open_fresh(url);
+                browser.wait_visible(ready);
+                match *name {
+                    "builds" => {
+                        let row = browser
+                            .text(&format!("li.build-row[data-id='{failing}'] .subject"))
+                            .unwrap_or_default();
+                        assert_eq!(row, subject, "{look}");
+                    }
+                    "build" => {
+                        assert_eq!(
+                            browser.text(".title-line .subject").as_deref(),
+                            Some(subject),
+                            "{look}"
+                        );
+                        let message = browser.text(".commit-message").unwrap();
+                        assert!(message.contains("with its own error."), "{look}: {message}");
+                        let page = browser.text("main").unwrap();
+                        assert!(!page.contains("0.0 s"), "{look}: {page}");
+                        assert!(
+                            browser.visible("tr[data-check='widget'] .check-detail code"),
+                            "{look}: the detail shows on every width"
+                        );
+                    }
+                    "repo" => {
+                        let table = browser.text("table.branches").unwrap();
+                        assert!(table.contains(subject), "{look}: {table}");
+                        assert!(browser.visible("#repo-delete"), "{look}");
+                    }
+                    "repos" => {
+                        let card = browser
+                            .text(".repo-card[data-repo='daily'] .last-build")
+                            .unwrap();
+                        assert!(
+                            card.contains("Failed") && card.contains(subject),
+                            "{look}: {card}"
+                        );
+                        let never = browser
+                            .text(".repo-card[data-repo='doomed'] .last-build")
+                            .unwrap();
+                        assert_eq!(never, "Never built", "{look}");
+                        assert!(browser.visible("#repo-name"), "{look}: the create form");
+                    }
+                    "not-found" => {
+                        let title = browser.text("h1").unwrap();
+                        assert!(title.contains("does not exist"), "{look}: {title}");
+                        assert!(!browser.visible(".log"), "{look}: no log panel");
+                    }
+                    "spent" => {
+                        let total = browser.text(".duration-total").unwrap();
+                        assert!(
+                            total.contains("over 2 attempts (the last: "),
+                            "{look}: {total}"
+                        );
+                        let outputs = browser.text(".outputs-card").unwrap();
+                        assert!(
+                            outputs.contains("Not listed: the build ended"),
+                            "{look}: {outputs}"
+                        );
+                        assert!(!outputs.contains("Not introspected yet"), "{look}");
+                    }
+                    _ => unreachable!(),
+                }
+                if browser.sideways() > 0 {
+                    problems.push(format!(
+                        "{name} at {look} scrolls sideways by {} px",
+                        browser.sideways()
+                    ));
+                }
+                let violations = browser.axe(&axe_source);
+                if !violations.is_empty() {
+                    problems.push(format!("axe on {name} at {look}: {violations:#?}"));
+                }
+                browser.screenshot(&format!("daily-{name}-{look}"));
+            }
+
+            // Jumping to a line brings it into view: page and log box,
+            // from "Show in log", "First error" and `?line=` on first load
+            // and later.
+            browser.open_fresh(&format!("{base}/#/builds/{failing}?line=5"));
+            let v = browser
+                .wait_line_in_view(&format!("?line=5 on first load at {look}"), ".ln.target");
+            assert_eq!(v["n"], 5, "{look}: {v}");
+            browser.js("window.scrollTo(0, 0);", json!([]));
+            browser.click("button[data-check-jump='widget']");
+            let v = browser.wait_line_in_view(&format!("Show in log at {look}"), ".ln.target");
+            let shown = browser.text(".ln.target").unwrap();
+            assert!(
+                shown.contains("building"),
+                "{look}: the check's part starts: {shown} {v}"
+            );
+            browser.js(
+                "window.scrollTo(0, 0); document.querySelector('.log').scrollTop = 0;",
+                json!([]),
+            );
+            browser.click(".error-link");
+            browser.wait_line_in_view(&format!("First error at {look}"), ".ln.target.first-error");
+            let error = browser.text(".ln.target.first-error").unwrap();
+            assert!(
+                error.contains("error: the widget is broken"),
+                "{look}: {error}"
+            );
+            browser.js("window.scrollTo(0, 0);", json!([]));
+            browser.js(
+                &format!("location.hash = '#/builds/{failing}?line=3';"),
+                json!([]),
+            );
+            let v = browser.wait_line_in_view(&format!("?line=3 later at {look}"), ".ln.target");
+            assert_eq!(v["n"], 3, "{look}: {v}");
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    browser.set_media(false, false);
+
+    // Cancelling asks first; "keep it" keeps it.
+    w.commit_flake(&[("slow", &ticking(60))]);
+    w.push(&["HEAD:slow"]);
+    let slow = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_build(slow, Duration::from_secs(60), |b| b["status"] == "running");
+    browser.open_fresh(&format!("{base}/#/builds/{slow}"));
+    browser.wait_visible("#cancel");
+    browser.click("#cancel");
+    browser.wait_visible("dialog.confirm-dialog[open] #confirm-no");
+    browser.screenshot("daily-cancel-confirm");
+    browser.click("#confirm-no");
+    browser.wait("the dialog to close", Duration::from_secs(10), |b| {
+        (!b.visible("dialog.confirm-dialog")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(d.build(slow)["status"], "running", "kept running");
+    browser.click("#cancel");
+    browser.wait_visible("dialog.confirm-dialog[open] #confirm-yes");
+    browser.click("#confirm-yes");
+    d.wait_build(slow, Duration::from_secs(60), |b| {
+        b["status"] == "cancelled"
+    });
+
+    // Deleting a repository needs its name typed.
+    browser.open_fresh(&format!("{base}/#/repos/doomed"));
+    browser.wait_visible("#repo-delete");
+    browser.click("#repo-delete");
+    browser.wait_visible("dialog.confirm-dialog[open] #confirm-typed");
+    let disabled = |b: &Browser| {
+        b.js(
+            "return document.getElementById('confirm-yes').disabled;",
+            json!([]),
+        )
+    };
+    assert_eq!(disabled(&browser), true);
+    browser.type_into("#confirm-typed", "doome");
+    assert_eq!(disabled(&browser), true, "a wrong name deletes nothing");
+    browser.type_into("#confirm-typed", "doomed");
+    assert_eq!(disabled(&browser), false);
+    browser.screenshot("daily-delete-confirm");
+    browser.click("#confirm-yes");
+    browser.wait("the repository list", Duration::from_secs(20), |b| {
+        (b.hash() == "#/repos" && d.get("/api/repos/doomed").0 == 404).then_some(())
+    });
+
+    // ---- A huge log (about 20 MB) opens at its end at once, loads the rest
+    // on demand without moving what is shown, and still jumps anywhere.
+    const LINES: u64 = 200_000;
+    const ERROR_AT: u64 = 100_000;
+    w.commit_flake(&[("huge", &huge_failing(LINES, ERROR_AT))]);
+    w.push(&["HEAD:huge"]);
+    let huge = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_build(huge, Duration::from_secs(600), |b| b["status"] == "failed");
+    let bytes = d.build(huge)["attempts"][0]["log_bytes"].as_u64().unwrap();
+    assert!(bytes > 20_000_000, "{bytes} bytes");
+    let (_, tail_headers) = {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let r = agent
+            .get(format!("{base}/api/builds/{huge}/logs?tail=1"))
+            .call()
+            .unwrap();
+        let h = r.headers().clone();
+        (r.into_body().read_to_string().unwrap(), h)
+    };
+    let error_line: u64 = tail_headers["x-log-first-error-line"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last_text = format!("huge line {} ", LINES - 1);
+
+    browser.open_fresh(&format!("{base}/#/"));
+    browser.wait_visible("li.build-row");
+    // The floor, just before: the same bytes fetched by the same browser,
+    // not rendered.
+    let floor = browser.js_async(
+        "const done = arguments[arguments.length - 1]; const id = arguments[0]; \
+         (async () => { \
+           let t = performance.now(); await (await fetch(`/api/builds/${id}/logs?ansi=1&tail=262144`)).text(); \
+           const tail = performance.now() - t; \
+           t = performance.now(); await (await fetch(`/api/builds/${id}/logs?ansi=1`)).text(); \
+           done([tail, performance.now() - t]); })();",
+        json!([huge]),
+    );
+    browser.js(
+        "window.__long = []; \
+         new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([Math.round(e.startTime - window.__t0), e.duration]); }) \
+           .observe({ type: 'longtask' }); \
+         window.__t0 = performance.now(); window.__shown = null; window.__marker = null; window.__gapAtShown = null; \
+         const watch = () => { \
+           const log = document.querySelector('.log'); \
+           if (log && !window.__shown) { \
+             const box = log.getBoundingClientRect(); \
+             const ln = [...log.querySelectorAll('.ln')].slice(-40).find((e) => e.textContent.includes(arguments[1])); \
+             if (ln) { const r = ln.getBoundingClientRect(); \
+               if (r.top >= box.top && r.bottom <= box.bottom) { window.__shown = performance.now() - window.__t0; \
+                 window.__gapAtShown = !!document.querySelector('.log-gap'); } } } \
+           const link = document.querySelector('.error-link'); \
+           if (link && !link.hidden && !window.__marker) window.__marker = performance.now() - window.__t0; \
+           if (!window.__shown || !window.__marker) requestAnimationFrame(watch); }; \
+         requestAnimationFrame(watch); \
+         location.hash = arguments[0];",
+        json!([format!("#/builds/{huge}"), last_text]),
+    );
+    let (shown_ms, marker_ms) =
+        browser.wait("the end of the huge log", Duration::from_secs(60), |b| {
+            let v = b.js("return [window.__shown, window.__marker];", json!([]));
+            Some((v[0].as_f64()?, v[1].as_f64()?))
+        });
+    assert_eq!(
+        browser.js("return window.__gapAtShown;", json!([])),
+        true,
+        "the end shows before the rest of the log is loaded"
+    );
+    assert_eq!(
+        browser.text(".error-link").unwrap(),
+        format!("First error: line {error_line}"),
+        "the first error is marked before its line is loaded"
+    );
+    let rendered = browser.js(
+        "return document.querySelectorAll('.log .ln').length;",
+        json!([]),
+    );
+    assert!(
+        rendered.as_u64().unwrap() < 2_000,
+        "{rendered} lines rendered"
+    );
+    browser.screenshot("daily-huge-log-end");
+
+    // The rest, on demand; what is shown never moves meanwhile.
+    browser.js(
+        "const log = document.querySelector('.log'); \
+         const last = [...log.querySelectorAll('.ln')].slice(-40).find((e) => e.textContent.includes(arguments[0])); \
+         const top0 = last.getBoundingClientRect().top; const y0 = scrollY; \
+         window.__moved = 0; window.__loaded = null; \
+         const sample = () => { \
+           window.__moved = Math.max(window.__moved, Math.abs(last.getBoundingClientRect().top - top0), Math.abs(scrollY - y0)); \
+           if (document.querySelector('.log-gap')) requestAnimationFrame(sample); \
+           else window.__loaded = performance.now() - window.__t0; }; \
+         requestAnimationFrame(sample); \
+         document.querySelector('button[data-load-earlier]').click();",
+        json!([last_text]),
+    );
+    let loaded_ms = browser.wait("the whole huge log", Duration::from_secs(120), |b| {
+        b.js("return window.__loaded;", json!([])).as_f64()
+    });
+    let moved = browser
+        .js("return window.__moved;", json!([]))
+        .as_f64()
+        .unwrap();
+    assert!(
+        moved <= 1.0,
+        "the view moved by {moved} px while the log loaded"
+    );
+    // Long tasks as [start after navigation, duration] in milliseconds.
+    let long_tasks = browser.js("return window.__long;", json!([]));
+    let longest = long_tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t[1].as_f64())
+        .fold(0.0, f64::max);
+    browser.click(".error-link");
+    let v = browser.wait_line_in_view("the deep first error", ".ln.target.first-error");
+    assert_eq!(v["n"], error_line, "{v}");
+    assert!(
+        browser
+            .text(".ln.target")
+            .unwrap()
+            .contains(&format!("error: deep in the huge log at {ERROR_AT}"))
+    );
+    // A deep link into the part loaded on demand, on first load.
+    browser.open_fresh(&format!("{base}/#/builds/{huge}?line=10"));
+    let v = browser.wait_line_in_view("?line=10 of the huge log", ".ln.target");
+    assert_eq!(v["n"], 10, "{v}");
+
+    let figures = json!({
+        "log_bytes": bytes,
+        "end_shown_ms": shown_ms,
+        "first_error_marker_ms": marker_ms,
+        "whole_log_loaded_ms": loaded_ms,
+        "longest_task_ms": longest,
+        "long_tasks": long_tasks,
+        "floor_tail_fetch_ms": floor[0],
+        "floor_whole_fetch_ms": floor[1],
+        "view_moved_px": moved,
+    });
+    eprintln!("huge log figures: {figures}");
+    std::fs::create_dir_all(screenshot_dir()).unwrap();
+    std::fs::write(screenshot_dir().join("huge-log.json"), figures.to_string()).unwrap();
+
+    // A violation of the page's Content-Security-Policy is logged to the
+    // console, so this also sees one.
+    browser.read_console();
+    let problems: Vec<&Value> = browser
+        .console
+        .iter()
+        .filter(|e| e["level"] != "INFO" && e["level"] != "DEBUG")
+        .filter(|e| {
+            !e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("999999 - Failed to load resource")
+        })
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "console errors or warnings: {problems:#?}"
+    );
 }

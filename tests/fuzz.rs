@@ -305,7 +305,8 @@ proptest! {
     }
 
     /// The whole hook with any bytes on stdin and no daemon: it returns,
-    /// and tells the pusher about each update it could not queue.
+    /// and tells the pusher about each update it could not queue and each
+    /// tag it does not build.
     #[test]
     fn hook_never_fails_on_any_input(raw in prop_oneof![
         3 => hook_input().prop_map(String::into_bytes),
@@ -316,9 +317,15 @@ proptest! {
         procurator_ci::hook::post_receive(socket, "repo", &mut raw.as_slice(), &mut out);
         let text = String::from_utf8(out).expect("the hook prints UTF-8");
         let updates = procurator_ci::hook::parse_updates(&String::from_utf8_lossy(&raw));
-        prop_assert_eq!(text.lines().count(), updates.len(), "{}", text);
+        let tags = procurator_ci::hook::pushed_tags(&String::from_utf8_lossy(&raw));
+        prop_assert_eq!(text.lines().count(), updates.len() + tags.len(), "{}", text);
         for line in text.lines() {
-            prop_assert!(line.starts_with("procurator-ci: warning: cannot reach"), "{}", line);
+            prop_assert!(
+                line.starts_with("procurator-ci: warning: cannot reach")
+                    || line.starts_with("procurator-ci: tag "),
+                "{}",
+                line
+            );
         }
     }
 }

@@ -85,6 +85,10 @@ fn three_branches_three_builds_deletions_and_tags_none() {
         "tag and deletion queue nothing: {output}"
     );
     assert!(!output.contains("procurator-ci: build #"), "{output}");
+    assert!(
+        output.contains("procurator-ci: tag v1 is not built (only branches are)"),
+        "the pusher is told tags are not built: {output}"
+    );
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub use error::ApiError;
 use crate::app::App;
 use crate::auth::LocalPeer;
 use crate::diagnosis::CancelSource;
+use crate::log_window::{MAX_WINDOW, StripAnsi, Want, Window};
 use crate::queue::{ListQuery, Status};
 
 /// Largest request body accepted.
@@ -263,7 +264,7 @@ struct CreateRepo {
 }
 
 async fn list_repos(State(app): AppState) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(json!({ "repos": app.list_repos().await? })))
+    Ok(axum::Json(json!({ "repos": app.repo_summaries().await? })))
 }
 
 async fn create_repo(
@@ -508,24 +509,162 @@ struct LogParams {
     offset: Option<u64>,
     follow: Option<bool>,
     attempt: Option<i64>,
+    tail: Option<u64>,
+    limit: Option<u64>,
+    ansi: Option<String>,
+}
+
+/// What a log request asks for, validated.
+struct LogRequest {
+    offset: u64,
+    follow: bool,
+    attempt: Option<i64>,
+    window: Option<Want>,
+    ansi: bool,
+}
+
+fn parse_log_params(params: LogParams) -> Result<LogRequest, ApiError> {
+    let ansi = match params.ansi.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "ansi",
+                "ansi must be 1, true, 0 or false",
+            ));
+        }
+    };
+    let follow = params.follow.unwrap_or(false);
+    let size = |field: &str, value: u64| {
+        if (1..=MAX_WINDOW).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ApiError::invalid(
+                field,
+                format!("{field} must be a number of bytes from 1 to {MAX_WINDOW}"),
+            ))
+        }
+    };
+    let window = match (params.tail, params.limit) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "tail",
+                "tail and limit exclude each other",
+            ));
+        }
+        (Some(_), _) if params.offset.is_some() => {
+            return Err(ApiError::invalid(
+                "tail",
+                "tail reads the end of the log: it takes no offset",
+            ));
+        }
+        (Some(tail), None) => Some(Want::Tail(size("tail", tail)?)),
+        (None, Some(limit)) => Some(Want::Range {
+            offset: params.offset.unwrap_or(0),
+            limit: size("limit", limit)?,
+        }),
+        (None, None) => None,
+    };
+    if follow && window.is_some() {
+        return Err(ApiError::invalid(
+            if params.tail.is_some() {
+                "tail"
+            } else {
+                "limit"
+            },
+            "follow streams to the end of the attempt: it takes no tail or limit",
+        ));
+    }
+    Ok(LogRequest {
+        offset: params.offset.unwrap_or(0),
+        follow,
+        attempt: params.attempt,
+        window,
+        ansi,
+    })
 }
 
 async fn build_logs(
     State(app): AppState,
     Path(id): Path<String>,
     Query(params): Query<LogParams>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let id = build_id(&id)?;
-    let follow = params.follow.unwrap_or(false);
-    let stream = log_stream(&app, id, params.attempt, params.offset.unwrap_or(0), follow).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Body::from_stream(stream),
-    ))
+    let request = parse_log_params(params)?;
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    if let Some(want) = request.window {
+        let window = log_window(&app, id, request.attempt, want).await?;
+        let mut response = (headers, ()).into_response();
+        let h = response.headers_mut();
+        let mut set = |name: &'static str, value: u64| {
+            h.insert(name, HeaderValue::from(value));
+        };
+        set("x-log-offset", window.offset);
+        set("x-log-line", window.line);
+        set("x-log-size", window.size);
+        if let Some(error) = window.first_error {
+            set("x-log-first-error-line", error.line);
+            set("x-log-first-error-offset", error.offset);
+        }
+        let bytes = if request.ansi {
+            window.bytes
+        } else {
+            StripAnsi::default().feed(&window.bytes)
+        };
+        *response.body_mut() = Body::from(bytes);
+        return Ok(response);
+    }
+    let stream = log_stream(&app, id, request.attempt, request.offset, request.follow).await?;
+    let body = if request.ansi {
+        Body::from_stream(stream)
+    } else {
+        let mut strip = StripAnsi::default();
+        Body::from_stream(stream.map(move |chunk| chunk.map(|c| strip.feed_bytes(c))))
+    };
+    Ok((headers, body).into_response())
+}
+
+/// A window of the log of attempt `attempt` (default: the latest) of build
+/// `id`, read away from the executor.
+async fn log_window(
+    app: &Arc<App>,
+    id: i64,
+    attempt: Option<i64>,
+    want: Want,
+) -> Result<Window, ApiError> {
+    let build = app.build(id).await?;
+    let latest = build.build.build.attempt;
+    if let Some(a) = attempt
+        && (a < 1 || a > latest)
+    {
+        return Err(ApiError::invalid(
+            "attempt",
+            format!("build {id} has no attempt {a}"),
+        ));
+    }
+    let attempt = attempt.unwrap_or(latest);
+    let deleted = build
+        .attempts
+        .iter()
+        .any(|a| a.attempt == attempt && a.log_deleted);
+    if attempt == 0 || deleted {
+        return Ok(Window {
+            line: 1,
+            ..Window::default()
+        });
+    }
+    let logs = app.logs.clone();
+    tokio::task::spawn_blocking(move || logs.window(id, attempt, want))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|e| {
+            tracing::error!(build_id = id, attempt, error = %e, "cannot read a log");
+            ApiError::internal()
+        })
 }
 
 /// The log of attempt `attempt` (default: the latest) of build `id`. With

@@ -1,0 +1,393 @@
+// Repositories: the list with the create form, and one repository.
+
+import {
+  REPO_NAME_RE,
+  h,
+  statusPill,
+  shortCommit,
+  duration,
+  agoEl,
+  copyField,
+  errorBox,
+  setTitle,
+  toast,
+  confirmDialog,
+} from "./ui.js";
+import { api } from "./api.js";
+import { View, repoCache } from "./feed.js";
+import { buildsHash } from "./builds.js";
+
+/** Success rate and median duration over a branch's recent builds. */
+function statsCells(stats) {
+  if (!stats || !stats.builds) return [h("td", { class: "muted", text: "—" }), h("td", { class: "muted", text: "—" })];
+  const rate = Math.round(stats.success_rate * 100);
+  return [
+    h("td", { class: "stat-rate", title: `${stats.successes} of the last ${stats.builds} finished builds passed`, text: `${rate}% of ${stats.builds}` }),
+    h("td", { class: "stat-median", text: stats.median_duration_ms === null ? "—" : duration(stats.median_duration_ms) }),
+  ];
+}
+
+// ------------------------------------------------------ repositories view
+
+function repoNameProblem(name) {
+  if (!name) return "Enter a name.";
+  if (name.length > 100) return "At most 100 characters.";
+  if (!/^[A-Za-z0-9]/.test(name)) return "Start with a letter or digit.";
+  if (!REPO_NAME_RE.test(name)) return "Use only letters, digits, '.', '_' and '-'.";
+  if (name.includes("..")) return "No '..' please.";
+  if (name.toLowerCase().endsWith(".git")) return "Leave out '.git'; it is added on disk.";
+  return "";
+}
+
+function pushHelp(repo, idPrefix) {
+  return h(
+    "div",
+    { class: "push" },
+    copyField("Push URL on this host", repo.path, `${idPrefix}-path`),
+    repo.ssh_url ? copyField("Push URL over SSH", repo.ssh_url, `${idPrefix}-ssh`) : null,
+  );
+}
+
+/** A repository's newest build, as its state on the list. */
+function lastBuildEl(build) {
+  if (!build) return h("p", { class: "last-build muted", text: "Never built" });
+  return h(
+    "p",
+    { class: "last-build" },
+    h(
+      "a",
+      { href: `#/builds/${build.id}`, "aria-label": `Last build #${build.id}, ${build.status}, on ${build.branch}` },
+      statusPill(build.status),
+      h("span", { class: "last-id", text: ` #${build.id}` }),
+    ),
+    h("span", { class: "branch", text: build.branch }),
+    build.subject ? h("span", { class: "subject", title: build.subject, text: build.subject }) : null,
+    h("span", { class: "muted" }, agoEl(build.created_ms, new Date(build.created_ms).toISOString())),
+  );
+}
+
+export class ReposView extends View {
+  constructor() {
+    super();
+    this.kind = "repos";
+  }
+
+  render() {
+    this.listEl = h("div", { class: "repo-list" }, h("p", { class: "loading", text: "Loading…" }));
+    this.nameInput = h("input", {
+      id: "repo-name",
+      name: "name",
+      type: "text",
+      required: true,
+      maxlength: 100,
+      autocomplete: "off",
+      spellcheck: "false",
+      "aria-describedby": "repo-name-hint",
+    });
+    this.descInput = h("input", { id: "repo-description", name: "description", type: "text", maxlength: 1000, autocomplete: "off" });
+    this.hint = h("p", { id: "repo-name-hint", class: "hint", text: "Letters, digits, '.', '_' and '-'; at most 100." });
+    this.formError = h("p", { id: "repo-error", class: "form-error", role: "alert", hidden: true });
+    this.submit = h("button", { type: "submit", id: "repo-create", class: "primary", text: "Create repository" });
+    this.nameInput.addEventListener("input", () => {
+      const problem = this.nameInput.value ? repoNameProblem(this.nameInput.value) : "";
+      this.hint.textContent = problem || "Letters, digits, '.', '_' and '-'; at most 100.";
+      this.hint.classList.toggle("warn", !!problem);
+      this.nameInput.setAttribute("aria-invalid", problem ? "true" : "false");
+    });
+    // The server decides: its message is shown when it refuses.
+    const form = h(
+      "form",
+      { class: "card create-form", "aria-labelledby": "create-title", novalidate: true },
+      h("h2", { id: "create-title", text: "New repository" }),
+      h("div", { class: "field" }, h("label", { for: "repo-name", text: "Name" }), this.nameInput, this.hint),
+      h("div", { class: "field" }, h("label", { for: "repo-description", text: "Description (optional)" }), this.descInput),
+      this.formError,
+      h("div", { class: "form-buttons" }, this.submit),
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.create();
+    });
+    this.root = h(
+      "section",
+      { class: "view repos-view", "aria-labelledby": "view-title" },
+      h("div", { class: "view-head" }, h("h1", { id: "view-title", tabindex: "-1", text: "Repositories" })),
+      h("div", { class: "repos-layout" }, this.listEl, form),
+    );
+    setTitle("Repositories", null);
+    return this.root;
+  }
+
+  async create() {
+    const name = this.nameInput.value.trim();
+    this.formError.hidden = true;
+    this.submit.disabled = true;
+    try {
+      const repo = await api("/api/repos", {
+        method: "POST",
+        body: { name, description: this.descInput.value.trim() },
+        purpose: "Creating a repository needs the API token.",
+      });
+      repoCache.stale = true;
+      toast(`Repository ${repo.name} created`, "success");
+      this.nameInput.value = "";
+      this.descInput.value = "";
+      location.hash = `#/repos/${encodeURIComponent(repo.name)}`;
+    } catch (e) {
+      this.formError.textContent = e.message;
+      this.formError.hidden = false;
+      if (e.field === "name" || e.status === 409) {
+        this.nameInput.setAttribute("aria-invalid", "true");
+        this.nameInput.focus();
+      }
+    } finally {
+      this.submit.disabled = false;
+    }
+  }
+
+  reload() {
+    return this.loading(async () => {
+      repoCache.stale = true;
+      let repos;
+      try {
+        repos = await repoCache.get();
+      } catch (e) {
+        this.listEl.replaceChildren(errorBox(e, () => this.reload()));
+        return;
+      }
+      if (this.destroyed) return;
+      if (!repos.length) {
+        this.listEl.replaceChildren(
+          h(
+            "div",
+            { class: "empty card" },
+            h("p", { text: "No repositories yet." }),
+            h("p", { text: "Create one with the form, push a flake to it, and every push is checked with nix flake check." }),
+          ),
+        );
+        return;
+      }
+      this.listEl.replaceChildren(
+        h(
+          "ul",
+          { class: "repo-cards", "aria-label": "Repositories" },
+          repos.map((r, i) =>
+            h(
+              "li",
+              { class: "card repo-card", "data-repo": r.name },
+              h(
+                "div",
+                { class: "repo-card-head" },
+                h("h2", {}, h("a", { href: `#/repos/${encodeURIComponent(r.name)}`, text: r.name })),
+                r.declared ? h("span", { class: "tag", text: "declared", title: "Declared in the configuration" }) : null,
+              ),
+              h("p", { class: r.description ? "desc" : "desc muted", text: r.description || "No description" }),
+              lastBuildEl(r.last_build),
+              pushHelp(r, `repo-${i}`),
+            ),
+          ),
+        ),
+      );
+    });
+  }
+
+  event(type) {
+    if (type === "repo.created" || type === "repo.deleted") this.reload();
+  }
+}
+
+export class RepoView extends View {
+  constructor(name) {
+    super();
+    this.kind = "repo";
+    this.name = name;
+    this.timer = 0;
+  }
+
+  render() {
+    this.body = h("div", { class: "repo-body" }, h("p", { class: "loading", text: "Loading…" }));
+    this.root = h(
+      "section",
+      { class: "view repo-view", "aria-labelledby": "view-title" },
+      h(
+        "nav",
+        { class: "crumbs", "aria-label": "Breadcrumb" },
+        h("a", { href: "#/repos", text: "Repositories" }),
+        h("span", { "aria-hidden": "true", text: " / " }),
+        h("span", { text: this.name }),
+      ),
+      this.body,
+    );
+    setTitle(this.name, null);
+    return this.root;
+  }
+
+  reload() {
+    return this.loading(async () => {
+      let repo;
+      try {
+        repo = await api(`/api/repos/${encodeURIComponent(this.name)}`);
+      } catch (e) {
+        if (!this.destroyed) this.body.replaceChildren(errorBox(e, () => this.reload()));
+        return;
+      }
+      if (this.destroyed) return;
+      this.show(repo);
+    });
+  }
+
+  show(repo) {
+    const origin = location.origin;
+    const main = repo.branches.some((b) => b.name === "main") || !repo.branches.length ? "main" : repo.branches[0].name;
+    const badgePath = `/api/repos/${encodeURIComponent(repo.name)}/badge.svg?branch=${encodeURIComponent(main)}`;
+    const markdown = `[![build](${origin}${badgePath})](${origin}/#/repos/${encodeURIComponent(repo.name)})`;
+    const badge = h("img", { class: "badge", alt: `Build status of ${main}`, width: 100, height: 20 });
+    this.loadBadge(badge, badgePath);
+    const latest = repo.branches.find((b) => b.name === main);
+    const headStatus = latest && latest.latest_build ? latest.latest_build.status : null;
+    setTitle(repo.name, headStatus);
+    this.body.replaceChildren(
+      h(
+        "div",
+        { class: "repo-head" },
+        h("h1", { id: "view-title", tabindex: "-1", text: repo.name }),
+        badge,
+        repo.declared ? h("span", { class: "tag", text: "declared" }) : null,
+      ),
+      h("p", { class: repo.description ? "desc" : "desc muted", text: repo.description || "No description" }),
+      h(
+        "div",
+        { class: "cards" },
+        h(
+          "section",
+          { class: "card", "aria-labelledby": "push-title" },
+          h("h2", { id: "push-title", text: "Push to build" }),
+          pushHelp(repo, "detail"),
+          h(
+            "p",
+            { class: "hint" },
+            "For example: ",
+            h("code", { text: `git remote add ci ${repo.ssh_url || repo.path} && git push ci HEAD:main` }),
+          ),
+        ),
+        h(
+          "section",
+          { class: "card", "aria-labelledby": "badge-title" },
+          h("h2", { id: "badge-title", text: "Status badge" }),
+          copyField(`Markdown for ${main}`, markdown, "badge-markdown", 3),
+        ),
+      ),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "branches-title" },
+        h(
+          "div",
+          { class: "card-head" },
+          h("h2", { id: "branches-title", text: "Branches" }),
+          h("a", { href: buildsHash({ repo: repo.name }), text: "All builds of this repository →" }),
+        ),
+        repo.branches.length
+          ? h(
+              "div",
+              { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Branches" },
+              h(
+              "table",
+              { class: "branches" },
+              h("thead", {}, h("tr", {}, ["Branch", "Head", "Latest build", "Success rate", "Median duration"].map((t) => h("th", { scope: "col", text: t })))),
+              h(
+                "tbody",
+                {},
+                repo.branches.map((b) =>
+                  h(
+                    "tr",
+                    { "data-branch": b.name },
+                    h("td", {}, h("a", { href: buildsHash({ repo: repo.name, branch: b.name }), text: b.name })),
+                    h("td", {}, h("code", { title: b.commit, text: shortCommit(b.commit) })),
+                    h(
+                      "td",
+                      {},
+                      b.latest_build
+                        ? h(
+                            "a",
+                            { href: `#/builds/${b.latest_build.id}`, class: "latest" },
+                            statusPill(b.latest_build.status),
+                            h("span", { text: ` #${b.latest_build.id}` }),
+                            b.latest_build.subject ? h("span", { class: "subject", text: ` ${b.latest_build.subject}` }) : null,
+                            b.latest_build.commit !== b.commit
+                              ? h("span", { class: "muted", text: ` (of ${shortCommit(b.latest_build.commit)})` })
+                              : null,
+                          )
+                        : h("span", { class: "muted", text: "never built" }),
+                    ),
+                    ...statsCells(b.stats),
+                  ),
+                ),
+              ),
+              ),
+            )
+          : h("p", { class: "muted", text: "No branches yet: push one." }),
+      ),
+      repo.declared
+        ? null
+        : h(
+            "section",
+            { class: "card danger-zone", "aria-labelledby": "danger-title" },
+            h("h2", { id: "danger-title", text: "Delete this repository" }),
+            h("p", { class: "hint", text: "Removes the repository from the disk; its builds and logs stay readable." }),
+            h("button", { type: "button", id: "repo-delete", class: "danger", text: "Delete repository…", onclick: () => this.remove(repo) }),
+          ),
+    );
+  }
+
+  /** Deletes the repository once its name is typed; its builds stay. */
+  async remove(repo) {
+    const sure = await confirmDialog({
+      title: `Delete ${repo.name}?`,
+      text: `The repository ${repo.path} and everything pushed to it are deleted from the disk. Its builds and their logs stay. This cannot be undone.`,
+      confirm: "Delete the repository",
+      keep: "Keep it",
+      typed: repo.name,
+    });
+    if (!sure) return;
+    try {
+      await api(`/api/repos/${encodeURIComponent(repo.name)}?confirm=${encodeURIComponent(repo.name)}`, {
+        method: "DELETE",
+        purpose: `Deleting ${repo.name} needs the API token.`,
+      });
+    } catch (e) {
+      toast(`Not deleted: ${e.message}`, "error");
+      return;
+    }
+    repoCache.stale = true;
+    toast(`Repository ${repo.name} deleted`, "success");
+    location.hash = "#/repos";
+  }
+
+  async loadBadge(img, path) {
+    try {
+      const text = await api(path);
+      img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(text);
+    } catch {
+      img.remove();
+    }
+  }
+
+  event(type, data) {
+    if (type === "repo.deleted" && data.name === this.name) {
+      this.body.replaceChildren(
+        h("p", { class: "notice", role: "status" }, "This repository was deleted. ", h("a", { href: "#/repos", text: "See the others." })),
+      );
+    } else if (type.startsWith("repo.") && data.name === this.name) {
+      this.reload();
+    } else if (type.startsWith("build.") && type !== "build.log" && data.repo === this.name) {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.reload(), 250);
+    }
+  }
+
+  destroy() {
+    super.destroy();
+    clearTimeout(this.timer);
+  }
+}
+
