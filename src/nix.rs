@@ -230,7 +230,12 @@ mod tests {
 
     #[test]
     fn the_reproducing_command_pastes_into_a_shell() {
-        let flake = flake_ref(Path::new("/srv/my repo.git"), "main", &"a".repeat(40));
+        let flake = flake_ref(
+            Path::new("/srv/my repo.git"),
+            "main",
+            &"a".repeat(40),
+            false,
+        );
         let line = reproduce_command(&["--option".into(), "cores".into(), "2".into()], &flake);
         assert_eq!(
             line,
