@@ -727,6 +727,8 @@ fn the_page_live_in_chromium() {
         |b| log_text(b).contains("tick 1").then_some(()),
     );
     browser.click("#cancel");
+    browser.wait_visible("dialog.confirm-dialog[open] #confirm-yes");
+    browser.click("#confirm-yes");
     browser.wait("the cancelled build", Duration::from_secs(60), |b| {
         (pill(b) == "Cancelled" && b.visible(".problem[data-kind='cancelled']")).then_some(())
     });
