@@ -128,6 +128,9 @@ pub struct BuildDetail {
     #[serde(flatten)]
     pub build: BuildView,
     pub attempts: Vec<Attempt>,
+    /// What the binary cache holds and pushes of it, once recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::BuildCache>,
 }
 
 /// A build with the links clients follow.
@@ -166,6 +169,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// What `GET /metrics` shows.
     pub metrics: Metrics,
+    /// The binary cache, when `cache_serve` or `cache_push` is configured.
+    pub cache: Option<crate::cache::Cache>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -572,14 +577,21 @@ impl App {
 
     /// One build with its attempts.
     pub async fn build(&self, id: i64) -> Result<BuildDetail, AppError> {
-        let (build, attempts) = self
+        let (build, attempts, cache) = self
             .store
-            .read(move |conn| Ok((queue::get(conn, id)?, queue::attempts(conn, id)?)))
+            .read(move |conn| {
+                Ok((
+                    queue::get(conn, id)?,
+                    queue::attempts(conn, id)?,
+                    crate::cache::build_cache(conn, id)?,
+                ))
+            })
             .await?;
         let build = build.ok_or_else(|| AppError::NotFound(format!("build {id} not found")))?;
         Ok(BuildDetail {
             build: self.view(build),
             attempts,
+            cache,
         })
     }
 

@@ -110,6 +110,8 @@ pub async fn serve(
         },
     ));
     let workers = crate::worker::spawn(&app);
+    let pusher = crate::cache::push::spawn(&app);
+    tokio::spawn(crate::cache::catch_up(app.clone()));
     tracing::info!(target: "procurator::main", workers = workers.len(), "Build worker spawned");
     spawn_retention(app.clone(), shutdown.clone());
     crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
@@ -130,6 +132,9 @@ pub async fn serve(
     let drained = tokio::time::timeout(bound, async {
         for worker in workers {
             let _ = worker.await;
+        }
+        if let Some(pusher) = pusher {
+            let _ = pusher.await;
         }
         let _ = http.await;
         let _ = local.await;
@@ -154,7 +159,7 @@ async fn build_app(
     // Directories, the database, the token and the repositories' base are
     // all filesystem work: done on the blocking pool.
     let prepared = config.clone();
-    let (store, (token, created), repos) = tokio::task::spawn_blocking(move || {
+    let (store, (token, created), repos, cache) = tokio::task::spawn_blocking(move || {
         let config = prepared;
         for dir in [
             &config.state_dir,
@@ -181,10 +186,14 @@ async fn build_app(
             },
         )
         .map_err(setup("repositories"))?;
-        Ok::<_, ServeError>((store, token, repos))
+        let cache = crate::cache::Cache::load(&config).map_err(setup("cache_secret_key_file"))?;
+        Ok::<_, ServeError>((store, token, repos, cache))
     })
     .await
     .map_err(setup("startup"))??;
+    if let Some(cache) = &cache {
+        tracing::info!(public_key = %cache.key.public(), "Binary cache signing key loaded");
+    }
     if created {
         tracing::info!(path = %token.source.display(), "Generated an API token (send it as `Authorization: Bearer <token>`)");
     } else {
@@ -201,6 +210,7 @@ async fn build_app(
         running: Mutex::new(Default::default()),
         shutdown,
         metrics: crate::metrics::Metrics::new(),
+        cache,
     }))
 }
 
