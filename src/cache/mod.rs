@@ -217,21 +217,22 @@ pub async fn record(app: Arc<App>, build: Build) {
         let outputs = outputs.clone();
         tokio::task::spawn_blocking(move || prepare(&app, id, &outputs))
             .await
-            .unwrap_or_else(|e| Err(format!("recording task failed: {e}")))
+            .unwrap_or_else(|e| Err((Vec::new(), format!("recording task failed: {e}"))))
     };
-    let (infos, error) = match prepared {
-        Ok(infos) => (infos, None),
-        Err(error) => {
+    // Without the closure nothing can be served or pushed; without roots
+    // the outputs are still served and pushed while they are valid.
+    let (infos, rooted, error) = match prepared {
+        Ok((infos, None)) => (infos, !outputs.is_empty(), None),
+        Ok((infos, Some(error))) | Err((infos, error)) => {
             tracing::warn!(build_id = id, error = %error, "cannot record the build's outputs in the cache");
-            (Vec::new(), Some(error))
+            (infos, false, Some(error))
         }
     };
-    let targets = if error.is_none() && !outputs.is_empty() {
-        app.config.cache_push.clone()
-    } else {
+    let targets = if infos.is_empty() {
         Vec::new()
+    } else {
+        app.config.cache_push.clone()
     };
-    let rooted = error.is_none() && !outputs.is_empty();
     let (repo, branch) = (build.repo.clone(), build.branch.clone());
     let keep = app.config.cache_keep_builds;
     let written = app
@@ -264,10 +265,14 @@ pub async fn record(app: Arc<App>, build: Build) {
     }
 }
 
+/// The closure of a build's outputs, and why their GC roots could not be
+/// made, if they could not.
+type Prepared = Result<(Vec<PathInfo>, Option<String>), (Vec<PathInfo>, String)>;
+
 /// Reads the outputs' closure and makes their GC roots. Blocking.
-fn prepare(app: &App, id: i64, outputs: &[Output]) -> Result<Vec<PathInfo>, String> {
+fn prepare(app: &App, id: i64, outputs: &[Output]) -> Prepared {
     if outputs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let tools = app.repos.tools();
     let nix = &app.config.nix_bin;
@@ -279,8 +284,19 @@ fn prepare(app: &App, id: i64, outputs: &[Output]) -> Result<Vec<PathInfo>, Stri
         "--recursive".into(),
     ];
     args.extend(outputs.iter().map(|o| o.path.clone()));
-    let json = tools.output(nix, &args).map_err(|e| e.to_string())?;
-    let infos = narinfo::parse_path_infos(&json)?;
+    let json = tools
+        .output(nix, &args)
+        .map_err(|e| (Vec::new(), e.to_string()))?;
+    let infos = narinfo::parse_path_infos(&json).map_err(|e| (Vec::new(), e))?;
+    match make_roots(app, id, outputs) {
+        Ok(()) => Ok((infos, None)),
+        Err(error) => Ok((infos, Some(format!("no GC roots: {error}")))),
+    }
+}
+
+/// Makes a GC root for each output under the build's roots directory.
+fn make_roots(app: &App, id: i64, outputs: &[Output]) -> Result<(), String> {
+    let (tools, nix) = (app.repos.tools(), &app.config.nix_bin);
     let dir = roots_dir(app, id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     for output in outputs {
@@ -295,7 +311,7 @@ fn prepare(app: &App, id: i64, outputs: &[Output]) -> Result<Vec<PathInfo>, Stri
         ];
         tools.output(nix, &args).map_err(|e| e.to_string())?;
     }
-    Ok(infos)
+    Ok(())
 }
 
 /// A check name as a file name.
