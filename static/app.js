@@ -450,7 +450,7 @@
 
   // ------------------------------------------------------------ live feed
 
-  const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "repo.created", "repo.deleted", "resync", "build.log"];
+  const EVENT_TYPES = ["build.queued", "build.started", "build.finished", "build.cache", "repo.created", "repo.deleted", "resync", "build.log"];
 
   /**
    * The one EventSource on /api/events (when reads need the token, the read
@@ -1008,7 +1008,7 @@
     }
 
     event(type, data) {
-      if (!type.startsWith("build.") || type === "build.log") return;
+      if (!type.startsWith("build.") || type === "build.log" || type === "build.cache") return;
       this.insert(data, true);
       this.updateEnd();
       this.updateTitle();
@@ -1508,6 +1508,7 @@
       const previous = this.build;
       // Keep attempts from the detail when an event (without them) arrives.
       if (!build.attempts && previous && previous.attempts) build = { ...build, attempts: previous.attempts };
+      if (!build.cache && previous && previous.cache) build = { ...build, cache: previous.cache };
       this.build = build;
       const b = build;
       setTitle(`#${b.id} ${b.repo}:${b.branch}`, b.status);
@@ -1595,6 +1596,7 @@
           h("section", { class: "card outputs-card", "aria-labelledby": "outputs-title" }, h("h2", { id: "outputs-title", text: "Flake outputs" }), outputsEl(b.outputs)),
         ),
         this.checksEl(b),
+        cacheEl(b),
         attemptsEl(b),
       );
       this.updateLogState();
@@ -1669,6 +1671,10 @@
         return;
       }
       if (!type.startsWith("build.") || data.id !== this.id) return;
+      if (type === "build.cache") {
+        if (this.build) this.show({ ...this.build, cache: data.cache });
+        return;
+      }
       this.show(data);
       if (type === "build.finished") this.reload();
     }
@@ -1753,6 +1759,54 @@
         } else body = String(value);
         return [h("dt", { text: key }), h("dd", {}, body)];
       }),
+    );
+  }
+
+  const PUSH_TEXT = { pending: "Waiting", pushed: "Pushed", failed: "Gave up" };
+
+  /** What the binary cache holds of a green build and where it was pushed. */
+  function cacheEl(b) {
+    const cache = b.cache;
+    if (!cache) return "";
+    const outputs = cache.outputs.length
+      ? h(
+          "ul",
+          { class: "cache-outputs" },
+          cache.outputs.map((o) => h("li", {}, h("code", { text: o.name }), " ", h("code", { class: "muted", text: o.path }))),
+        )
+      : h("p", { class: "muted", text: "No outputs to cache." });
+    const pushes = cache.pushes.length
+      ? h(
+          "table",
+          { class: "cache-pushes" },
+          h("thead", {}, h("tr", {}, ["Cache", "Push", "Attempts", "Detail"].map((t) => h("th", { scope: "col", text: t })))),
+          h(
+            "tbody",
+            {},
+            cache.pushes.map((p) => {
+              const retrying = p.status === "pending" && p.attempts > 0;
+              const state = retrying ? "Retrying" : PUSH_TEXT[p.status] || p.status;
+              const next = retrying && p.next_attempt_at ? ` · next try ${localTime(p.next_attempt_at)}` : "";
+              return h(
+                "tr",
+                { "data-push": p.target, "data-push-status": p.status },
+                h("td", {}, h("code", { text: p.target })),
+                h("td", { class: `push-${retrying ? "retrying" : p.status}`, text: state }),
+                h("td", { text: String(p.attempts) }),
+                h("td", { class: "check-detail" }, p.error ? h("code", { text: p.error + next }) : next),
+              );
+            }),
+          ),
+        )
+      : "";
+    return h(
+      "section",
+      { class: "card cache-card", "aria-labelledby": "cache-title" },
+      h("h2", { id: "cache-title", text: "Binary cache" }),
+      cache.error ? h("p", { class: "problem-text" }, "Could not record the outputs: ", h("code", { text: cache.error })) : "",
+      outputs,
+      cache.outputs.length ? h("p", { class: "muted", text: cache.rooted ? "Kept alive by GC roots." : "No longer a GC root: the garbage collector may reclaim it." }) : "",
+      pushes,
     );
   }
 
@@ -1871,10 +1925,29 @@
         "section",
         { class: "view repos-view", "aria-labelledby": "view-title" },
         h("div", { class: "view-head" }, h("h1", { id: "view-title", tabindex: "-1", text: "Repositories" })),
-        h("div", { class: "repos-layout" }, this.listEl, form),
+        h("div", { class: "repos-layout" }, this.listEl, h("div", { class: "side" }, form, this.cacheCard())),
       );
       setTitle("Repositories", null);
       return this.root;
+    }
+
+    /** How other machines substitute from this daemon, once /api/health says. */
+    cacheCard() {
+      const card = h("section", { class: "card cache-info", "aria-labelledby": "cache-info-title", hidden: true });
+      api("/api/health")
+        .then((health) => {
+          const cache = health.cache;
+          if (!cache || this.destroyed) return;
+          card.append(
+            h("h2", { id: "cache-info-title", text: "Binary cache" }),
+            h("p", { class: "hint", text: "Machines substitute what CI built with these nix.settings." }),
+            cache.url ? copyField("Substituter", cache.url, "cache-url") : h("p", { class: "muted", text: "Pushed to configured caches; not served here." }),
+            copyField("Public key", cache.public_key, "cache-key"),
+          );
+          card.hidden = false;
+        })
+        .catch(() => {});
+      return card;
     }
 
     async create() {
@@ -2095,7 +2168,7 @@
     event(type, data) {
       if (type.startsWith("repo.") && data.name === this.name) {
         this.reload();
-      } else if (type.startsWith("build.") && type !== "build.log" && data.repo === this.name) {
+      } else if (type.startsWith("build.") && type !== "build.log" && type !== "build.cache" && data.repo === this.name) {
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.reload(), 250);
       }
