@@ -24,6 +24,13 @@ let
   # generated configuration names notification secrets there.
   credentialsDir = "/run/credentials/procurator-ci.service";
   notifySecretCredential = i: "notify-secret-${toString i}";
+  cacheKeyCredential = "cache-secret-key";
+  caching = cfg.cache.serve || cfg.cache.push != [ ];
+  # `file://` caches are directories the daemon writes: the unit's only
+  # writable paths besides its own are these.
+  fileCaches = map (url: builtins.head (lib.splitString "?" (lib.removePrefix "file://" url))) (
+    lib.filter (lib.hasPrefix "file://") cfg.cache.push
+  );
 
   # Keys the module derives from the unit; setting them would point the
   # daemon outside the only directories the unit may write.
@@ -33,6 +40,11 @@ let
     "repos_base_path"
     "socket_path"
     "api_token_file"
+    "cache_push"
+    "cache_serve"
+    "cache_secret_key_file"
+    "cache_keep_builds"
+    "cache_push_jobs"
   ];
 
   # Notification secrets reach the daemon as credentials, like the token: the
@@ -46,6 +58,15 @@ let
   );
   generatedSettings =
     removeAttrs cfg.settings [ "notify" ]
+    // {
+      cache_push = cfg.cache.push;
+      cache_serve = cfg.cache.serve;
+      cache_keep_builds = cfg.cache.keepBuilds;
+      cache_push_jobs = cfg.cache.pushJobs;
+    }
+    // lib.optionalAttrs (cfg.cache.secretKeyFile != null) {
+      cache_secret_key_file = "${credentialsDir}/${cacheKeyCredential}";
+    }
     // lib.optionalAttrs (cfg.settings.notify != [ ]) {
       notify = lib.imap0 (
         i: entry:
@@ -199,6 +220,66 @@ in
       '';
     };
 
+    cache = {
+      serve = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = ''
+          Serve a Nix binary cache under `<public_url>/nix-cache/` with the
+          outputs of the builds the daemon ran and their closures (nothing
+          else from the store), signed with {option}`services.procurator-ci.cache.secretKeyFile`.
+          It obeys `settings.public_read`: a private daemon's cache needs the
+          API token, which nix sends from a `netrc-file`.
+        '';
+      };
+      push = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [
+          "s3://ci-cache?region=eu-central-1"
+          "file:///srv/nix-cache"
+        ];
+        description = ''
+          Store URLs (`nix copy --to`) that the outputs of every successful
+          build, with their closures, are pushed to, signed. A failed push is
+          retried with backoff and never changes the build's result. The
+          directories of `file://` URLs become writable for the unit.
+        '';
+      };
+      secretKeyFile = lib.mkOption {
+        type = lib.types.nullOr (
+          lib.types.pathWith {
+            inStore = false;
+            absolute = true;
+          }
+        );
+        default = null;
+        example = "/run/keys/procurator-ci-cache.secret";
+        description = ''
+          The binary cache signing key (`nix key generate-secret --key-name
+          ci.example.org-1`), outside the Nix store. Passed to the daemon with
+          systemd's `LoadCredential=`, like {option}`services.procurator-ci.apiTokenFile`.
+          Required when the cache is served or pushed. The public key
+          (`nix key convert-secret-to-public`) is shown on the web page and
+          in `GET /api/health`.
+        '';
+      };
+      keepBuilds = lib.mkOption {
+        type = lib.types.ints.between 0 1000;
+        default = 5;
+        description = ''
+          The last successful builds per branch whose outputs stay GC roots
+          (under the state directory); older roots are removed so that the
+          garbage collector can reclaim them.
+        '';
+      };
+      pushJobs = lib.mkOption {
+        type = lib.types.ints.between 1 32;
+        default = 2;
+        description = "Pushes to binary caches that run at once.";
+      };
+    };
+
     buildMachines = lib.mkOption {
       # The entries of nix.buildMachines, checked by the same submodule.
       inherit (options.nix.buildMachines) type;
@@ -326,7 +407,11 @@ in
       }
       {
         assertion = !lib.any (key: cfg.settings ? ${key}) managedKeys;
-        message = "services.procurator-ci.settings: ${lib.concatStringsSep ", " managedKeys} are set by the module (use apiTokenFile for the token)";
+        message = "services.procurator-ci.settings: ${lib.concatStringsSep ", " managedKeys} are set by the module (use apiTokenFile for the token, cache.* for the binary cache)";
+      }
+      {
+        assertion = !caching || cfg.cache.secretKeyFile != null;
+        message = "services.procurator-ci.cache: serve and push need cache.secretKeyFile: every served or pushed path is signed";
       }
       {
         assertion = cfg.authorizedKeys == [ ] || config.services.openssh.enable;
@@ -437,7 +522,11 @@ in
         UMask = "0027";
         LoadCredential =
           lib.optional (cfg.apiTokenFile != null) "${tokenCredential}:${cfg.apiTokenFile}"
-          ++ map (secret: "${secret.credential}:${secret.secret_file}") notifySecrets;
+          ++ map (secret: "${secret.credential}:${secret.secret_file}") notifySecrets
+          ++ lib.optional (
+            cfg.cache.secretKeyFile != null
+          ) "${cacheKeyCredential}:${cfg.cache.secretKeyFile}";
+        ReadWritePaths = lib.mkIf (fileCaches != [ ]) fileCaches;
 
         # Hardening. Kept: everything that leaves the nix client (talking to
         # the nix daemon over AF_UNIX, fetching flake inputs) and git working.

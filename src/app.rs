@@ -156,6 +156,9 @@ pub struct BuildDetail {
     #[serde(flatten)]
     pub build: BuildView,
     pub attempts: Vec<Attempt>,
+    /// What the binary cache holds and pushes of it, once recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::BuildCache>,
 }
 
 /// A build with the links clients follow and what its end means.
@@ -247,6 +250,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The last pre-flight's findings about the host's nix.
     pub preflight: Mutex<crate::preflight::Report>,
+    /// The binary cache, when `cache_serve` or `cache_push` is configured.
+    pub cache: Option<crate::cache::Cache>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -692,14 +697,21 @@ impl App {
 
     /// One build with its attempts.
     pub async fn build(&self, id: i64) -> Result<BuildDetail, AppError> {
-        let (build, attempts) = self
+        let (build, attempts, cache) = self
             .store
-            .read(move |conn| Ok((queue::get(conn, id)?, queue::attempts(conn, id)?)))
+            .read(move |conn| {
+                Ok((
+                    queue::get(conn, id)?,
+                    queue::attempts(conn, id)?,
+                    crate::cache::build_cache(conn, id)?,
+                ))
+            })
             .await?;
         let build = build.ok_or_else(|| AppError::NotFound(format!("build {id} not found")))?;
         Ok(BuildDetail {
             build: self.view(build),
             attempts,
+            cache,
         })
     }
 

@@ -140,6 +140,22 @@ impl Token {
             })
     }
 
+    /// Whether an `Authorization: Basic` header value carries this token as
+    /// its password (any user name), as nix sends it from a netrc file.
+    pub fn accepts_basic(&self, header: Option<&str>) -> bool {
+        use base64::Engine;
+        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+            return false;
+        };
+        bool::from(decoded[colon + 1..].ct_eq(self.secret.as_bytes()))
+    }
+
     /// Whether an `Authorization` header value carries this token.
     pub fn accepts(&self, header: Option<&str>) -> bool {
         let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
@@ -217,6 +233,19 @@ mod tests {
         assert!(token.accepts(Some(&format!("Bearer {secret}"))));
         assert!(!token.accepts(Some(&format!("Bearer {secret}x"))));
         assert!(!token.accepts(Some(&format!("Basic {secret}"))));
+        use base64::Engine;
+        let basic = |credentials: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        };
+        assert!(token.accepts_basic(Some(&basic(&format!("ci:{secret}")))));
+        assert!(token.accepts_basic(Some(&basic(&format!(":{secret}")))));
+        assert!(!token.accepts_basic(Some(&basic(&format!("ci:{secret}x")))));
+        assert!(!token.accepts_basic(Some(&basic(&secret))));
+        assert!(!token.accepts_basic(Some(&format!("Bearer {secret}"))));
+        assert!(!token.accepts(Some(&basic(&format!("ci:{secret}")))));
         assert!(!token.accepts(Some("Bearer ")));
         assert!(!token.accepts(None));
     }

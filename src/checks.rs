@@ -154,6 +154,8 @@ pub struct CheckResult {
     pub system: String,
     pub status: CheckStatus,
     pub drv_path: Option<String>,
+    /// Its output path, as evaluated.
+    pub out_path: Option<String>,
     pub duration_ms: Option<i64>,
     /// Where its build output starts in the build's log.
     pub log_offset: Option<u64>,
@@ -182,6 +184,7 @@ pub fn results(
                 system: system.to_string(),
                 status: CheckStatus::NotBuilt,
                 drv_path: None,
+                out_path: None,
                 duration_ms: None,
                 log_offset: None,
                 log_excerpt: None,
@@ -195,6 +198,7 @@ pub fn results(
                 }
             };
             result.drv_path = Some(paths.drv.clone());
+            result.out_path = Some(paths.out.clone());
             let build = builds.get(&paths.drv);
             if let Some(build) = build {
                 result.log_offset = Some(build.log_offset);

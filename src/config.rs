@@ -134,6 +134,19 @@ pub struct Config {
     pub cancel_superseded: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// Binary caches (`nix copy --to` URLs) that successful builds' outputs
+    /// are pushed to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_push: Vec<String>,
+    /// The Nix secret key that signs pushed and served paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_secret_key_file: Option<PathBuf>,
+    /// Serve a binary cache of built outputs under `/nix-cache/`.
+    pub cache_serve: bool,
+    /// Successful builds per branch whose outputs stay GC roots.
+    pub cache_keep_builds: u32,
+    /// Pushes that run at once.
+    pub cache_push_jobs: u32,
 }
 
 /// What the providers yield before paths derived from `state_dir` are filled
@@ -170,6 +183,12 @@ struct RawConfig {
     cancel_superseded: bool,
     #[serde(default)]
     notify: Vec<Notify>,
+    #[serde(default)]
+    cache_push: Vec<String>,
+    cache_secret_key_file: Option<PathBuf>,
+    cache_serve: bool,
+    cache_keep_builds: u32,
+    cache_push_jobs: u32,
 }
 
 impl Default for RawConfig {
@@ -201,6 +220,11 @@ impl Default for RawConfig {
             repos: BTreeMap::new(),
             cancel_superseded: true,
             notify: Vec::new(),
+            cache_push: Vec::new(),
+            cache_secret_key_file: None,
+            cache_serve: false,
+            cache_keep_builds: 5,
+            cache_push_jobs: 2,
         }
     }
 }
@@ -471,6 +495,11 @@ fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         repos: raw.repos,
         cancel_superseded: raw.cancel_superseded,
         notify: raw.notify,
+        cache_push: raw.cache_push,
+        cache_secret_key_file: raw.cache_secret_key_file.map(absolute),
+        cache_serve: raw.cache_serve,
+        cache_keep_builds: raw.cache_keep_builds,
+        cache_push_jobs: raw.cache_push_jobs,
     })
 }
 
@@ -703,7 +732,65 @@ fn validate(
             ));
         }
     }
-    Ok(())
+    validate_cache(config, figment, runtime_files)
+}
+
+fn validate_cache(
+    config: &Config,
+    figment: &Figment,
+    runtime_files: RuntimeFiles,
+) -> Result<(), ConfigError> {
+    let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
+        key: key.to_string(),
+        value,
+        source_name: source_of(figment, key),
+        reason: reason.to_string(),
+    };
+    for (i, url) in config.cache_push.iter().enumerate() {
+        let reason = match crate::cache::validate_target(url) {
+            Err(reason) => reason,
+            Ok(()) if config.cache_push[..i].contains(url) => "is listed twice".into(),
+            Ok(()) => continue,
+        };
+        return Err(ConfigError::Invalid {
+            key: format!("cache_push.{i}"),
+            value: format!("{url:?}"),
+            source_name: source_of(figment, "cache_push"),
+            reason,
+        });
+    }
+    if config.cache_keep_builds > 1000 {
+        return Err(invalid(
+            "cache_keep_builds",
+            config.cache_keep_builds.to_string(),
+            "must be at most 1000",
+        ));
+    }
+    if !(1..=32).contains(&config.cache_push_jobs) {
+        return Err(invalid(
+            "cache_push_jobs",
+            config.cache_push_jobs.to_string(),
+            "must be between 1 and 32",
+        ));
+    }
+    match &config.cache_secret_key_file {
+        None if config.cache_serve || !config.cache_push.is_empty() => Err(invalid(
+            "cache_secret_key_file",
+            "none".into(),
+            "is required when cache_serve is on or cache_push lists a cache: every pushed \
+             or served path is signed (create one with `nix key generate-secret --key-name \
+             <host>-1 > key; chmod 600 key`)",
+        )),
+        Some(path) if runtime_files == RuntimeFiles::Read => match crate::cache::load_key(path) {
+            Ok(_) => Ok(()),
+            Err(reason) => Err(invalid(
+                "cache_secret_key_file",
+                path.display().to_string(),
+                &reason,
+            )),
+        },
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -1018,6 +1105,64 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("workers"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cache_keys_are_validated() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            let config = load_in(jail, None).unwrap();
+            assert!(!config.cache_serve && config.cache_push.is_empty());
+            assert_eq!(config.cache_keep_builds, 5);
+            assert_eq!(config.cache_push_jobs, 2);
+
+            jail.create_file("s.toml", "cache_serve = true\n")?;
+            let err = load_in(jail, Some("s.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("`cache_secret_key_file`") && err.contains("required"),
+                "{err}"
+            );
+
+            jail.create_file("p.toml", "cache_push = [\"file:///c\", \"cache\"]\n")?;
+            let err = load_in(jail, Some("p.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("cache_push.1") && err.contains("p.toml"),
+                "{err}"
+            );
+
+            jail.create_file("j.toml", "cache_push_jobs = 0\n")?;
+            let err = load_in(jail, Some("j.toml")).unwrap_err().to_string();
+            assert!(err.contains("cache_push_jobs"), "{err}");
+
+            // A key readable by others is refused at run time; the
+            // build-time check does not read it (systemd hands it over only
+            // when the service starts).
+            jail.create_file("key", "k-1:AAAA\n")?;
+            std::fs::set_permissions(
+                jail.directory().join("key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+            .unwrap();
+            jail.create_file(
+                "k.toml",
+                "cache_serve = true\ncache_secret_key_file = \"key\"\n",
+            )?;
+            let err = load_in(jail, Some("k.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("cache_secret_key_file") && err.contains("mode 644"),
+                "{err}"
+            );
+            jail.create_file(
+                "r.toml",
+                "cache_serve = true\ncache_secret_key_file = \"/run/credentials/x/cache-key\"\n",
+            )?;
+            let path = jail.directory().join("r.toml");
+            let config = Config::load_checking(Some(&path), RuntimeFiles::Skip).unwrap();
+            assert!(config.cache_serve);
+            let err = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains("cannot read it"), "{err}");
             Ok(())
         });
     }

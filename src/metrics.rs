@@ -68,6 +68,11 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NotifyLabels {
     kind: String,
     result: String,
@@ -91,6 +96,9 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     sse_subscribers: Gauge,
     notifications: Family<NotifyLabels, Counter>,
+    cache_pushes: Family<ResultLabels, Counter>,
+    cache_pushes_pending: Gauge,
+    cache_served_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -179,6 +187,32 @@ impl Metrics {
             "Notifications by kind (webhook, command) and result (delivered, failed, dropped)",
             notifications.clone(),
         );
+        let cache_pushes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cache_pushes",
+            "Attempts to push a build's outputs to a binary cache, by result (pushed; retry: \
+             failed, tried again later; failed: given up)",
+            cache_pushes.clone(),
+        );
+        for result in ["pushed", "retry", "failed"] {
+            let _ = cache_pushes.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        let cache_pushes_pending = Gauge::default();
+        registry.register(
+            "cache_pushes_pending",
+            "Pushes to binary caches waiting for their first or next attempt (read from the \
+             database at scrape time)",
+            cache_pushes_pending.clone(),
+        );
+        let cache_served_bytes = Counter::default();
+        registry.register_with_unit(
+            "cache_served",
+            "Compressed NAR bytes served from /nix-cache/",
+            Unit::Bytes,
+            cache_served_bytes.clone(),
+        );
         Metrics {
             registry,
             builds_finished,
@@ -190,6 +224,9 @@ impl Metrics {
             http_requests,
             sse_subscribers,
             notifications,
+            cache_pushes,
+            cache_pushes_pending,
+            cache_served_bytes,
         }
     }
 
@@ -239,6 +276,21 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Counts an attempt to push to a binary cache: `pushed`, `retry` or
+    /// `failed`.
+    pub fn cache_push(&self, result: &str) {
+        self.cache_pushes
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts the compressed bytes of a NAR served in full.
+    pub fn cache_served(&self, bytes: u64) {
+        self.cache_served_bytes.inc_by(bytes);
     }
 
     fn http_request(&self, method: &Method, route: &str, status: u16) {
@@ -300,6 +352,12 @@ pub async fn handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
             app.metrics.running.set(running);
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue counts for /metrics"),
+    }
+    match app.store.read(crate::cache::pending_pushes).await {
+        Ok(pending) => {
+            app.metrics.cache_pushes_pending.set(pending);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count pending pushes for /metrics"),
     }
     let openmetrics = headers
         .get_all(header::ACCEPT)

@@ -132,6 +132,8 @@ pub async fn serve(
     ));
     let workers = crate::worker::spawn(&app);
     tracing::debug!(workers = workers.len(), "Build workers spawned");
+    let pusher = crate::cache::push::spawn(&app);
+    tokio::spawn(crate::cache::catch_up(app.clone()));
     spawn_retention(app.clone(), shutdown.clone());
     crate::preflight::spawn(app.clone());
     crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
@@ -146,6 +148,9 @@ pub async fn serve(
     let drained = tokio::time::timeout(bound, async {
         for worker in workers {
             let _ = worker.await;
+        }
+        if let Some(pusher) = pusher {
+            let _ = pusher.await;
         }
         let _ = http.await;
         let _ = local.await;
@@ -170,7 +175,7 @@ async fn build_app(
     // Directories, the database, the token and the repositories' base are
     // all filesystem work: done on the blocking pool.
     let prepared = config.clone();
-    let (store, (token, created), repos) = tokio::task::spawn_blocking(move || {
+    let (store, (token, created), repos, cache) = tokio::task::spawn_blocking(move || {
         let config = prepared;
         for dir in [
             &config.state_dir,
@@ -197,10 +202,14 @@ async fn build_app(
             },
         )
         .map_err(setup("repositories"))?;
-        Ok::<_, ServeError>((store, token, repos))
+        let cache = crate::cache::Cache::load(&config).map_err(setup("cache_secret_key_file"))?;
+        Ok::<_, ServeError>((store, token, repos, cache))
     })
     .await
     .map_err(setup("startup"))??;
+    if let Some(cache) = &cache {
+        tracing::info!(public_key = %cache.key.public(), "Binary cache signing key loaded");
+    }
     if created {
         tracing::info!(path = %token.source.display(), "Generated an API token (send it as `Authorization: Bearer <token>`)");
     } else {
@@ -218,6 +227,7 @@ async fn build_app(
         shutdown,
         metrics: crate::metrics::Metrics::new(),
         preflight: Mutex::new(Default::default()),
+        cache,
     }))
 }
 

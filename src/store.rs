@@ -300,6 +300,34 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE builds ADD COLUMN checks TEXT;",
     // 5: the commit message, read from the commit when the build is queued.
     "ALTER TABLE builds ADD COLUMN message TEXT;",
+    // 6: what the binary cache holds and pushes (issue 16).
+    "CREATE TABLE cache_builds (
+        build_id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        rooted INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        recorded_at INTEGER NOT NULL
+    );
+    CREATE INDEX cache_builds_by_branch ON cache_builds (repo, branch, build_id);
+    CREATE TABLE cache_paths (
+        hash TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        info TEXT NOT NULL,
+        build_id INTEGER NOT NULL
+    );
+    CREATE TABLE cache_pushes (
+        build_id INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending','pushed','failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        next_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (build_id, target)
+    );
+    CREATE INDEX cache_pushes_due ON cache_pushes (status, next_at);",
 ];
 
 /// The schema version this binary migrates to.

@@ -202,6 +202,10 @@ async fn record(
             "Build failed"
         ),
     }
+    if after.status == queue::Status::Success {
+        // Its own task: a slow store or cache never holds this build slot.
+        tokio::spawn(crate::cache::record(app.clone(), after.clone()));
+    }
     let view = app.view(after);
     if view.build.status == queue::Status::Queued {
         app.events.publish("build.queued", Some(id), &view);

@@ -263,6 +263,7 @@ export class BuildView extends View {
     const previous = this.build;
     // Keep attempts from the detail when an event (without them) arrives.
     if (!build.attempts && previous && previous.attempts) build = { ...build, attempts: previous.attempts };
+    if (!build.cache && previous && previous.cache) build = { ...build, cache: previous.cache };
     this.build = build;
     const b = build;
     setTitle(`#${b.id} ${b.repo}:${b.branch}`, b.status);
@@ -343,6 +344,7 @@ export class BuildView extends View {
           ),
       ),
       this.checksEl(b),
+      cacheEl(b),
       attemptsEl(b),
     );
     this.updateLogState();
@@ -447,6 +449,10 @@ export class BuildView extends View {
       return;
     }
     if (!type.startsWith("build.") || data.id !== this.id) return;
+    if (type === "build.cache") {
+      if (this.build) this.show({ ...this.build, cache: data.cache });
+      return;
+    }
     this.show(data);
     if (type === "build.finished") this.reload();
   }
@@ -496,6 +502,54 @@ function checkPill(status) {
   const as = { passed: "success", failed: "failed", cached: "success", not_built: "cancelled" }[status] || "cancelled";
   const text = { passed: "Passed", failed: "Failed", cached: "Cached", not_built: "Not built" }[status] || status;
   return h("span", { class: `pill status-${as} check-${status}` }, statusIcon(as), h("span", { class: "pill-text", text }));
+}
+
+const PUSH_TEXT = { pending: "Waiting", pushed: "Pushed", failed: "Gave up" };
+
+/** What the binary cache holds of a green build and where it was pushed. */
+function cacheEl(b) {
+  const cache = b.cache;
+  if (!cache) return "";
+  const outputs = cache.outputs.length
+    ? h(
+        "ul",
+        { class: "cache-outputs" },
+        cache.outputs.map((o) => h("li", {}, h("code", { text: o.name }), " ", h("code", { class: "muted", text: o.path }))),
+      )
+    : h("p", { class: "muted", text: "No outputs to cache." });
+  const pushes = cache.pushes.length
+    ? h(
+        "table",
+        { class: "cache-pushes" },
+        h("thead", {}, h("tr", {}, ["Cache", "Push", "Attempts", "Detail"].map((t) => h("th", { scope: "col", text: t })))),
+        h(
+          "tbody",
+          {},
+          cache.pushes.map((p) => {
+            const retrying = p.status === "pending" && p.attempts > 0;
+            const state = retrying ? "Retrying" : PUSH_TEXT[p.status] || p.status;
+            const next = retrying && p.next_attempt_at ? ` · next try ${localTime(p.next_attempt_at)}` : "";
+            return h(
+              "tr",
+              { "data-push": p.target, "data-push-status": p.status },
+              h("td", {}, h("code", { text: p.target })),
+              h("td", { class: `push-${retrying ? "retrying" : p.status}`, text: state }),
+              h("td", { text: String(p.attempts) }),
+              h("td", { class: "check-detail" }, p.error ? h("code", { text: p.error + next }) : next),
+            );
+          }),
+        ),
+      )
+    : "";
+  return h(
+    "section",
+    { class: "card cache-card", "aria-labelledby": "cache-title" },
+    h("h2", { id: "cache-title", text: "Binary cache" }),
+    cache.error ? h("p", { class: "problem-text" }, "Could not record the outputs: ", h("code", { text: cache.error })) : "",
+    outputs,
+    cache.outputs.length ? h("p", { class: "muted", text: cache.rooted ? "Kept alive by GC roots." : "No longer a GC root: the garbage collector may reclaim it." }) : "",
+    pushes,
+  );
 }
 
 /**

@@ -358,7 +358,7 @@ export class BuildsView extends View {
   }
 
   event(type, data) {
-    if (!type.startsWith("build.") || type === "build.log") return;
+    if (!type.startsWith("build.") || type === "build.log" || type === "build.cache") return;
     this.insert(data, true);
     this.updateEnd();
     this.updateTitle();

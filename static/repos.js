@@ -112,10 +112,29 @@ export class ReposView extends View {
       "section",
       { class: "view repos-view", "aria-labelledby": "view-title" },
       h("div", { class: "view-head" }, h("h1", { id: "view-title", tabindex: "-1", text: "Repositories" })),
-      h("div", { class: "repos-layout" }, this.listEl, form),
+      h("div", { class: "repos-layout" }, this.listEl, h("div", { class: "side" }, form, this.cacheCard())),
     );
     setTitle("Repositories", null);
     return this.root;
+  }
+
+  /** How other machines substitute from this daemon, once /api/health says. */
+  cacheCard() {
+    const card = h("section", { class: "card cache-info", "aria-labelledby": "cache-info-title", hidden: true });
+    api("/api/health")
+      .then((health) => {
+        const cache = health.cache;
+        if (!cache || this.destroyed) return;
+        card.append(
+          h("h2", { id: "cache-info-title", text: "Binary cache" }),
+          h("p", { class: "hint", text: "Machines substitute what CI built with these nix.settings." }),
+          cache.url ? copyField("Substituter", cache.url, "cache-url") : h("p", { class: "muted", text: "Pushed to configured caches; not served here." }),
+          copyField("Public key", cache.public_key, "cache-key"),
+        );
+        card.hidden = false;
+      })
+      .catch(() => {});
+    return card;
   }
 
   async create() {
@@ -379,7 +398,7 @@ export class RepoView extends View {
       );
     } else if (type.startsWith("repo.") && data.name === this.name) {
       this.reload();
-    } else if (type.startsWith("build.") && type !== "build.log" && data.repo === this.name) {
+    } else if (type.startsWith("build.") && type !== "build.log" && type !== "build.cache" && data.repo === this.name) {
       clearTimeout(this.timer);
       this.timer = setTimeout(() => this.reload(), 250);
     }

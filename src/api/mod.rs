@@ -2,6 +2,7 @@
 //! `ApiError`; the router is built by `router` so tests can drive it without
 //! a socket.
 
+mod cache;
 mod error;
 
 use std::convert::Infallible;
@@ -92,6 +93,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/events", get(events))
         .route("/api/session", post(create_session).delete(end_session))
         .route("/metrics", get(crate::metrics::handler))
+        .route("/nix-cache/nix-cache-info", get(cache::info))
+        .route("/nix-cache/{file}", get(cache::narinfo))
+        .route("/nix-cache/nar/{file}", get(cache::nar))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), authorize))
         .with_state(app.clone());
     Router::new()
@@ -202,7 +206,12 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok());
     // The read cookie admits reads only: a cookie goes with requests that
     // other sites make the browser send, so it must never change anything.
-    if public || app.token.accepts(presented) || (reading && app.token.accepts_read_cookie(cookie))
+    // Nix sends the token from its netrc file as HTTP Basic credentials.
+    let netrc = reading && path.starts_with("/nix-cache/") && app.token.accepts_basic(presented);
+    if public
+        || netrc
+        || app.token.accepts(presented)
+        || (reading && app.token.accepts_read_cookie(cookie))
     {
         return next.run(request).await;
     }
@@ -234,6 +243,11 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
         "builds": status,
         "public_read": app.config.public_read,
         "public_url": app.config.public_url,
+        "cache": app.cache.as_ref().map(|cache| json!({
+            "public_key": cache.key.public(),
+            "url": app.config.cache_serve.then(|| format!("{}/nix-cache", app.config.public_url)),
+            "push": app.config.cache_push.len(),
+        })),
     })))
 }
 
