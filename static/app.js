@@ -292,6 +292,21 @@
     session = !!response && response.ok;
   }
 
+  /**
+   * Learns from the daemon whether reads need the token and, with a token
+   * already stored, opens the read session before the event stream starts:
+   * reads that succeed with the token never see the 401 that would tell.
+   */
+  async function learnReadMode() {
+    try {
+      const response = await fetch("/api/health", { cache: "no-store" });
+      if (response.ok) privateReads = (await response.json()).public_read === false;
+    } catch {
+      // Unreachable now: the first read says what it needs.
+    }
+    await openSession();
+  }
+
   function updateTokenButton() {
     const button = document.getElementById("token-button");
     button.textContent = token ? "API token ✓" : "API token";
@@ -2182,6 +2197,7 @@
   async function boot() {
     setupTokenDialog();
     setLive("connecting");
+    await learnReadMode();
     // Learns whether reads need the token, asking for it before anything
     // is shown when they do.
     try {
