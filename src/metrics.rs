@@ -91,7 +91,15 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     sse_subscribers: Gauge,
     notifications: Family<NotifyLabels, Counter>,
+    unauthorized: Counter,
+    /// When a refused request was last logged, and how many were refused
+    /// since without a line of their own.
+    unauthorized_logged: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
+
+/// At most one log line per this period about requests refused for want of
+/// the token: a client may send thousands, and each would be a line.
+pub const UNAUTHORIZED_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -181,7 +189,15 @@ impl Metrics {
             "Notifications by kind (webhook, command) and result (delivered, failed, dropped)",
             notifications.clone(),
         );
+        let unauthorized = Counter::default();
+        registry.register(
+            "http_unauthorized",
+            "Requests refused with 401 (no token, or a wrong one)",
+            unauthorized.clone(),
+        );
         Metrics {
+            unauthorized,
+            unauthorized_logged: std::sync::Mutex::new((None, 0)),
             registry,
             builds_finished,
             queued,
@@ -193,6 +209,32 @@ impl Metrics {
             sse_subscribers,
             notifications,
         }
+    }
+
+    /// Counts a request refused with 401 and logs it, at most once per
+    /// [`UNAUTHORIZED_LOG_PERIOD`] with the number refused since the last
+    /// line.
+    pub fn unauthorized(&self, method: &Method, path: &str) {
+        self.unauthorized.inc();
+        let mut logged = self.unauthorized_logged.lock().expect("unauthorized log");
+        let now = std::time::Instant::now();
+        if logged
+            .0
+            .is_some_and(|last| now.duration_since(last) < UNAUTHORIZED_LOG_PERIOD)
+        {
+            logged.1 += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut logged.1);
+        logged.0 = Some(now);
+        drop(logged);
+        tracing::warn!(
+            %method,
+            path = %path.escape_debug(),
+            unlogged_since_last = unlogged,
+            "unauthorised request refused (at most one such line every 10 s; \
+             procurator_http_unauthorized_total counts them all)"
+        );
     }
 
     /// Counts a finished build (the data of a `build.finished` event) and

@@ -85,6 +85,8 @@ pub struct Daemon {
     pub config: PathBuf,
     pub stderr: PathBuf,
     extra_env: Vec<(String, String)>,
+    /// The descriptor limit (soft and hard) the daemon starts with.
+    pub nofile: Option<u64>,
     _tmp: Option<TempDir>,
 }
 
@@ -129,6 +131,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile: None,
             _tmp: None,
         }
     }
@@ -147,6 +150,21 @@ impl Daemon {
             .stdin(Stdio::null());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // of ours.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use rustix::process::{Resource, Rlimit, setrlimit};
+                    let limit = Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    };
+                    setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+                });
+            }
         }
         cmd
     }
