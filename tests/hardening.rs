@@ -230,9 +230,33 @@ fn a_token_file_others_can_read_is_refused_with_key_and_file() {
         &format!("api_token_file = \"{}\"\n", token.display()),
         &[],
     );
-    let output = daemon.command().output().unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Bounded: a daemon that accepted the file would serve for ever.
+    let mut child = daemon
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the daemon started with a token file others can read");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("api_token_file"), "{stderr}");
     assert!(stderr.contains(&token.display().to_string()), "{stderr}");
     assert!(stderr.contains("readable by group or others"), "{stderr}");

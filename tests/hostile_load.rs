@@ -98,12 +98,12 @@ fn fd_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
-/// The bound on health's p99 under attack: the 100 ms of issue 15, plus the
-/// p99 of the same probes against the idle daemon in the same run, so that
-/// a loaded machine's own noise does not fail the test. A stalled daemon
-/// answers in seconds or never, far past it.
+/// The bound on health's p99 under attack: the 100 ms of issue 15, plus
+/// twice the p99 of the same probes against the idle daemon in the same
+/// run, so that a loaded machine's own noise does not fail the test. A
+/// stalled daemon answers in seconds or never, far past it.
 fn health_bound(idle: &Phase) -> Duration {
-    Duration::from_millis(100) + idle.health_p99
+    Duration::from_millis(100) + 2 * idle.health_p99
 }
 
 /// What a load phase measured.
@@ -115,17 +115,17 @@ struct Phase {
     peak_threads: u64,
 }
 
-/// 150 health probes 20 ms apart, sampling the daemon's memory and threads,
-/// and checking the other reads answer too.
+/// 300 health probes 10 ms apart (the p99 is the third worst), sampling the
+/// daemon's memory and threads, and checking the other reads answer too.
 fn measure(daemon: &Daemon) -> Phase {
     let pid = daemon.pid();
     let (mut times, mut statuses) = (Vec::new(), Vec::new());
     let (mut peak_rss_kib, mut peak_threads) = (0, 0);
-    for n in 0..150 {
+    for n in 0..300 {
         let (status, _, elapsed) = probe(daemon.port, "/api/health");
         times.push(elapsed);
         statuses.push(status);
-        if n % 25 == 0 {
+        if n % 50 == 0 {
             for path in ["/api/builds/1", "/api/repos", "/metrics"] {
                 let (status, _, elapsed) = probe(daemon.port, path);
                 assert!(status != 0, "{path}: no answer after {elapsed:?}");
@@ -133,7 +133,7 @@ fn measure(daemon: &Daemon) -> Phase {
         }
         peak_rss_kib = peak_rss_kib.max(proc_status(pid, "VmRSS"));
         peak_threads = peak_threads.max(proc_status(pid, "Threads"));
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     Phase {
         health_p99: p99(times),
