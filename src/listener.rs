@@ -47,7 +47,7 @@ const LINGER: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Most a connection buffers of its answer, and the largest request head.
-pub const MAX_BUF: usize = 32 * 1024;
+pub const MAX_BUF: usize = 16 * 1024;
 
 /// Descriptors kept free of client connections: the hook's socket and its
 /// connections, the database (writer and readers), git, builds' pipes and
