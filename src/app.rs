@@ -14,7 +14,7 @@ use crate::auth::Token;
 use crate::config::Config;
 use crate::events::Events;
 use crate::logs::LogStore;
-use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, build_stats};
+use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, branch_stats, build_stats};
 use crate::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
 use crate::repos::{self, Branch, RepoError, RepoFiles};
 use crate::store::{SqlResultExt, Store, StoreError};
@@ -392,34 +392,33 @@ impl App {
         let repo = self.find_repo(name).await?;
         let branches: Vec<Branch> = self.branches(&repo).await?.as_ref().clone();
         let key = name.to_string();
-        let names: Vec<String> = branches.iter().map(|b| b.name.clone()).collect();
-        let (latest, branch_stats, stats) = self
+        let (latest, mut per_branch, stats) = self
             .store
             .read(move |conn| {
-                let per_branch = names
-                    .iter()
-                    .map(|b| build_stats(conn, &key, Some(b), STATS_WINDOW))
-                    .collect::<Result<Vec<_>, _>>()?;
                 Ok((
                     queue::latest_per_branch(conn, &key)?,
-                    per_branch,
+                    branch_stats(conn, &key, STATS_WINDOW)?,
                     build_stats(conn, &key, None, STATS_WINDOW)?,
                 ))
             })
             .await?;
+        // By name: a scan per branch would be quadratic in the branches.
+        let mut latest: HashMap<String, BuildRef> = latest
+            .into_iter()
+            .map(|l| {
+                let build = BuildRef {
+                    id: l.id,
+                    status: l.status,
+                    commit: l.commit,
+                };
+                (l.branch, build)
+            })
+            .collect();
         let branches = branches
             .into_iter()
-            .zip(branch_stats)
-            .map(|(b, stats)| BranchStatus {
-                stats,
-                latest_build: latest
-                    .iter()
-                    .find(|l| l.branch == b.name)
-                    .map(|l| BuildRef {
-                        id: l.id,
-                        status: l.status,
-                        commit: l.commit.clone(),
-                    }),
+            .map(|b| BranchStatus {
+                stats: per_branch.remove(&b.name).unwrap_or_default(),
+                latest_build: latest.remove(&b.name),
                 name: b.name,
                 commit: b.commit,
             })
