@@ -520,6 +520,10 @@ in
         CacheDirectory = "procurator-ci";
         CacheDirectoryMode = "0700";
         UMask = "0027";
+        # Client connections (max_connections) plus the 256 descriptors the
+        # daemon keeps for its socket, database, git and builds; systemd's
+        # default soft limit of 1024 would cap connections at 768.
+        LimitNOFILE = 65536;
         LoadCredential =
           lib.optional (cfg.apiTokenFile != null) "${tokenCredential}:${cfg.apiTokenFile}"
           ++ map (secret: "${secret.credential}:${secret.secret_file}") notifySecrets

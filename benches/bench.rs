@@ -50,6 +50,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("push", push),
     ("enqueue", enqueue_rate),
     ("list", list),
+    ("branches", branches),
     ("sse", sse),
     ("logs", logs),
     ("wrapper", wrapper),
@@ -960,6 +961,205 @@ fn list(ctx: &Ctx) -> Res<Vec<Row>> {
     Ok(vec![
         row("list `?limit=50` (1,000,000 builds)", &all),
         row("list `?limit=50&repo=` (1,000,000 builds)", &repo),
+    ])
+}
+
+/// Branches of the wide repository of the `branches` bench.
+const WIDE_BRANCHES: usize = 3_000;
+
+/// Gives `branches` (all at `head`) `per_branch` finished builds each,
+/// written straight into the stopped daemon's database as `seed` does.
+fn seed_branches(
+    db: &Path,
+    repo: &Path,
+    head: &str,
+    branches: &[String],
+    per_branch: u64,
+) -> Res<()> {
+    let mut conn = rusqlite::Connection::open(db).map_err(err("seed open"))?;
+    conn.pragma_update(None, "synchronous", "OFF")
+        .map_err(err("seed pragma"))?;
+    let tx = conn.transaction().map_err(err("seed begin"))?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT INTO builds (repo_name, repo_path, commit_hash, branch, status, retry_count, \
+                 max_retries, created_at, started_at, finished_at, author, trigger, attempts, exit_code) \
+                 VALUES ('wide', ?1, ?2, ?3, ?4, 0, 3, ?5, ?6, ?7, 'Bench Author <bench@example.org>', \
+                 'push', 1, ?8)",
+            )
+            .map_err(err("seed prepare"))?;
+        let base = epoch_ms() as i64 - (branches.len() as u64 * per_branch) as i64 * 1000;
+        let mut i = 0u64;
+        for _ in 0..per_branch {
+            for branch in branches {
+                let r = mix(i);
+                let (status, exit) = if r.is_multiple_of(10) {
+                    ("failed", 1)
+                } else {
+                    ("success", 0)
+                };
+                let created = base + i as i64 * 1000;
+                stmt.execute(rusqlite::params![
+                    repo.display().to_string(),
+                    head,
+                    branch,
+                    status,
+                    created,
+                    created + 40,
+                    created + 40 + (r % 120_000) as i64,
+                    exit,
+                ])
+                .map_err(err("seed insert"))?;
+                i += 1;
+            }
+        }
+    }
+    tx.commit().map_err(err("seed commit"))?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .map_err(err("seed checkpoint"))?;
+    Ok(())
+}
+
+/// The badge and the repository view of a repository with 3,000 branches,
+/// each with builds (issue 15): both answer from the branch heads the
+/// daemon keeps and a bounded number of queries, whatever the branches.
+fn branches(ctx: &Ctx) -> Res<Vec<Row>> {
+    let dir = ctx.root.join("branches");
+    let mut d = Daemon::configure(&dir, "nix_bin = \"/bin/true\"\n")?;
+    d.spawn()?;
+    let bare = d.create_repo("wide")?;
+    let head = fast_import(&bare, "main", 1, &flake("echo ok > $out", "wide"))?.remove(0);
+    let mut names = vec!["main".to_string()];
+    names.extend((1..WIDE_BRANCHES).map(|i| format!("feature/branch-{i:04}")));
+    let mut refs = String::new();
+    for name in &names[1..] {
+        refs.push_str(&format!("create refs/heads/{name} {head}\n"));
+    }
+    let mut update = Command::new("git")
+        .arg("--git-dir")
+        .arg(&bare)
+        .args(["update-ref", "--stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(err("git update-ref"))?;
+    {
+        use std::io::Write;
+        let mut stdin = update.stdin.take().expect("piped");
+        stdin
+            .write_all(refs.as_bytes())
+            .map_err(err("git update-ref input"))?;
+    }
+    let status = update.wait().map_err(err("git update-ref"))?;
+    if !status.success() {
+        return Err(format!("git update-ref failed: {status}"));
+    }
+    d.stop();
+    let t = Instant::now();
+    seed_branches(&d.state().join("ci.db"), &bare, &head, &names, 3)?;
+    eprintln!(
+        "   {WIDE_BRANCHES} branches, {} builds seeded in {:.1} s",
+        WIDE_BRANCHES * 3,
+        t.elapsed().as_secs_f64()
+    );
+    d.spawn()?;
+    let (status, view) = d.get("/api/repos/wide")?;
+    let listed = view["branches"].as_array().map_or(0, Vec::len);
+    let with_stats = view["branches"].as_array().map_or(0, |b| {
+        b.iter().filter(|b| b["stats"]["builds"] == 3).count()
+    });
+    if status != 200 || listed != WIDE_BRANCHES || with_stats != WIDE_BRANCHES {
+        return Err(format!(
+            "the repository view answered {status} with {listed} branches, {with_stats} with 3 builds"
+        ));
+    }
+    let bytes = view.to_string().len();
+    let port = d.port;
+    // Two clients on two cores: latency, not throughput, is the goal.
+    const C: usize = 2;
+    let run = |name: &str, make: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>| -> Res<Load> {
+        let ok = |s: u16| s == 200;
+        ctx.rt.block_on(load(
+            port,
+            C,
+            Duration::from_millis(500),
+            1_000_000,
+            make.clone(),
+            ok,
+        ))?;
+        let r = ctx
+            .rt
+            .block_on(load(port, C, Duration::from_secs(4), 1_000_000, make, ok))?;
+        eprintln!(
+            "   {name}: {:.0}/s p50 {} p99 {} errors {}",
+            r.rate,
+            ms(r.latency_ms.p50),
+            ms(r.latency_ms.p99),
+            r.errors
+        );
+        if r.errors > 0 {
+            return Err(format!("{name}: {} errors", r.errors));
+        }
+        Ok(r)
+    };
+    let floor = run(
+        "/api/health",
+        Arc::new(|_| request_bytes("GET", "/api/health", None, None)),
+    )?;
+    let badge_names = Arc::new(names);
+    let badge = run(
+        "badge",
+        Arc::new(move |i| {
+            let branch = &badge_names[i % badge_names.len()];
+            request_bytes(
+                "GET",
+                &format!("/api/repos/wide/badge.svg?branch={branch}"),
+                None,
+                None,
+            )
+        }),
+    )?;
+    let repo = run(
+        "/api/repos/wide",
+        Arc::new(|_| request_bytes("GET", "/api/repos/wide", None, None)),
+    )?;
+    let mem = d.mem();
+    d.stop();
+    let row = |figure: &str, r: &Load, note: String| Row {
+        figure: figure.into(),
+        measured: format!(
+            "p50 {} · p99 {} ({:.0} req/s)",
+            ms(r.latency_ms.p50),
+            ms(r.latency_ms.p99),
+            r.rate
+        ),
+        floor: format!(
+            "p50 {} · p99 {} (`/api/health`, same clients)",
+            ms(floor.latency_ms.p50),
+            ms(floor.latency_ms.p99)
+        ),
+        ratio: format!("{} (p99)", ratio(r.latency_ms.p99, floor.latency_ms.p99)),
+        goal: "p99 ≤ 5 ms".into(),
+        met: Some(r.latency_ms.p99 <= 5.0),
+        note,
+        load: 0.0,
+        data: json!({"load": r, "floor": floor, "rss_kib": mem.rss_kib, "response_bytes": bytes}),
+    };
+    Ok(vec![
+        row(
+            "badge (3,000 branches)",
+            &badge,
+            format!("{C} keep-alive clients for 4 s, each request another branch"),
+        ),
+        row(
+            "repository view (3,000 branches)",
+            &repo,
+            format!(
+                "{C} keep-alive clients for 4 s; every branch with 3 builds; ≈ {} KiB of JSON per answer; daemon RSS after: {:.1} MiB",
+                bytes / 1024,
+                mib(mem.rss_kib)
+            ),
+        ),
     ])
 }
 

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::diagnosis::{self, CancelSource, FailureKind};
 use crate::events::Events;
 use crate::logs::LogStore;
-use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, build_stats};
+use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, branch_stats, build_stats};
 use crate::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
 use crate::repos::{self, Branch, RepoError, RepoFiles};
 use crate::store::{SqlResultExt, Store, StoreError};
@@ -252,6 +252,44 @@ pub struct App {
     pub preflight: Mutex<crate::preflight::Report>,
     /// The binary cache, when `cache_serve` or `cache_push` is configured.
     pub cache: Option<crate::cache::Cache>,
+    /// Branch heads by repository: read from git once, dropped when a push
+    /// or a scan changes them, so views and badges start no process.
+    pub heads: Heads,
+}
+
+/// The branch heads the daemon knows, by repository.
+#[derive(Debug, Default)]
+pub struct Heads {
+    known: Mutex<HashMap<String, Arc<Vec<Branch>>>>,
+    /// Bumped by every change, so that a list read from git before a change
+    /// is not kept after it.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Heads {
+    fn get(&self, repo: &str) -> Option<Arc<Vec<Branch>>> {
+        self.known.lock().expect("branch heads").get(repo).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps `branches` unless something changed since `generation`.
+    fn keep(&self, repo: &str, branches: Arc<Vec<Branch>>, generation: u64) {
+        let mut known = self.known.lock().expect("branch heads");
+        if self.generation() == generation {
+            known.insert(repo.to_string(), branches);
+        }
+    }
+
+    /// Drops what is known of `repo`: its branches changed.
+    pub fn forget(&self, repo: &str) {
+        let mut known = self.known.lock().expect("branch heads");
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        known.remove(repo);
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -446,37 +484,62 @@ impl App {
             .collect())
     }
 
+    /// The branch heads of `repo`: known, or read from git once.
+    async fn branches(&self, repo: &Repo) -> Result<Arc<Vec<Branch>>, AppError> {
+        if let Some(known) = self.heads.get(&repo.name) {
+            return Ok(known);
+        }
+        let generation = self.heads.generation();
+        let files = self.repos.clone();
+        let path = PathBuf::from(&repo.path);
+        let branches = Arc::new(blocking(move || Ok(files.branches(&path)?)).await?);
+        self.heads.keep(&repo.name, branches.clone(), generation);
+        Ok(branches)
+    }
+
+    /// The status of the latest build of `branch` of repository `name`;
+    /// `None` when the branch does not exist or has no build.
+    pub async fn branch_status(
+        &self,
+        name: &str,
+        branch: &str,
+    ) -> Result<Option<Status>, AppError> {
+        let repo = self.find_repo(name).await?;
+        if !self.branches(&repo).await?.iter().any(|b| b.name == branch) {
+            return Ok(None);
+        }
+        let (r, b) = (repo.name, branch.to_string());
+        Ok(self
+            .store
+            .read(move |conn| queue::latest_status(conn, &r, &b))
+            .await?)
+    }
+
     /// A repository with its branches and their latest builds.
     pub async fn repo_detail(&self, name: &str) -> Result<RepoDetail, AppError> {
         let repo = self.find_repo(name).await?;
-        let files = self.repos.clone();
-        let path = PathBuf::from(&repo.path);
-        let branches: Vec<Branch> = blocking(move || Ok(files.branches(&path)?)).await?;
+        let branches: Vec<Branch> = self.branches(&repo).await?.as_ref().clone();
         let key = name.to_string();
-        let names: Vec<String> = branches.iter().map(|b| b.name.clone()).collect();
-        let (latest, branch_stats, stats) = self
+        let (latest, mut per_branch, stats) = self
             .store
             .read(move |conn| {
-                let per_branch = names
-                    .iter()
-                    .map(|b| build_stats(conn, &key, Some(b), STATS_WINDOW))
-                    .collect::<Result<Vec<_>, _>>()?;
                 Ok((
                     queue::latest_per_branch(conn, &key)?,
-                    per_branch,
+                    branch_stats(conn, &key, STATS_WINDOW)?,
                     build_stats(conn, &key, None, STATS_WINDOW)?,
                 ))
             })
             .await?;
+        // By name: a scan per branch would be quadratic in the branches.
+        let mut latest: HashMap<String, BuildRef> = latest
+            .iter()
+            .map(|l| (l.branch.clone(), BuildRef::from(l)))
+            .collect();
         let branches = branches
             .into_iter()
-            .zip(branch_stats)
-            .map(|(b, stats)| BranchStatus {
-                stats,
-                latest_build: latest
-                    .iter()
-                    .find(|l| l.branch == b.name)
-                    .map(BuildRef::from),
+            .map(|b| BranchStatus {
+                stats: per_branch.remove(&b.name).unwrap_or_default(),
+                latest_build: latest.remove(&b.name),
                 name: b.name,
                 commit: b.commit,
             })
@@ -510,7 +573,9 @@ impl App {
         }
         let files = self.repos.clone();
         let n = name.to_string();
-        match blocking(move || Ok(files.delete(&n)?)).await {
+        let deleted = blocking(move || Ok(files.delete(&n)?)).await;
+        self.heads.forget(name);
+        match deleted {
             Ok(()) | Err(AppError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -544,13 +609,13 @@ impl App {
             .map_err(|r| AppError::invalid("branch", format!("invalid branch name: {r}")))?;
         repos::validate_commit(commit)
             .map_err(|r| AppError::invalid("commit", format!("invalid commit: {r}")))?;
-        if let Some(author) = &author
-            && (author.len() > 512 || author.chars().any(char::is_control))
-        {
-            return Err(AppError::invalid(
-                "author",
-                "author must be at most 512 characters without control characters",
-            ));
+        if let Some(author) = &author {
+            crate::text::check(author, crate::text::MAX_AUTHOR_CHARS, false)
+                .map_err(|why| AppError::invalid("author", format!("author {why}")))?;
+        }
+        if trigger == "push" {
+            // The hook reports a push: the branch's head has moved.
+            self.heads.forget(repo);
         }
         let repo_row = self.find_repo(repo).await.map_err(|e| match e {
             AppError::Invalid { message, .. } => AppError::invalid("repo", message),
@@ -571,7 +636,14 @@ impl App {
             repo_path: repo_row.path.clone(),
             branch: branch.to_string(),
             commit: commit.to_string(),
-            author: author.or(Some(info.author)).filter(|a| !a.is_empty()),
+            author: author
+                .or_else(|| {
+                    Some(crate::text::sanitize(
+                        &info.author,
+                        crate::text::MAX_AUTHOR_CHARS,
+                    ))
+                })
+                .filter(|a| !a.is_empty()),
             message: Some(info.message),
             trigger,
             rebuild_of,
@@ -649,16 +721,17 @@ impl App {
         };
         let mut queued = Vec::new();
         for repo in repos {
-            let files = self.repos.clone();
-            let path = PathBuf::from(&repo.path);
-            let branches = match blocking(move || Ok(files.branches(&path)?)).await {
+            // Read afresh: a scan is also how changes the hook did not
+            // report (a deleted branch) reach the known heads.
+            self.heads.forget(&repo.name);
+            let branches = match self.branches(&repo).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(repo = %repo.name, error = %e, "cannot list branches");
                     continue;
                 }
             };
-            for branch in branches {
+            for branch in branches.iter() {
                 if repos::validate_branch(&branch.name).is_err() {
                     continue;
                 }
@@ -827,13 +900,8 @@ impl App {
 }
 
 fn validate_description(description: &str) -> Result<(), AppError> {
-    if description.len() > 1000 || description.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(AppError::invalid(
-            "description",
-            "description must be at most 1000 characters without control characters",
-        ));
-    }
-    Ok(())
+    crate::text::check(description, crate::text::MAX_DESCRIPTION_CHARS, true)
+        .map_err(|why| AppError::invalid("description", format!("description {why}")))
 }
 
 /// Startup: records repositories present on disk, creates the declared
@@ -854,6 +922,14 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
                 .map(|d| d.trim().to_string())
                 .filter(|d| !d.starts_with("Unnamed repository"))
                 .unwrap_or_default();
+            // Held to the API's rule; a description it refuses is dropped.
+            let description = match validate_description(&description) {
+                Ok(()) => description,
+                Err(e) => {
+                    tracing::warn!(repo = %name, error = %e, "ignoring the description found on disk");
+                    String::new()
+                }
+            };
             app.insert_repo_row(name, &path, &description).await?;
             tracing::info!(repo = %name, "Adopted a repository found on disk");
         }

@@ -25,6 +25,14 @@ pub fn clear_read_cookie() -> String {
     format!("{READ_COOKIE}=; {READ_COOKIE_ATTRIBUTES}; Max-Age=0")
 }
 
+/// The mode of `path` when group or others may read it (a secret there is
+/// not secret); `None` when only its owner may, or it cannot be examined
+/// (reading it then says why).
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 /// The API token, compared in constant time.
 #[derive(Clone)]
 pub struct Token {
@@ -61,6 +69,15 @@ impl Token {
             reason,
         };
         if let Some(path) = configured {
+            if let Some(mode) = exposed_mode(path) {
+                return Err(error(
+                    path,
+                    format!(
+                        "api_token_file is readable by group or others (mode {mode:04o}); \
+                         chmod 600 it"
+                    ),
+                ));
+            }
             let secret = fs::read_to_string(path).map_err(|e| error(path, e.to_string()))?;
             return Ok((Token::from_secret(secret.trim(), path)?, false));
         }
@@ -156,12 +173,13 @@ impl Token {
         bool::from(decoded[colon + 1..].ct_eq(self.secret.as_bytes()))
     }
 
-    /// Whether an `Authorization` header value carries this token.
+    /// Whether an `Authorization` header value is exactly `Bearer <token>`:
+    /// no other spacing, nothing trimmed.
     pub fn accepts(&self, header: Option<&str>) -> bool {
         let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
-        bool::from(presented.trim().as_bytes().ct_eq(self.secret.as_bytes()))
+        bool::from(presented.as_bytes().ct_eq(self.secret.as_bytes()))
     }
 }
 
@@ -247,6 +265,9 @@ mod tests {
         assert!(!token.accepts_basic(Some(&format!("Bearer {secret}"))));
         assert!(!token.accepts(Some(&basic(&format!("ci:{secret}")))));
         assert!(!token.accepts(Some("Bearer ")));
+        assert!(!token.accepts(Some(&format!("Bearer  {secret}"))));
+        assert!(!token.accepts(Some(&format!("Bearer {secret} "))));
+        assert!(!token.accepts(Some(&format!("bearer {secret}"))));
         assert!(!token.accepts(None));
     }
 
@@ -255,6 +276,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let short = dir.path().join("short");
         fs::write(&short, "abc\n").unwrap();
+        fs::set_permissions(&short, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = Token::load(Some(&short), &dir.path().join("gen"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        let open = dir.path().join("open");
+        fs::write(&open, "a-token-of-sixteen-chars\n").unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = Token::load(Some(&open), &dir.path().join("gen"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("readable by group or others (mode 0640)"),
+            "{err}"
+        );
+        assert!(err.contains(&open.display().to_string()), "{err}");
         assert!(Token::load(Some(&short), &dir.path().join("gen")).is_err());
         assert!(!dir.path().join("gen").exists());
     }

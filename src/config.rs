@@ -123,6 +123,9 @@ pub struct Config {
     pub kill_grace_secs: u64,
     pub shutdown_timeout_secs: u64,
     pub client_stall_timeout_secs: u64,
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub scan_interval_secs: u64,
     pub log_max_bytes: u64,
     pub log_retention_days: u32,
     pub log_format: LogFormat,
@@ -173,6 +176,9 @@ struct RawConfig {
     kill_grace_secs: u64,
     shutdown_timeout_secs: u64,
     client_stall_timeout_secs: u64,
+    max_connections: u32,
+    max_connections_per_peer: u32,
+    scan_interval_secs: u64,
     log_max_bytes: u64,
     log_retention_days: u32,
     log_format: LogFormat,
@@ -212,6 +218,9 @@ impl Default for RawConfig {
             kill_grace_secs: 10,
             shutdown_timeout_secs: 30,
             client_stall_timeout_secs: 60,
+            max_connections: 1024,
+            max_connections_per_peer: 64,
+            scan_interval_secs: 30,
             log_max_bytes: 64 * 1024 * 1024,
             log_retention_days: 90,
             log_format: LogFormat::Auto,
@@ -487,6 +496,9 @@ fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, ConfigError> {
         kill_grace_secs: raw.kill_grace_secs,
         shutdown_timeout_secs: raw.shutdown_timeout_secs,
         client_stall_timeout_secs: raw.client_stall_timeout_secs,
+        max_connections: raw.max_connections,
+        max_connections_per_peer: raw.max_connections_per_peer,
+        scan_interval_secs: raw.scan_interval_secs,
         log_max_bytes: raw.log_max_bytes,
         log_retention_days: raw.log_retention_days,
         log_format: raw.log_format,
@@ -614,6 +626,32 @@ fn validate(
             return Err(invalid(key, value.to_string(), "must be at most 3600"));
         }
     }
+    if !(16..=1_048_576).contains(&config.max_connections) {
+        return Err(invalid(
+            "max_connections",
+            config.max_connections.to_string(),
+            "must be between 16 and 1048576",
+        ));
+    }
+    if config.max_connections_per_peer == 0
+        || config.max_connections_per_peer > config.max_connections
+    {
+        return Err(invalid(
+            "max_connections_per_peer",
+            config.max_connections_per_peer.to_string(),
+            &format!(
+                "must be between 1 and max_connections ({})",
+                config.max_connections
+            ),
+        ));
+    }
+    if !(1..=86_400).contains(&config.scan_interval_secs) {
+        return Err(invalid(
+            "scan_interval_secs",
+            config.scan_interval_secs.to_string(),
+            "must be between 1 and 86400 (one day)",
+        ));
+    }
     if !(1..=3600).contains(&config.client_stall_timeout_secs) {
         return Err(invalid(
             "client_stall_timeout_secs",
@@ -647,6 +685,16 @@ fn validate(
     if let Some(path) = &config.api_token_file
         && runtime_files == RuntimeFiles::Read
     {
+        if let Some(mode) = crate::auth::exposed_mode(path) {
+            return Err(invalid(
+                "api_token_file",
+                path.display().to_string(),
+                &format!(
+                    "it is readable by group or others (mode {mode:04o}); like ssh with \
+                     keys, the daemon refuses a token others can read: chmod 600 it"
+                ),
+            ));
+        }
         match std::fs::read_to_string(path) {
             Ok(token) if token.trim().len() >= 16 => {}
             Ok(_) => {
@@ -723,11 +771,20 @@ fn validate(
             ));
         }
     }
-    for name in config.repos.keys() {
+    for (name, decl) in &config.repos {
         if let Err(reason) = validate_repo_name(name) {
             return Err(invalid(
                 &format!("repos.{name}"),
                 format!("{name:?}"),
+                &reason,
+            ));
+        }
+        if let Err(reason) =
+            crate::text::check(&decl.description, crate::text::MAX_DESCRIPTION_CHARS, true)
+        {
+            return Err(invalid(
+                &format!("repos.{name}.description"),
+                format!("{:?}", decl.description),
                 &reason,
             ));
         }
@@ -1014,12 +1071,72 @@ mod tests {
     }
 
     #[test]
+    fn a_token_file_others_can_read_is_refused_naming_key_and_file() {
+        use std::os::unix::fs::PermissionsExt;
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            jail.create_file("token", "a-token-of-sixteen-chars")?;
+            let token = jail.directory().join("token");
+            jail.create_file("t.toml", "api_token_file = \"token\"\n")?;
+            for mode in [0o644, 0o640, 0o604] {
+                std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+                let err = load_in(jail, Some("t.toml")).unwrap_err().to_string();
+                assert!(err.contains("`api_token_file`"), "{err}");
+                assert!(err.contains(&token.display().to_string()), "{err}");
+                assert!(err.contains("readable by group or others"), "{err}");
+            }
+            for mode in [0o600, 0o400] {
+                std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+                load_in(jail, Some("t.toml")).unwrap();
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_caps_and_scan_interval_are_bounded() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            let config = load_in(jail, None).unwrap();
+            assert_eq!(config.max_connections, 1024);
+            assert_eq!(config.max_connections_per_peer, 64);
+            assert_eq!(config.scan_interval_secs, 30);
+            for (file, key) in [
+                ("max_connections = 8\n", "`max_connections`"),
+                (
+                    "max_connections_per_peer = 0\n",
+                    "`max_connections_per_peer`",
+                ),
+                (
+                    "max_connections = 100\nmax_connections_per_peer = 101\n",
+                    "`max_connections_per_peer`",
+                ),
+                ("scan_interval_secs = 0\n", "`scan_interval_secs`"),
+            ] {
+                jail.create_file("c.toml", file)?;
+                let err = load_in(jail, Some("c.toml")).unwrap_err().to_string();
+                assert!(err.contains(key) && err.contains("c.toml"), "{err}");
+            }
+            jail.set_env("PROCURATOR_CI_MAX_CONNECTIONS_PER_PEER", "7");
+            assert_eq!(load_in(jail, None).unwrap().max_connections_per_peer, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_repo_name_and_log_format_are_rejected() {
         Jail::expect_with(|jail| {
             clear_config_env(jail);
             jail.create_file("r.toml", "[repos.\"x.git\"]\n")?;
             let err = load_in(jail, Some("r.toml")).unwrap_err().to_string();
             assert!(err.contains("repos.x.git"), "{err}");
+
+            jail.create_file("d.toml", "[repos.ok]\ndescription = \"a\\u202Eb\"\n")?;
+            let err = load_in(jail, Some("d.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("repos.ok.description") && err.contains("U+202E"),
+                "{err}"
+            );
 
             jail.create_file("l.toml", "log_format = \"xml\"\n")?;
             let err = load_in(jail, Some("l.toml")).unwrap_err().to_string();
@@ -1083,6 +1200,11 @@ mod tests {
             );
 
             jail.create_file("token", "a-token-of-sixteen-chars")?;
+            std::fs::set_permissions(
+                jail.directory().join("token"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
             jail.create_file(
                 "s.toml",
                 "api_token_file = \"token\"\n\

@@ -62,6 +62,21 @@ pub fn pushed_tags(input: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the input deletes a branch: the daemon then reads the branch
+/// heads again (it learns of new heads from the build requests).
+pub fn deletes_branches(input: &str) -> bool {
+    input.lines().any(|line| {
+        let mut parts = line.split(' ');
+        matches!(
+            (parts.next(), parts.next(), parts.next(), parts.next()),
+            (Some(_), Some(new), Some(name), None)
+                if name.starts_with("refs/heads/")
+                    && !new.is_empty()
+                    && new.bytes().all(|b| b == b'0')
+        )
+    })
+}
+
 /// Runs the hook; always returns normally so that git sees success.
 pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut impl Write) {
     let mut raw = Vec::new();
@@ -102,7 +117,9 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
                 let _ = writeln!(
                     out,
                     "procurator-ci: warning: cannot reach the procurator-ci daemon at {} ({e}); \
-                     the push is kept and {} ({short}) will be built when the daemon next starts",
+                     the push is kept: the daemon looks for unbuilt branch heads every \
+                     scan_interval_secs (30 s unless configured) while it runs, and when it \
+                     starts, and will queue {} ({short}) then",
                     socket.display(),
                     update.branch
                 );
@@ -118,6 +135,10 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
             "procurator-ci: tag {} is not built (only branches are); push its commit to a branch to build it",
             tag.escape_debug()
         );
+    }
+    if deletes_branches(&text) {
+        // Best effort: the periodic scan reads the heads again anyway.
+        let _ = request(socket, &format!("/api/repos/{repo}/scan"), "", deadline);
     }
     let _ = out.flush();
     run_chained(&raw, out);
@@ -320,6 +341,18 @@ mod tests {
         );
         assert_eq!(pushed_tags(&input), ["v1"]);
         assert!(pushed_tags(&format!("{a} {zero} refs/tags/gone\n")).is_empty());
+    }
+
+    #[test]
+    fn branch_deletions_are_noticed_and_nothing_else() {
+        let zero = "0".repeat(40);
+        let a = "a".repeat(40);
+        assert!(deletes_branches(&format!("{a} {zero} refs/heads/gone\n")));
+        assert!(!deletes_branches(&format!("{a} {zero} refs/tags/v1\n")));
+        assert!(!deletes_branches(&format!("{zero} {a} refs/heads/new\n")));
+        assert!(!deletes_branches(&format!(
+            "{a} {zero} refs/heads/x extra\n"
+        )));
     }
 
     #[test]

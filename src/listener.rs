@@ -10,9 +10,19 @@
 //!   or a head over its limits) is answered by hyper with an empty body;
 //!   here that answer gets the JSON error body every other error has, and
 //!   the connection lingers so the client can read it.
+//! - TCP connections are capped in all and per peer address ([`Gate`]);
+//!   the excess is accepted, answered 503 at once and closed, so `accept`
+//!   never fails for want of descriptors: [`FD_RESERVE`] descriptors stay
+//!   free for the hook's socket, the database, git and builds.
+//! - A connection buffers at most [`MAX_BUF`] of its answer (and of a
+//!   request head): a client that stops reading holds that much, not the
+//!   whole of what it asked for.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -36,6 +46,163 @@ use crate::api::ApiError;
 const LINGER: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most a connection buffers of its answer, and the largest request head.
+pub const MAX_BUF: usize = 16 * 1024;
+
+/// Descriptors kept free of client connections: the hook's socket and its
+/// connections, the database (writer and readers), git, builds' pipes and
+/// refused connections while they are answered.
+pub const FD_RESERVE: u64 = 256;
+
+/// Refused connections being answered at once; past this, accepting waits
+/// (the kernel's backlog holds the next ones) rather than take more
+/// descriptors.
+const REFUSING: usize = 64;
+
+/// The caps on a listener's connections: in all and per peer address.
+#[derive(Debug)]
+pub struct Gate {
+    total: usize,
+    per_peer: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    refusing: Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection's place under the caps, given back when it ends.
+struct Admission {
+    gate: Arc<Gate>,
+    peer: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut open = self.gate.open.lock().expect("connection counts");
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// At most `total` connections, `per_peer` of them from one address.
+    pub fn new(total: usize, per_peer: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            total,
+            per_peer,
+            open: Mutex::new((0, HashMap::new())),
+            refusing: Arc::new(tokio::sync::Semaphore::new(REFUSING)),
+        })
+    }
+
+    /// The cap on all connections.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, &'static str> {
+        let mut open = self.open.lock().expect("connection counts");
+        if open.0 >= self.total {
+            return Err(
+                "the daemon has as many connections open as it serves at once \
+                        (max_connections); try again shortly",
+            );
+        }
+        let mine = open.1.entry(peer).or_insert(0);
+        if *mine >= self.per_peer {
+            return Err(
+                "this address has as many connections open as one address may \
+                        (max_connections_per_peer); close some or try again shortly",
+            );
+        }
+        *mine += 1;
+        open.0 += 1;
+        Ok(Admission {
+            gate: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// The connection cap that the descriptor limit allows: the soft limit is
+/// first raised to the hard one, and [`FD_RESERVE`] descriptors are kept
+/// out. Returns the cap and the limit.
+pub fn connection_cap(configured: usize) -> (usize, u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let allowed = soft.saturating_sub(FD_RESERVE);
+    (
+        configured.min(usize::try_from(allowed).unwrap_or(usize::MAX)),
+        soft,
+    )
+}
+
+/// The peer address of a listener's connections, when it has one.
+pub trait PeerAddr {
+    /// The IP address of the peer; `None` for the Unix socket.
+    fn ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerAddr for std::net::SocketAddr {
+    fn ip(&self) -> Option<IpAddr> {
+        // An IPv4 client of a dual-stack socket counts as its IPv4 address.
+        Some(self.ip().to_canonical())
+    }
+}
+
+impl PeerAddr for tokio::net::unix::SocketAddr {
+    fn ip(&self) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// Answers a connection over the caps with 503 and closes it, quickly and
+/// with a bounded number of them at a time.
+async fn refuse<T: Connection>(gate: &Arc<Gate>, mut io: T, why: &'static str) {
+    let Ok(permit) = gate.refusing.clone().acquire_owned().await else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let body = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", why)
+            .body()
+            .to_string();
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\
+             x-content-type-options: nosniff\r\n\r\n{body}",
+            body.len()
+        );
+        let sent = tokio::time::timeout(REFUSAL_TIME, async {
+            io.write_all(answer.as_bytes()).await?;
+            io.shutdown().await
+        })
+        .await;
+        if matches!(sent, Ok(Ok(()))) {
+            // Read what the client sent meanwhile, so that closing does not
+            // reset the connection under the answer.
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while io.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            })
+            .await;
+        }
+    });
+}
+
+/// How long a refused connection is given to take its answer, and then to
+/// finish sending its request.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+const DRAIN_TIME: Duration = Duration::from_millis(100);
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits for the open connections to finish their requests.
 /// A client stalling for `stall` is dropped (see the module's comment).
@@ -48,17 +215,31 @@ pub async fn serve<L>(
     stall: Duration,
     router: Router,
     shutdown: CancellationToken,
+    gate: Option<Arc<Gate>>,
     peer: impl Fn(&L::Io) -> Extensions,
 ) where
     L: Listener,
+    L::Addr: PeerAddr,
 {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(stall);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(stall)
+        .max_buf_size(MAX_BUF);
     let graceful = GracefulShutdown::new();
     loop {
-        let io = tokio::select! {
-            (io, _) = listener.accept() => io,
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
+        };
+        let admission = match (&gate, addr.ip()) {
+            (Some(gate), Some(ip)) => match gate.admit(ip) {
+                Ok(admission) => Some(admission),
+                Err(why) => {
+                    refuse(gate, io, why).await;
+                    continue;
+                }
+            },
+            _ => None,
         };
         let extensions = peer(&io);
         let service = router
@@ -76,6 +257,7 @@ pub async fn serve<L>(
         let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _admission = admission;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "HTTP connection ended with an error");
             }

@@ -9,20 +9,27 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::log_window::{Want, Window};
 use crate::queue::{LogStats, now_ms};
 use crate::store::{SqlResultExt, Store, StoreError};
 
-/// Size of the pieces logs are read and streamed in.
-const CHUNK: usize = 64 * 1024;
+/// Uncompressed size of each zstd frame of an ended log, and of each read
+/// of a running one: the piece a reader hands to its connection, and all it
+/// holds, whatever the log's size. Small, because a connection that stops
+/// reading keeps what it was handed (`crate::listener::MAX_BUF` and one
+/// piece); frames this size compress logs about as well as whole files.
+pub const FRAME_BYTES: usize = 16 * 1024;
+
+/// Log reads (disk and decompression) that run at once on the blocking pool.
+pub const READ_JOBS: usize = 4;
 
 /// Progress of an attempt's log that readers can wait on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +51,10 @@ pub struct LogStore {
     /// Signalled whenever an attempt's log starts, for followers that asked
     /// for an attempt a worker has claimed but not yet begun writing.
     started: tokio::sync::Notify,
+    /// Admits [`READ_JOBS`] reads at once.
+    reads: Arc<tokio::sync::Semaphore>,
+    /// Held while a log of an earlier version is rewritten into frames.
+    reframing: tokio::sync::Mutex<()>,
 }
 
 impl LogStore {
@@ -54,6 +65,8 @@ impl LogStore {
             max_bytes,
             live: Mutex::new(HashMap::new()),
             started: tokio::sync::Notify::new(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READ_JOBS)),
+            reframing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -107,6 +120,11 @@ impl LogStore {
     /// The log of an attempt from byte `offset`: what exists now, or with
     /// `follow` everything until the attempt ends. A reader joining a running
     /// attempt gets every byte exactly once.
+    ///
+    /// Nothing is read ahead of the consumer: each piece is read (and an
+    /// ended log's frame decoded) on the blocking pool when the connection
+    /// asks for it, so a client that stops reading parks no thread and holds
+    /// at most one frame ([`FRAME_BYTES`]) whatever the log's size.
     pub fn stream(
         self: &Arc<Self>,
         build: i64,
@@ -114,81 +132,72 @@ impl LogStore {
         offset: u64,
         follow: bool,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-        let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(4);
-        let store = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.pump(build, attempt, offset, follow, &sender).await {
-                let _ = sender.send(Err(e)).await;
+        let reader = Reader {
+            store: self.clone(),
+            build,
+            attempt,
+            follow,
+            pos: offset,
+            source: None,
+            ended: false,
+        };
+        futures_util::stream::unfold(reader, |mut reader| async move {
+            if reader.ended {
+                return None;
             }
-        });
-        tokio_stream_from(receiver)
-    }
-
-    async fn pump(
-        self: Arc<Self>,
-        build: i64,
-        attempt: i64,
-        offset: u64,
-        follow: bool,
-        out: &mpsc::Sender<io::Result<Bytes>>,
-    ) -> io::Result<()> {
-        let mut live = self.live(build, attempt);
-        if follow && live.is_none() {
-            live = self.await_start(build, attempt).await;
-        }
-        if let Some(mut progress) = live {
-            // The file may have been compressed and unlinked since; then the
-            // compressed copy below has the same bytes.
-            if let Ok(file) = File::open(self.plain_path(build, attempt)) {
-                let mut file = Some(file);
-                let mut pos = offset;
-                loop {
-                    let state = *progress.borrow_and_update();
-                    pos = send_range(&mut file, pos, state.len, out).await?;
-                    if state.done || !follow {
-                        return Ok(());
-                    }
-                    if progress.changed().await.is_err() {
-                        let state = *progress.borrow();
-                        send_range(&mut file, pos, state.len, out).await?;
-                        return Ok(());
-                    }
-                    if out.is_closed() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        let compressed = self.compressed_path(build, attempt);
-        let plain = self.plain_path(build, attempt);
-        let out = out.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut reader: Box<dyn Read> = match File::open(&compressed) {
-                Ok(file) => Box::new(zstd::Decoder::new(file)?),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match File::open(&plain) {
-                    Ok(file) => Box::new(file),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(io::Error::new(io::ErrorKind::NotFound, "log not found"));
-                    }
-                    Err(e) => return Err(e),
-                },
-                Err(e) => return Err(e),
-            };
-            io::copy(&mut reader.by_ref().take(offset), &mut io::sink())?;
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0
-                    || out
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                {
-                    return Ok(());
+            match reader.next().await {
+                Ok(Some(piece)) => Some((Ok(piece), reader)),
+                Ok(None) => None,
+                Err(e) => {
+                    reader.ended = true;
+                    Some((Err(e), reader))
                 }
             }
         })
+    }
+
+    /// Runs a log read on the blocking pool, at most [`READ_JOBS`] at once:
+    /// however many clients read logs, the pool keeps room for the
+    /// database and git.
+    async fn read_job<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        // Held by the job itself: a client that goes away does not free its
+        // place before the read ends.
+        let permit = self
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
         .await
         .map_err(io::Error::other)?
+    }
+
+    /// Rewrites a log that an earlier version compressed as one zstd frame
+    /// into frames of [`FRAME_BYTES`], so it can be read a frame at a time.
+    /// One at a time: decoding such a log holds its whole window (MiBs).
+    async fn reframe(&self, path: PathBuf) -> io::Result<()> {
+        let _one = self.reframing.lock().await;
+        self.read_job(move || {
+            let file = File::open(&path)?;
+            if !matches!(read_frame(&file, 0, 0)?, Frame::Unframed) {
+                return Ok(());
+            }
+            let tmp = path.with_extension("zst.reframe");
+            let result = write_frames(zstd::Decoder::new(file)?, &tmp)
+                .and_then(|()| fs::rename(&tmp, &path));
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        })
+        .await
     }
 
     /// Waits (bounded) for an attempt that has no file yet to start: the
@@ -282,52 +291,249 @@ impl LogStore {
     }
 }
 
-/// Sends bytes `[pos, end)` of `file`; returns the new position.
-async fn send_range(
-    file: &mut Option<File>,
-    mut pos: u64,
-    end: u64,
-    out: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<u64> {
-    while pos < end {
-        let mut handle = file.take().expect("file is returned after every read");
-        let want = (end - pos).min(CHUNK as u64) as usize;
-        let (handle, chunk) =
-            tokio::task::spawn_blocking(move || -> io::Result<(File, Vec<u8>)> {
-                let mut buf = vec![0u8; want];
-                handle.seek(SeekFrom::Start(pos))?;
-                let n = handle.read(&mut buf)?;
-                buf.truncate(n);
-                Ok((handle, buf))
-            })
-            .await
-            .map_err(io::Error::other)??;
-        *file = Some(handle);
-        if chunk.is_empty() {
-            break;
-        }
-        pos += chunk.len() as u64;
-        if out.send(Ok(Bytes::from(chunk))).await.is_err() {
-            return Ok(end);
-        }
-    }
-    Ok(pos)
+/// Where a reader's bytes come from. Files are opened for each read, not
+/// held: a connection costs one descriptor, its socket's, however long it
+/// lasts (see `crate::listener` on reserved descriptors).
+enum Source {
+    /// A running attempt's file, readable up to what its writer reported.
+    Live {
+        progress: watch::Receiver<LiveState>,
+    },
+    /// An ended attempt's zstd frames; `at` is the next frame's offset.
+    Framed { at: u64 },
+    /// An ended attempt kept uncompressed (compressing it failed).
+    Plain,
 }
 
-fn tokio_stream_from(
-    mut receiver: mpsc::Receiver<io::Result<Bytes>>,
-) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+/// One client's read of one attempt's log.
+struct Reader {
+    store: Arc<LogStore>,
+    build: i64,
+    attempt: i64,
+    follow: bool,
+    /// Offset in the log of the next byte to hand out (for an ended log
+    /// before its frames are reached: the bytes still to skip).
+    pos: u64,
+    source: Option<Source>,
+    /// An error was handed out: the stream ends.
+    ended: bool,
+}
+
+impl Reader {
+    /// The next piece of the log, `None` at its end.
+    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let source = match self.source.take() {
+                Some(source) => source,
+                None => self.open().await?,
+            };
+            let plain = self.store.plain_path(self.build, self.attempt);
+            let compressed = self.store.compressed_path(self.build, self.attempt);
+            match source {
+                Source::Live { mut progress } => {
+                    let state = *progress.borrow_and_update();
+                    if self.pos < state.len {
+                        let pos = self.pos;
+                        let want = (state.len - pos).min(FRAME_BYTES as u64) as usize;
+                        match self
+                            .store
+                            .read_job(move || read_at(&File::open(plain)?, pos, want))
+                            .await
+                        {
+                            Ok(chunk) if chunk.is_empty() => return Ok(None),
+                            Ok(chunk) => {
+                                self.pos += chunk.len() as u64;
+                                self.source = Some(Source::Live { progress });
+                                return Ok(Some(chunk));
+                            }
+                            // Ended and compressed meanwhile: the same bytes
+                            // are in the frames (`pos` is what to skip).
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                self.source = Some(Source::Framed { at: 0 });
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else if state.done || !self.follow {
+                        return Ok(None);
+                    } else if progress.changed().await.is_err() {
+                        // The writer is gone: what it reported last is final.
+                        self.follow = false;
+                    }
+                    self.source = Some(Source::Live { progress });
+                }
+                Source::Framed { at } => {
+                    let skip = self.pos;
+                    let path = compressed.clone();
+                    match self
+                        .store
+                        .read_job(move || read_frame(&File::open(path)?, at, skip))
+                        .await?
+                    {
+                        Frame::End => return Ok(None),
+                        Frame::Data {
+                            next,
+                            skipped,
+                            bytes,
+                        } => {
+                            self.pos -= skipped;
+                            self.source = Some(Source::Framed { at: next });
+                            return Ok(Some(bytes));
+                        }
+                        Frame::Unframed => {
+                            self.store.reframe(compressed).await?;
+                            self.source = Some(Source::Framed { at: 0 });
+                        }
+                    }
+                }
+                Source::Plain => {
+                    let pos = self.pos;
+                    let chunk = self
+                        .store
+                        .read_job(move || read_at(&File::open(plain)?, pos, FRAME_BYTES))
+                        .await?;
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    self.pos += chunk.len() as u64;
+                    self.source = Some(Source::Plain);
+                    return Ok(Some(chunk));
+                }
+            }
+        }
+    }
+
+    /// Finds the attempt's file: the running one, or the ended one.
+    async fn open(&mut self) -> io::Result<Source> {
+        let store = self.store.clone();
+        let (build, attempt) = (self.build, self.attempt);
+        let mut live = store.live(build, attempt);
+        if self.follow && live.is_none() {
+            live = store.await_start(build, attempt).await;
+        }
+        let plain = store.plain_path(build, attempt);
+        let compressed = store.compressed_path(build, attempt);
+        store
+            .read_job(move || {
+                // The file may have been compressed and unlinked since; then
+                // the compressed copy has the same bytes.
+                if let Some(progress) = live
+                    && plain.exists()
+                {
+                    return Ok(Source::Live { progress });
+                }
+                if compressed.exists() {
+                    return Ok(Source::Framed { at: 0 });
+                }
+                if plain.exists() {
+                    return Ok(Source::Plain);
+                }
+                Err(io::Error::new(io::ErrorKind::NotFound, "log not found"))
+            })
+            .await
+    }
+}
+
+/// Up to `len` bytes of `file` at `pos` (fewer at its end).
+fn read_at(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
+}
+
+/// What one step through an ended log's frames found.
+enum Frame {
+    /// The frame ending before `next`, decoded, after `skipped` bytes of it
+    /// and of the frames before it were skipped.
+    Data {
+        next: u64,
+        skipped: u64,
+        bytes: Bytes,
+    },
+    /// No frame is left.
+    End,
+    /// The file is one large frame (written by an earlier version).
+    Unframed,
+}
+
+/// Decodes the frame at `at`, first skipping whole frames while `skip`
+/// covers them (only their headers are read).
+fn read_frame(file: &File, mut at: u64, skip: u64) -> io::Result<Frame> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut skipped = 0;
+    loop {
+        let buf = read_at(file, at, zstd::zstd_safe::compress_bound(FRAME_BYTES))?;
+        if buf.is_empty() {
+            return Ok(Frame::End);
+        }
+        let content = match zstd::zstd_safe::get_frame_content_size(&buf) {
+            Ok(Some(n)) if n <= FRAME_BYTES as u64 => n,
+            Ok(_) if at == 0 => return Ok(Frame::Unframed),
+            Ok(_) => return Err(bad("a log frame is larger than a frame may be")),
+            Err(_) => return Err(bad("the compressed log is damaged")),
+        };
+        let size = zstd::zstd_safe::find_frame_compressed_size(&buf)
+            .map_err(|_| bad("the compressed log is damaged"))? as u64;
+        if content == 0 || skip - skipped >= content {
+            skipped += content;
+            at += size;
+            continue;
+        }
+        let decoded = zstd::bulk::decompress(&buf[..size as usize], content as usize)?;
+        let from = (skip - skipped) as usize;
+        return Ok(Frame::Data {
+            next: at + size,
+            skipped: skip,
+            bytes: Bytes::from(decoded).slice(from..),
+        });
+    }
+}
+
+/// Writes `input` to `path` as zstd frames of [`FRAME_BYTES`] each, with
+/// their sizes in their headers: a reader can then skip to an offset and
+/// decode one frame at a time. (`zstdcat` reads it as one stream.)
+fn write_frames(mut input: impl Read, path: &Path) -> io::Result<()> {
+    let mut output = io::BufWriter::new(File::create(path)?);
+    let mut compressor = zstd::bulk::Compressor::new(3)?;
+    let mut buf = vec![0u8; FRAME_BYTES];
+    let mut first = true;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // An empty log is one empty frame: still a valid zstd file.
+        if filled == 0 && !first {
+            break;
+        }
+        first = false;
+        output.write_all(&compressor.compress(&buf[..filled])?)?;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    output.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 fn compress(plain: &Path, compressed: &Path) -> io::Result<()> {
     let tmp = compressed.with_extension("zst.tmp");
     let result = (|| {
-        let mut input = File::open(plain)?;
-        let output = File::create(&tmp)?;
-        let mut encoder = zstd::Encoder::new(output, 3)?;
-        io::copy(&mut input, &mut encoder)?;
-        encoder.finish()?.sync_all()?;
+        write_frames(File::open(plain)?, &tmp)?;
         fs::rename(&tmp, compressed)?;
         fs::remove_file(plain)
     })();
@@ -582,5 +788,81 @@ mod tests {
             .unwrap();
         assert_eq!(follower.await.unwrap(), expected);
         assert_eq!(late.await.unwrap(), expected[3..]);
+    }
+
+    /// A log of `len` bytes that differ from frame to frame.
+    fn varied(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i / 7919) as u8)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ended_logs_are_frames_that_read_back_from_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Arc::new(LogStore::new(dir.path().to_path_buf(), 1 << 30));
+        let data = varied(5 * FRAME_BYTES + 1234);
+        let mut writer = logs.create(3, 1).unwrap();
+        writer.write(&data).unwrap();
+        assert!(writer.finish().compressed);
+        // Every frame says its size, and none is larger than a frame.
+        let raw = fs::read(logs.compressed_path(3, 1)).unwrap();
+        let (mut at, mut frames) = (0, 0);
+        while at < raw.len() {
+            let content = zstd::zstd_safe::get_frame_content_size(&raw[at..])
+                .unwrap()
+                .unwrap();
+            assert!(content <= FRAME_BYTES as u64);
+            at += zstd::zstd_safe::find_frame_compressed_size(&raw[at..]).unwrap();
+            frames += 1;
+        }
+        assert_eq!(frames, 6);
+        // Still one zstd stream to zstdcat.
+        assert_eq!(zstd::decode_all(&raw[..]).unwrap(), data);
+        for offset in [
+            0,
+            1,
+            FRAME_BYTES - 1,
+            FRAME_BYTES,
+            3 * FRAME_BYTES + 77,
+            data.len() - 1,
+            data.len(),
+            data.len() + 9,
+        ] {
+            let text = collect(logs.stream(3, 1, offset as u64, false)).await;
+            assert_eq!(text, data[offset.min(data.len())..], "offset {offset}");
+        }
+        // An empty log is a valid, empty zstd file.
+        let writer = logs.create(4, 1).unwrap();
+        writer.finish();
+        assert!(collect(logs.stream(4, 1, 0, false)).await.is_empty());
+        assert!(
+            zstd::decode_all(&fs::read(logs.compressed_path(4, 1)).unwrap()[..])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_compressed_whole_by_an_earlier_version_is_reframed_on_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Arc::new(LogStore::new(dir.path().to_path_buf(), 1 << 30));
+        let data = varied(3 * FRAME_BYTES + 5);
+        let path = logs.compressed_path(5, 1);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut encoder = zstd::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
+        encoder.write_all(&data).unwrap();
+        encoder.finish().unwrap();
+        let readers: Vec<_> = (0..4)
+            .map(|n| tokio::spawn(collect(logs.stream(5, 1, n * 1000, false))))
+            .collect();
+        for (n, reader) in readers.into_iter().enumerate() {
+            assert_eq!(reader.await.unwrap(), data[n * 1000..]);
+        }
+        let raw = fs::read(&path).unwrap();
+        let first = zstd::zstd_safe::get_frame_content_size(&raw)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, FRAME_BYTES as u64, "rewritten in frames");
     }
 }

@@ -6,6 +6,7 @@
 //! expects; queue depth and running builds are read from the database at
 //! each scrape, so they are exact even across restarts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -99,7 +100,15 @@ pub struct Metrics {
     cache_pushes: Family<ResultLabels, Counter>,
     cache_pushes_pending: Gauge,
     cache_served_bytes: Counter,
+    unauthorized: Counter,
+    /// When a refused request was last logged, and how many were refused
+    /// since without a line of their own.
+    unauthorized_logged: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
+
+/// At most one log line per this period about requests refused for want of
+/// the token: a client may send thousands, and each would be a line.
+pub const UNAUTHORIZED_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -213,7 +222,15 @@ impl Metrics {
             Unit::Bytes,
             cache_served_bytes.clone(),
         );
+        let unauthorized = Counter::default();
+        registry.register(
+            "http_unauthorized",
+            "Requests refused with 401 (no token, or a wrong one)",
+            unauthorized.clone(),
+        );
         Metrics {
+            unauthorized,
+            unauthorized_logged: std::sync::Mutex::new((None, 0)),
             registry,
             builds_finished,
             queued,
@@ -228,6 +245,32 @@ impl Metrics {
             cache_pushes_pending,
             cache_served_bytes,
         }
+    }
+
+    /// Counts a request refused with 401 and logs it, at most once per
+    /// [`UNAUTHORIZED_LOG_PERIOD`] with the number refused since the last
+    /// line.
+    pub fn unauthorized(&self, method: &Method, path: &str) {
+        self.unauthorized.inc();
+        let mut logged = self.unauthorized_logged.lock().expect("unauthorized log");
+        let now = std::time::Instant::now();
+        if logged
+            .0
+            .is_some_and(|last| now.duration_since(last) < UNAUTHORIZED_LOG_PERIOD)
+        {
+            logged.1 += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut logged.1);
+        logged.0 = Some(now);
+        drop(logged);
+        tracing::warn!(
+            %method,
+            path = %path.escape_debug(),
+            unlogged_since_last = unlogged,
+            "unauthorised request refused (at most one such line every 10 s; \
+             procurator_http_unauthorized_total counts them all)"
+        );
     }
 
     /// Counts a finished build (the data of a `build.finished` event) and
@@ -530,6 +573,42 @@ pub fn build_stats(
     Ok(BuildStats::from_rows(&rows))
 }
 
+/// The last `?2` finished builds of each branch of repository `?1`.
+const BRANCH_STATS: &str = "SELECT branch, status, duration FROM ( \
+       SELECT branch, status, finished_at - started_at AS duration, \
+              row_number() OVER (PARTITION BY branch ORDER BY id DESC) AS newest \
+       FROM builds \
+       WHERE repo_name = ?1 AND status IN ('success', 'failed')) \
+     WHERE newest <= ?2";
+
+/// Statistics of the last `window` finished builds of every branch of
+/// `repo`, in one query whatever the number of branches: the repository
+/// view must not cost a query per branch (issue 15). Numbers the rows of
+/// each branch newest first from the `(repo_name, branch, id)` index and
+/// keeps the first `window`. Branches without finished builds are absent.
+pub fn branch_stats(
+    conn: &Connection,
+    repo: &str,
+    window: u32,
+) -> Result<HashMap<String, BuildStats>, StoreError> {
+    let mut stmt = conn.prepare_cached(BRANCH_STATS).db()?;
+    let rows = stmt
+        .query_map(params![repo, window], |r| {
+            let status: String = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, status == "success", r.get(2)?))
+        })
+        .db()?;
+    let mut per_branch: HashMap<String, Vec<(bool, Option<i64>)>> = HashMap::new();
+    for row in rows {
+        let (branch, ok, duration) = row.db()?;
+        per_branch.entry(branch).or_default().push((ok, duration));
+    }
+    Ok(per_branch
+        .into_iter()
+        .map(|(branch, rows)| (branch, BuildStats::from_rows(&rows)))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +670,52 @@ mod tests {
         assert_eq!(stats.builds, STATS_WINDOW);
         assert_eq!(stats.success_rate, Some(1.0));
         assert_eq!(stats.median_duration_ms, Some(10));
+    }
+
+    #[test]
+    fn branch_stats_agree_with_one_query_per_branch() {
+        let conn = db();
+        for i in 0..(STATS_WINDOW as i64 + 7) {
+            insert(
+                &conn,
+                "main",
+                if i % 3 == 0 { "failed" } else { "success" },
+                Some(i * 10),
+            );
+        }
+        insert(&conn, "main", "cancelled", None);
+        insert(&conn, "main", "running", None);
+        insert(&conn, "dev", "failed", Some(50));
+        insert(&conn, "dev", "success", Some(70));
+        insert(&conn, "idle", "queued", None);
+        let all = branch_stats(&conn, "demo", STATS_WINDOW).unwrap();
+        for branch in ["main", "dev", "idle"] {
+            let one = build_stats(&conn, "demo", Some(branch), STATS_WINDOW).unwrap();
+            assert_eq!(
+                all.get(branch).cloned().unwrap_or_default(),
+                one,
+                "{branch}"
+            );
+        }
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all["main"].builds, STATS_WINDOW);
+    }
+
+    #[test]
+    fn branch_stats_read_the_branch_index() {
+        let conn = db();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {BRANCH_STATS}"))
+            .unwrap()
+            .query_map(params!["demo", STATS_WINDOW], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("USING INDEX builds_by_repo_branch (repo_name=?)")),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub async fn serve(
     tcp: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // Whatever the daemon inherits (a login shell's 022): what it creates
+    // is its own and its group's, directories 0750 and files 0640.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
     let config = Arc::new(config);
     tracing::info!(
         database = %config.database_url.display(),
@@ -112,18 +115,33 @@ pub async fn serve(
 
     let router = crate::api::router(app.clone());
     let stall = Duration::from_secs(config.client_stall_timeout_secs);
+    let (cap, nofile) = crate::listener::connection_cap(config.max_connections as usize);
+    if cap < config.max_connections as usize {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            descriptor_limit = nofile,
+            reserved = crate::listener::FD_RESERVE,
+            connections = cap,
+            "The descriptor limit allows fewer connections than max_connections; \
+             raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    let gate = crate::listener::Gate::new(cap, config.max_connections_per_peer as usize);
     let http = tokio::spawn(crate::listener::serve(
         tcp,
         stall,
         router.clone(),
         shutdown.clone(),
+        Some(gate),
         |_| Extensions::new(),
     ));
+    // The hook's socket is not capped: only our user and root can connect.
     let local = tokio::spawn(crate::listener::serve(
         unix,
         stall,
         router,
         shutdown.clone(),
+        None,
         |stream| {
             let mut extensions = Extensions::new();
             extensions.insert(ConnectInfo(LocalPeer::of(stream)));
@@ -136,6 +154,7 @@ pub async fn serve(
     tokio::spawn(crate::cache::catch_up(app.clone()));
     spawn_retention(app.clone(), shutdown.clone());
     crate::preflight::spawn(app.clone());
+    spawn_catch_up(app.clone(), shutdown.clone());
     crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
     crate::systemd::spawn_status(app.clone(), shutdown.clone());
     let status = app.status_line().await.unwrap_or_else(|_| "ready".into());
@@ -185,6 +204,7 @@ async fn build_app(
             std::fs::create_dir_all(dir)
                 .map_err(setup(&format!("cannot create {}", dir.display())))?;
         }
+        close_to_others(&config.state_dir)?;
         let store = Store::open(&config.database_url).map_err(setup("database"))?;
         let token = Token::load(
             config.api_token_file.as_deref(),
@@ -228,6 +248,7 @@ async fn build_app(
         metrics: crate::metrics::Metrics::new(),
         preflight: Mutex::new(Default::default()),
         cache,
+        heads: Default::default(),
     }))
 }
 
@@ -243,6 +264,21 @@ async fn catch_up(app: &Arc<App>) -> Result<usize, AppError> {
         .try_collect()
         .await?;
     Ok(queued.iter().sum())
+}
+
+/// Takes group write and every access by others off the state directory
+/// made by an earlier version under a permissive umask: with reads private,
+/// its database and logs are not for every local user.
+fn close_to_others(dir: &std::path::Path) -> Result<(), ServeError> {
+    let mode = std::fs::metadata(dir)
+        .map_err(setup(&format!("cannot examine {}", dir.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o027 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o027 & 0o7777))
+            .map_err(setup(&format!("cannot restrict {}", dir.display())))?;
+    }
+    Ok(())
 }
 
 /// Binds the hook's socket, replacing a stale one, readable and writable by
@@ -268,6 +304,32 @@ fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
         &format!("cannot set permissions of {}", path.display()),
     ))?;
     Ok(listener)
+}
+
+/// Queues, every `scan_interval_secs`, builds of branch heads that were
+/// pushed but never built: a push whose hook could not reach the daemon (it
+/// was overloaded, restarting, or the socket was gone) is built within that
+/// time while the daemon runs, not only at its next start.
+fn spawn_catch_up(app: Arc<App>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let period = Duration::from_secs(app.config.scan_interval_secs);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            match catch_up(&app).await {
+                Ok(0) => {}
+                Ok(count) => tracing::warn!(
+                    count,
+                    "Queued builds for pushes whose hook did not reach the daemon"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot look for unbuilt pushes"),
+            }
+        }
+    });
 }
 
 fn spawn_retention(app: Arc<App>, stop: CancellationToken) {

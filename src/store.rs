@@ -24,6 +24,12 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 256;
 
+/// Reads that run at once, each with its own connection (three descriptors:
+/// the database, its WAL and shared memory). Bounded so that neither the
+/// blocking pool nor the descriptors can be used up by readers however
+/// many clients ask at once; the others wait their turn.
+pub const READERS: usize = 8;
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,6 +103,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Admits [`READERS`] reads at once.
+    reading: Arc<tokio::sync::Semaphore>,
     reserve: Arc<Reserve>,
 }
 
@@ -417,6 +425,7 @@ impl Store {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 reserve,
             }),
         })
@@ -473,8 +482,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        // Held by the job itself: a caller that stops waiting does not free
+        // its place before the read ends.
+        let permit = self
+            .inner
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = match inner.readers.lock().expect("reader pool").pop() {
                 Some(conn) => conn,
                 None => open_connection(

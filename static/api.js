@@ -49,6 +49,21 @@ async function openSession() {
   session = !!response && response.ok;
 }
 
+/**
+ * Learns from the daemon whether reads need the token and, with a token
+ * already stored, opens the read session before the event stream starts:
+ * reads that succeed with the token never see the 401 that would tell.
+ */
+export async function learnReadMode() {
+  try {
+    const response = await fetch("/api/health", { cache: "no-store" });
+    if (response.ok) privateReads = (await response.json()).public_read === false;
+  } catch {
+    // Unreachable now: the first read says what it needs.
+  }
+  await openSession();
+}
+
 function updateTokenButton() {
   const button = document.getElementById("token-button");
   button.textContent = token ? "API token ✓" : "API token";

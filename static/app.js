@@ -4,7 +4,7 @@
 // no inline styles or handlers, only classes and CSSOM.
 
 import { BUILD_RE, REPO_RE, h, setTitle } from "./ui.js";
-import { setupTokenDialog } from "./api.js";
+import { setupTokenDialog, learnReadMode } from "./api.js";
 import { View, setLive, repoCache, setCurrentView, currentView, checkHealth } from "./feed.js";
 import { BuildsView } from "./builds.js";
 import { BuildView } from "./build.js";
@@ -88,6 +88,7 @@ async function boot() {
   checkHealth();
   setInterval(checkHealth, HEALTH_PERIOD_MS);
   setLive("connecting");
+  await learnReadMode();
   // Learns whether reads need the token, asking for it before anything
   // is shown when they do.
   try {

@@ -1125,6 +1125,20 @@ fn the_page_live_in_chromium() {
         Some(json!({ "handle": home })),
     );
 
+    // ---- With the token already stored, a new visit opens its read session
+    // before its event stream: live at once, no refused stream. (The
+    // browser's cookies go first: a new browser session has none.)
+    browser.call("DELETE", &browser.s("/cookie"), None);
+    browser.goto(&format!("{}/", private.base()));
+    browser.wait("live with the stored token", Duration::from_secs(20), |b| {
+        (b.visible(".builds-view") && b.text("#live").as_deref() == Some("Live")).then_some(())
+    });
+    let (_, metrics) = private.request_text("GET", "/metrics", None, Some(&private.token()));
+    assert!(
+        !metrics.contains("route=\"/api/events\",status=\"401\""),
+        "the event stream was refused: {metrics}"
+    );
+
     // ---- No console errors and no CSP violations, except the refusals the
     // steps above asked for.
     browser.read_console();

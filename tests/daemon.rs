@@ -267,7 +267,7 @@ fn http_errors_are_json() {
     let mut raw = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     write!(
         raw,
-        "POST /api/repos HTTP/1.1\r\nHost: ci\r\nContent-Type: application/json\r\n\
+        "POST /api/repos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Authorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         daemon.token(),
         2 * 1024 * 1024

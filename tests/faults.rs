@@ -1029,7 +1029,7 @@ fn clients_that_never_read_slow_nothing_and_cost_bounded_memory() {
         } else {
             format!("/api/builds/{id}/logs?follow=true")
         };
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
         // Read nothing, ever.
         stalled.push(stream);
     }
@@ -1131,7 +1131,8 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     let outside_before = tree(daemon.dir.as_path());
 
     let post = |path: &str, content_type: Option<&str>, body: &[u8], auth: bool| {
-        let mut request = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        let mut request =
+            format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
         if let Some(ct) = content_type {
             request.push_str(&format!("Content-Type: {ct}\r\n"));
         }
@@ -1146,7 +1147,8 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     let get = |target: &str| {
         raw(
             port,
-            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
     };
 
@@ -1228,7 +1230,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
         let error = assert_json_error(&format!("{path} over the limit"), status, &reply);
         assert_eq!(status, 413, "{error}");
         let mut chunked = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
              Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         .into_bytes();
@@ -1246,7 +1248,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     let (status, _, reply) = raw(
         port,
         format!(
-            "POST /api/builds HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n\
+            "POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
              Authorization: Bearer {token}\r\nContent-Length: 99999999999\r\n\r\n{{}}"
         )
         .as_bytes(),
@@ -1264,17 +1266,26 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     // Huge headers: a large but legal one is served; too many headers or an
     // oversized head is refused by the HTTP layer before the router, still
     // with a JSON error the client can read although it was still sending.
-    let big = "x".repeat(16 * 1024);
+    let big = "x".repeat(8 * 1024);
     let (status, _, reply) = raw(
         port,
-        format!("GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n")
+        format!("GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     );
     assert_eq!(status, 200, "{reply:?}");
+    // Past the 16 KiB a head may take (what a stalled connection may hold).
+    let bigger = "x".repeat(17 * 1024);
+    let (status, _, reply) = raw(
+        port,
+        format!("GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {bigger}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(status, 431, "a 17 KiB header");
+    assert_json_error("a 17 KiB header", status, &reply);
     let (status, _, reply) = raw(
         port,
         format!(
-            "POST /api/builds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
+            "POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
             "y".repeat(64 * 1024)
         )
         .as_bytes(),
@@ -1283,7 +1294,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let (status, _, reply) = raw(
         port,
-        format!("GET /api/health HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n")
+        format!("GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}Connection: close\r\n\r\n")
             .as_bytes(),
     );
     assert_eq!(status, 431, "2000 headers");
@@ -1293,7 +1304,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     let (status, _, reply) = raw(
         port,
         format!(
-            "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Huge: {enormous}\r\nConnection: close\r\n\r\n"
+            "GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: {enormous}\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     );
@@ -1302,23 +1313,26 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     let long_target = format!("/api/builds?repo={}", "r".repeat(100_000));
     let (status, _, reply) = raw(
         port,
-        format!("GET {long_target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {long_target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     );
-    assert_eq!(status, 414, "a 100 kB target");
-    assert_json_error("a 100 kB target", status, &reply);
+    // Over the 16 KiB a request head may take, before its end is seen.
+    assert_eq!(status, 431, "a 100 kB target");
+    let value = assert_json_error("a 100 kB target", status, &reply);
+    assert_eq!(value["error"]["code"], "headers_too_large");
     for (what, request) in [
         ("a request line of junk", &b"GARBAGE\r\n\r\n"[..]),
         (
             "a header without a colon",
-            b"GET /api/health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+            b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
         ),
         (
             "a non-numeric content length",
-            b"POST /api/builds HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            b"POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
         ),
         (
             "a NUL in the target",
-            b"GET /api/\0health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/\0health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         ),
     ] {
         let (status, headers, reply) = raw(port, request);
@@ -1370,7 +1384,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
             let (status, _, reply) = raw(
                 port,
                 format!(
-                    "{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                    "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
                      Connection: close\r\nContent-Length: 0\r\n\r\n"
                 )
                 .as_bytes(),
@@ -1459,7 +1473,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
         let (status, _, reply) = raw(
             port,
             format!(
-                "DELETE /api/repos/r?confirm={v} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+                "DELETE /api/repos/r?confirm={v} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
             )
             .as_bytes(),
         );
@@ -1534,24 +1548,31 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     }
     // Methods and protocol junk.
     for request in [
-        &b"PUT /api/builds HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..],
-        b"PATCH /api/repos/r HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        b"TRACE /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &b"PUT /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..],
+        b"PATCH /api/repos/r HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"TRACE /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         b"GET /api/health HTTP/9.9\r\n\r\n",
-        b"GET /api/health\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"POST /api/builds HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{}",
-        b"POST /api/builds HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\nzz\r\n",
+        b"GET /api/health\xff HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{}",
+        b"POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\nzz\r\n",
     ] {
         let (status, _, reply) = raw(port, request);
         assert_json_error(&String::from_utf8_lossy(request), status, &reply);
     }
-    // The absolute form is valid HTTP/1.1; the authority is ignored.
+    // The absolute form is valid HTTP/1.1; the authority is ignored, and
+    // the Host header must name this daemon.
     let (status, _, _) = raw(
+        port,
+        b"GET http://evil.example.org/api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let (status, _, reply) = raw(
         port,
         b"GET http://evil.example.org/api/health HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(status, 200);
+    let value = assert_json_error("a host it does not serve", status, &reply);
+    assert_eq!(value["error"]["field"], "host");
 
     // Nothing was created or changed, and the daemon is fine.
     assert_eq!(count(&conn), rows_before, "rows were written");
@@ -1591,7 +1612,9 @@ fn a_client_that_stops_reading_is_dropped_after_the_stall_timeout() {
 
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     stalled
-        .write_all(format!("GET /api/builds/{id}/logs HTTP/1.1\r\nHost: ci\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /api/builds/{id}/logs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
+        )
         .unwrap();
     std::thread::sleep(Duration::from_secs(6));
     // Now read what was buffered: the daemon gave up on this connection, so
@@ -1641,13 +1664,13 @@ fn a_client_that_sends_too_slowly_is_dropped_after_the_stall_timeout() {
     // A head that never ends: the connection is closed, though not at once.
     let started = Instant::now();
     let mut head = connect();
-    head.write_all(b"POST /api/builds HTTP/1.1\r\nHost: ci\r\n")
+    head.write_all(b"POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
     // A body that never ends: a JSON 408 naming the setting.
     let mut body = connect();
     write!(
         body,
-        "POST /api/builds HTTP/1.1\r\nHost: ci\r\nAuthorization: Bearer {token}\r\n\
+        "POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"repo\""
     )
     .unwrap();
@@ -1659,7 +1682,7 @@ fn a_client_that_sends_too_slowly_is_dropped_after_the_stall_timeout() {
     );
     write!(
         slow,
-        "POST /api/builds HTTP/1.1\r\nHost: ci\r\nAuthorization: Bearer {token}\r\n\
+        "POST /api/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         request.len(),
         &request[..10]
@@ -1693,7 +1716,7 @@ fn a_client_that_sends_too_slowly_is_dropped_after_the_stall_timeout() {
 
     // An idle keep-alive connection is closed too; the daemon serves on.
     let mut idle = connect();
-    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: ci\r\n\r\n")
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let reply = read_all(&mut idle);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");

@@ -195,6 +195,38 @@ fn push_while_daemon_down_is_built_after_start() {
 }
 
 #[test]
+fn a_push_the_hook_could_not_deliver_is_built_while_the_daemon_runs() {
+    let daemon = Daemon::start("scan_interval_secs = 2\nnix_bin = \"/bin/true\"\n");
+    daemon.create_repo("missed");
+    let work = Work::clone(&daemon.repo_path("missed"));
+    let commit = work.commit("x");
+    // The hook cannot connect (the socket's name is gone); the daemon runs
+    // on, still listening on it.
+    let socket = daemon.state().join("procurator-ci.sock");
+    let hidden = daemon.state().join("hidden.sock");
+    std::fs::rename(&socket, &hidden).unwrap();
+    let output = work.push(&["HEAD:main"]);
+    std::fs::rename(&hidden, &socket).unwrap();
+    assert!(
+        output.contains("procurator-ci: warning: cannot reach")
+            && output.contains("every scan_interval_secs")
+            && output.contains("will queue main"),
+        "{output}"
+    );
+    let id = daemon.build_of("main", &commit);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "success", "{build}");
+    assert_eq!(build["trigger"], "scan");
+    assert!(
+        daemon
+            .log()
+            .contains("Queued builds for pushes whose hook did not reach the daemon"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
 fn enqueue_is_idempotent_and_authenticated() {
     // A nix that takes its time keeps the first build running and the
     // second queued while the requests race.
@@ -278,7 +310,7 @@ fn exchange(daemon: &Daemon, method: &str, path: &str, headers: &str) -> (u16, S
         .unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: ci\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reply = String::new();
@@ -329,6 +361,29 @@ fn the_read_cookie_admits_reads_only() {
         let (status, _, body) = exchange(&daemon, "GET", path, &cookie);
         assert_eq!(status, 200, "{path}: {body}");
     }
+    // Only on requests from the daemon's own pages: a page on another port
+    // of this host is "same-site", gets the cookie despite SameSite, and
+    // must not learn that a private repository exists (a badge <img>).
+    for site in ["same-site", "cross-site"] {
+        let headers = format!("{cookie}Sec-Fetch-Site: {site}\r\n");
+        for path in [
+            "/api/repos/seen/badge.svg",
+            "/api/repos/absent/badge.svg",
+            "/api/builds",
+        ] {
+            let (status, _, body) = exchange(&daemon, "GET", path, &headers);
+            assert_eq!(status, 403, "{site} {path}: {body}");
+            assert!(body.contains("\"code\":\"cross_origin\""), "{body}");
+        }
+    }
+    for site in ["same-origin", "none"] {
+        let headers = format!("{cookie}Sec-Fetch-Site: {site}\r\n");
+        let (status, _, body) = exchange(&daemon, "GET", "/api/repos/seen/badge.svg", &headers);
+        assert_eq!(status, 200, "{site}: {body}");
+    }
+    // The token itself is not a cookie: it works from anywhere.
+    let headers = format!("Authorization: Bearer {token}\r\nSec-Fetch-Site: cross-site\r\n");
+    assert_eq!(exchange(&daemon, "GET", "/api/builds", &headers).0, 200);
     // It changes nothing: a mutation with only the cookie is refused.
     let (status, _, body) = exchange(&daemon, "POST", "/api/repos/seen/scan", &cookie);
     assert_eq!(status, 401, "{body}");
@@ -674,4 +729,61 @@ fn api_errors_say_exactly_what_is_wrong() {
     );
     daemon.create_repo("exists");
     assert_eq!(daemon.get("/api/builds?repo=exists").0, 200);
+}
+
+#[test]
+fn views_and_badges_come_from_known_heads_without_a_git_process_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = recording_git(dir.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut daemon = Daemon::configure(dir.path(), "nix_bin = \"/bin/true\"\n", &[("PATH", &path)]);
+    daemon.spawn();
+    daemon.create_repo("heads");
+    let work = Work::clone(&daemon.repo_path("heads"));
+    let first = work.commit("one");
+    work.push(&["HEAD:main", "HEAD:refs/heads/side"]);
+    let listings = || {
+        std::fs::read_to_string(dir.path().join("git-args"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "for-each-ref")
+            .count()
+    };
+    let (status, detail) = daemon.get("/api/repos/heads");
+    assert_eq!(status, 200);
+    assert_eq!(detail["branches"].as_array().unwrap().len(), 2, "{detail}");
+    let before = listings();
+    for _ in 0..30 {
+        assert_eq!(daemon.get("/api/repos/heads").0, 200);
+        let (status, svg) =
+            daemon.request_text("GET", "/api/repos/heads/badge.svg?branch=main", None, None);
+        assert_eq!(status, 200);
+        assert!(svg.contains("build: "), "{svg}");
+    }
+    assert_eq!(listings(), before, "views and badges started git");
+    // A push moves a head: the next view shows it.
+    let second = work.commit("two");
+    work.push(&["HEAD:main"]);
+    let (_, detail) = daemon.get("/api/repos/heads");
+    let main = detail["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "main")
+        .unwrap()
+        .clone();
+    assert_eq!(main["commit"], second.as_str(), "{detail}");
+    assert_ne!(first, second);
+    // A deleted branch is gone from the view (the hook tells the daemon).
+    work.push(&[":refs/heads/side"]);
+    let (_, detail) = daemon.get("/api/repos/heads");
+    let names: Vec<&str> = detail["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["main"], "{detail}");
+    let (_, svg) = daemon.request_text("GET", "/api/repos/heads/badge.svg?branch=side", None, None);
+    assert!(svg.contains("build: unknown"), "{svg}");
 }

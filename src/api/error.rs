@@ -66,15 +66,15 @@ impl ApiError {
     }
 
     /// A request the HTTP layer refused before routing: it could not be
-    /// parsed, or its head is over hyper's limits (100 headers, about
-    /// 400 KiB). Hyper answers those with an empty body;
+    /// parsed, or its head is over hyper's limits (100 headers, 16 KiB).
+    /// Hyper answers those with an empty body;
     /// [`crate::listener`] puts this one in its place.
     pub fn refused(status: StatusCode) -> ApiError {
         let (code, message) = match status {
             StatusCode::URI_TOO_LONG => ("uri_too_long", "the request target is too long"),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
                 "headers_too_large",
-                "the request's headers are too large: at most 100 headers and about 400 KiB in all",
+                "the request's head is too large: at most 100 headers and 16 KiB in all, request line included",
             ),
             StatusCode::HTTP_VERSION_NOT_SUPPORTED => (
                 "http_version_not_supported",

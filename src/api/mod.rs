@@ -79,6 +79,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The whole HTTP application: API, web page and the layers around them.
 pub fn router(app: Arc<App>) -> Router {
+    let hosts = Arc::new(crate::hosts::AllowedHosts::of(&app.config));
     let api = Router::new()
         .route("/api/health", get(health))
         .route("/api/repos", get(list_repos).post(create_repo))
@@ -110,6 +111,8 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::map_response(nosniff))
+                .layer(axum::middleware::from_fn(drop_invalid_request_id))
                 .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -133,6 +136,7 @@ pub fn router(app: Arc<App>) -> Router {
                         ApiError::internal().into_response()
                     },
                 ))
+                .layer(axum::middleware::from_fn_with_state(hosts, check_host))
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
                 .layer(axum::middleware::from_fn(refuse_declared_oversize)),
         )
@@ -154,6 +158,66 @@ async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
             format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
         )
         .into_response();
+    }
+    next.run(request).await
+}
+
+/// Every answer, JSON included, tells browsers not to guess its type.
+async fn nosniff(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// Whether `id` may be a request id: a client's own id is kept for tracing
+/// only when it is short and plain, since it goes into logs and answers.
+fn valid_request_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+}
+
+/// Removes a client's `X-Request-Id` unless it is one valid id, so that one
+/// of ours takes its place.
+async fn drop_invalid_request_id(mut request: Request, next: Next) -> Response {
+    let ids = request.headers().get_all("x-request-id");
+    let mut values = ids.iter();
+    let keep = matches!(
+        (values.next(), values.next()),
+        (Some(id), None) if valid_request_id(id.as_bytes())
+    );
+    if !keep {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
+}
+
+/// Refuses a request over TCP whose `Host` this daemon does not serve: a
+/// page on a name its author controls that resolves to this daemon (DNS
+/// rebinding) would otherwise read it as its own origin. The hook's socket
+/// is not reachable that way.
+async fn check_host(
+    State(hosts): State<Arc<crate::hosts::AllowedHosts>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request
+        .extensions()
+        .get::<ConnectInfo<LocalPeer>>()
+        .is_some()
+    {
+        return next.run(request).await;
+    }
+    let mut values = request.headers().get_all(header::HOST).iter();
+    let host = match (values.next(), values.next()) {
+        (Some(host), None) => host.to_str().ok(),
+        _ => None,
+    };
+    if let Err(message) = hosts.check(host) {
+        return ApiError::invalid("host", message).into_response();
     }
     next.run(request).await
 }
@@ -196,24 +260,39 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
     // Ending a session only removes a cookie: anyone may.
     let public = (reading && (app.config.public_read || path == "/api/health"))
         || (request.method() == Method::DELETE && path == "/api/session");
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    // Two headers would leave which one counts to each proxy's reading.
+    let mut authorizations = request.headers().get_all(header::AUTHORIZATION).iter();
+    let presented = authorizations.next();
+    if authorizations.next().is_some() {
+        return ApiError::invalid("authorization", "send exactly one Authorization header")
+            .into_response();
+    }
+    let presented = presented.map(|v| v.to_str().unwrap_or_default());
     let cookie = request
         .headers()
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok());
-    // The read cookie admits reads only: a cookie goes with requests that
-    // other sites make the browser send, so it must never change anything.
     // Nix sends the token from its netrc file as HTTP Basic credentials.
     let netrc = reading && path.starts_with("/nix-cache/") && app.token.accepts_basic(presented);
-    if public
-        || netrc
-        || app.token.accepts(presented)
-        || (reading && app.token.accepts_read_cookie(cookie))
-    {
+    if public || netrc || app.token.accepts(presented) {
         return next.run(request).await;
+    }
+    // The read cookie admits reads only, and only from the daemon's own
+    // pages: a cookie goes with requests that other pages make the browser
+    // send (a page on another port of this host is "same-site" and gets
+    // it despite SameSite), so it must neither change anything nor tell
+    // such a page what exists.
+    if reading && app.token.accepts_read_cookie(cookie) {
+        if same_origin(request.headers()) {
+            return next.run(request).await;
+        }
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "the read cookie is accepted only on requests from the daemon's own pages \
+             (Sec-Fetch-Site: same-origin); this one came from another page",
+        )
+        .into_response();
     }
     let message = match presented {
         Some(header) if !header.starts_with("Bearer ") => {
@@ -222,8 +301,21 @@ async fn authorize(State(app): AppState, request: Request, next: Next) -> Respon
         Some(_) => "the API token is wrong",
         None => "this request needs the API token: send `Authorization: Bearer <token>`",
     };
-    tracing::warn!(method = %request.method(), path = %request.uri().path(), "unauthorised request refused");
+    app.metrics
+        .unauthorized(request.method(), request.uri().path());
     ApiError::unauthorized(message).into_response()
+}
+
+/// Whether a browser says the request comes from the daemon's own origin
+/// (or from no page at all: the address typed or bookmarked). Clients that
+/// are not browsers send no `Sec-Fetch-Site`.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all("sec-fetch-site").iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(site), None) => matches!(site.as_bytes(), b"same-origin" | b"none"),
+        _ => false,
+    }
 }
 
 async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
@@ -327,13 +419,7 @@ async fn badge(
     let branch = query.branch.unwrap_or_else(|| "main".into());
     crate::repos::validate_branch(&branch)
         .map_err(|r| ApiError::invalid("branch", format!("invalid branch name: {r}")))?;
-    let detail = app.repo_detail(&name).await?;
-    let status = detail
-        .branches
-        .iter()
-        .find(|b| b.name == branch)
-        .and_then(|b| b.latest_build.as_ref())
-        .map(|b| b.status);
+    let status = app.branch_status(&name, &branch).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

@@ -13,9 +13,46 @@ use tempfile::TempDir;
 /// Nix settings that work offline on Debian without a daemon.
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\nbuild-users-group =\nsandbox = false\n";
 
-/// The binary under test.
+/// Names the binary the tests run instead of the debug build cargo makes
+/// for them: scripts/test sets it to the release binary, which is what
+/// ships, so the attacks of issue 15 are reproduced against that. Not
+/// `PROCURATOR_CI_*`: the daemon reads every such variable as a key.
+pub const BINARY_VARIABLE: &str = "PROCURATOR_TEST_BINARY";
+
+/// The binary under test: `$PROCURATOR_TEST_BINARY` when set, else the
+/// debug build. Says once per test binary which one it is, on stderr past
+/// the test harness's capture, so every run shows what it tested.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_procurator-ci"))
+    static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHOSEN
+        .get_or_init(|| {
+            use std::io::Write;
+            let (path, source) = match std::env::var_os(BINARY_VARIABLE) {
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    assert!(
+                        path.is_file(),
+                        "{BINARY_VARIABLE}={} is not a file; build it with \
+                         `cargo build --release --bin procurator-ci` or unset it",
+                        path.display()
+                    );
+                    (path, BINARY_VARIABLE)
+                }
+                None => (
+                    PathBuf::from(env!("CARGO_BIN_EXE_procurator-ci")),
+                    "cargo's test build",
+                ),
+            };
+            // Not eprintln!: the harness would keep it for failing tests only.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}: testing {} ({source})",
+                env!("CARGO_CRATE_NAME"),
+                path.display()
+            );
+            path
+        })
+        .clone()
 }
 
 /// A free loopback port.
@@ -85,6 +122,8 @@ pub struct Daemon {
     pub config: PathBuf,
     pub stderr: PathBuf,
     extra_env: Vec<(String, String)>,
+    /// The descriptor limit (soft and hard) the daemon starts with.
+    pub nofile: Option<u64>,
     _tmp: Option<TempDir>,
 }
 
@@ -129,6 +168,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile: None,
             _tmp: None,
         }
     }
@@ -147,6 +187,21 @@ impl Daemon {
             .stdin(Stdio::null());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // of ours.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use rustix::process::{Resource, Rlimit, setrlimit};
+                    let limit = Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    };
+                    setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+                });
+            }
         }
         cmd
     }
