@@ -112,7 +112,7 @@ pub async fn run(app: &App) -> Report {
     };
     let nix_bin = &app.config.nix_bin;
     let version = match nix(app, &["--version"]).await {
-        Ok(version) => version.trim().to_string(),
+        Ok(version) => version_line(&version),
         Err(error) => {
             warn(
                 &mut report,
@@ -207,6 +207,20 @@ pub async fn run(app: &App) -> Report {
     report
 }
 
+/// The first line of `nix --version`'s answer, at most 200 characters: the
+/// report goes into every `GET /api/health`, and a wrapper or a broken
+/// `nix_bin` may print anything.
+fn version_line(output: &str) -> String {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
 /// `nix (Nix) 2.8.0` → `(2, 8)`.
 fn parse_version(text: &str) -> Option<(u64, u64)> {
     let number = text.split_whitespace().last()?;
@@ -297,6 +311,17 @@ mod tests {
 
     const SHOW_CONFIG: &str = "build-users-group = nixbld\nexperimental-features = flakes nix-command\n\
         sandbox = true\nsandbox-fallback = true\nstore = auto\n";
+
+    #[test]
+    fn the_version_kept_is_one_short_line() {
+        assert_eq!(
+            version_line("\n nix (Nix) 2.8.0 \nmore\n"),
+            "nix (Nix) 2.8.0"
+        );
+        let loud = format!("{}\n", "x".repeat(1_000_000)).repeat(3);
+        assert_eq!(version_line(&loud).len(), 200);
+        assert_eq!(version_line(""), "");
+    }
 
     #[test]
     fn versions_are_read() {

@@ -203,6 +203,31 @@ fn a_green_build_is_pushed_signed_and_served_only_with_its_closure() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(&format!("StorePath: {out}\n")), "{text}");
     assert!(text.contains("Sig: ci-test-1:"), "{text}");
+    // A proxy may keep a NAR for good (it never changes for its path), a
+    // narinfo only briefly (its path may be collected).
+    let nar = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("the narinfo names its NAR");
+    for (path, expected) in [
+        (
+            format!("/nix-cache/{}.narinfo", hash_of(&out)),
+            "public, max-age=300",
+        ),
+        (
+            format!("/nix-cache/{nar}"),
+            "public, max-age=31536000, immutable",
+        ),
+    ] {
+        let response = ureq::get(&format!("{}{path}", daemon.base()))
+            .call()
+            .unwrap();
+        let control = response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(control, Some(expected), "{path}");
+    }
     let (status, text) = daemon.request_text("GET", "/nix-cache/nix-cache-info", None, None);
     assert_eq!(status, 200);
     assert!(text.contains("StoreDir: /nix/store"), "{text}");
