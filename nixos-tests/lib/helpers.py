@@ -6,7 +6,7 @@ from typing import Any, Protocol
 API = "http://server:3000"
 PUSH_URL = "procurator-ci@server:/var/lib/procurator-ci/repos/demo.git"
 FINAL = {"success", "failed", "cancelled"}
-QUEUED = re.compile(r"procurator-ci: build #(\d+) queued for (\S+) \(([0-9a-f]{7,40})\)(.*)")
+QUEUED = re.compile(r"procurator-ci: build #(\d+) (?:already )?queued for (\S+) \(([0-9a-f]{7,40})\)(.*)")
 
 
 class Node(Protocol):
