@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work, all_pids, cmdline, nonce, proc_stat};
+use common::{Daemon, Work, all_pids, cmdline, fd_count, nonce, proc_stat};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
@@ -74,19 +74,7 @@ fn descends_from(pid: i32, ancestor: i32) -> bool {
 
 /// Resident memory of a process in KiB.
 fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Open file descriptors of a process.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    common::proc_status(pid, "VmRSS")
 }
 
 /// An executable shell script.

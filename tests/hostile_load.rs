@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Work};
+use common::{Daemon, Work, fd_count, proc_status};
 use serde_json::Value;
 
 /// A TCP connection to the daemon from `source` (a loopback address), with
@@ -80,22 +80,6 @@ fn probe(port: u16, path: &str) -> (u16, Vec<u8>, Duration) {
 fn p99(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[(samples.len() * 99).div_ceil(100) - 1]
-}
-
-/// A field of `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
-fn proc_status(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// The bound on health's p99 under attack: the 100 ms of issue 15, plus
