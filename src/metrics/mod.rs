@@ -5,32 +5,30 @@
 //! Counters and histograms count from the daemon's start, as Prometheus
 //! expects; queue depth and running builds are read from the database at
 //! each scrape, so they are exact even across restarts.
+//!
+//! Here: the metrics, what records them, and the feed from the event bus.
+//! `http` serves the scrape and counts requests; `stats` computes the
+//! build statistics.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use rusqlite::{Connection, params};
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::App;
-use crate::store::{SqlResultExt, StoreError};
 
-/// Finished builds the statistics look at, per branch and per repository.
-pub const STATS_WINDOW: u32 = 20;
+mod http;
+mod stats;
+
+pub use http::{count_requests, handler};
+pub use stats::{BuildStats, STATS_WINDOW, branch_stats, build_stats};
 
 /// Bucket bounds of build durations, in seconds: a second to three hours
 /// (the default `build_timeout_secs`).
@@ -46,9 +44,6 @@ const WAIT_BUCKETS: [f64; 12] = [
 /// The HTTP route label of requests no route matched (bounded cardinality:
 /// raw paths are never labels).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
-
-/// The route whose open responses count as SSE subscribers.
-const EVENTS_ROUTE: &str = "/api/events";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FinishedLabels {
@@ -378,76 +373,6 @@ impl Metrics {
     }
 }
 
-/// Decrements the SSE gauge when the stream it rides along with ends.
-struct SubscriberGuard(Gauge);
-
-impl Drop for SubscriberGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// `GET /metrics`.
-pub async fn handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match app.store.read(crate::queue::counts).await {
-        Ok((queued, running)) => {
-            app.metrics.queued.set(queued);
-            app.metrics.running.set(running);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read queue counts for /metrics"),
-    }
-    match app.store.read(crate::cache::pending_pushes).await {
-        Ok(pending) => {
-            app.metrics.cache_pushes_pending.set(pending);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot count pending pushes for /metrics"),
-    }
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
-    let (content_type, text) = app.metrics.encode(openmetrics);
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        text,
-    )
-        .into_response()
-}
-
-/// Middleware counting HTTP requests by route pattern (`MatchedPath`, never
-/// the raw path) and status; responses of `/api/events` count as SSE
-/// subscribers while their body is open.
-pub async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let response = next.run(request).await;
-    let status = response.status();
-    app.metrics.http_request(
-        &method,
-        route.as_deref().unwrap_or(UNMATCHED_ROUTE),
-        status.as_u16(),
-    );
-    if route.as_deref() == Some(EVENTS_ROUTE) && status.is_success() {
-        let gauge = app.metrics.sse_subscribers.clone();
-        gauge.inc();
-        let guard = SubscriberGuard(gauge);
-        let (parts, body) = response.into_parts();
-        let stream = body.into_data_stream().map(move |chunk| {
-            let _ = &guard;
-            chunk
-        });
-        return Response::from_parts(parts, Body::from_stream(stream));
-    }
-    response
-}
-
 /// Feeds the build metrics from the event bus until shutdown. Subscribes
 /// before returning, so nothing published afterwards is missed.
 pub fn spawn(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
@@ -499,224 +424,11 @@ pub fn spawn(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Success rate and median duration over the last finished builds.
-/// Cancelled builds say nothing about a branch's health and are left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct BuildStats {
-    /// Finished builds looked at (successes and failures, at most
-    /// `STATS_WINDOW`).
-    pub builds: u32,
-    pub successes: u32,
-    /// `successes / builds`; `null` without builds.
-    pub success_rate: Option<f64>,
-    /// Median of their durations; `null` without builds.
-    pub median_duration_ms: Option<i64>,
-}
-
-impl BuildStats {
-    fn from_rows(rows: &[(bool, Option<i64>)]) -> BuildStats {
-        let builds = rows.len() as u32;
-        let successes = rows.iter().filter(|(ok, _)| *ok).count() as u32;
-        let mut durations: Vec<i64> = rows.iter().filter_map(|(_, d)| *d).collect();
-        durations.sort_unstable();
-        let median_duration_ms = match durations.len() {
-            0 => None,
-            n if n % 2 == 1 => Some(durations[n / 2]),
-            n => Some((durations[n / 2 - 1] + durations[n / 2]) / 2),
-        };
-        BuildStats {
-            builds,
-            successes,
-            success_rate: (builds > 0).then(|| f64::from(successes) / f64::from(builds)),
-            median_duration_ms,
-        }
-    }
-}
-
-/// Statistics of the last `window` finished builds of `repo`, of one
-/// `branch` or of all of them. Reads at most `window` rows, newest first
-/// from the `(repo_name, branch, id)` or `(repo_name, id)` index.
-pub fn build_stats(
-    conn: &Connection,
-    repo: &str,
-    branch: Option<&str>,
-    window: u32,
-) -> Result<BuildStats, StoreError> {
-    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(bool, Option<i64>)> {
-        let status: String = r.get(0)?;
-        Ok((status == "success", r.get(1)?))
-    };
-    let rows = match branch {
-        Some(branch) => conn
-            .prepare_cached(
-                "SELECT status, finished_at - started_at FROM builds \
-                 WHERE repo_name = ?1 AND branch = ?2 AND status IN ('success', 'failed') \
-                 ORDER BY id DESC LIMIT ?3",
-            )
-            .db()?
-            .query_map(params![repo, branch, window], map)
-            .db()?
-            .collect::<Result<Vec<_>, _>>()
-            .db()?,
-        None => conn
-            .prepare_cached(
-                "SELECT status, finished_at - started_at FROM builds \
-                 WHERE repo_name = ?1 AND status IN ('success', 'failed') \
-                 ORDER BY id DESC LIMIT ?2",
-            )
-            .db()?
-            .query_map(params![repo, window], map)
-            .db()?
-            .collect::<Result<Vec<_>, _>>()
-            .db()?,
-    };
-    Ok(BuildStats::from_rows(&rows))
-}
-
-/// The last `?2` finished builds of each branch of repository `?1`.
-const BRANCH_STATS: &str = "SELECT branch, status, duration FROM ( \
-       SELECT branch, status, finished_at - started_at AS duration, \
-              row_number() OVER (PARTITION BY branch ORDER BY id DESC) AS newest \
-       FROM builds \
-       WHERE repo_name = ?1 AND status IN ('success', 'failed')) \
-     WHERE newest <= ?2";
-
-/// Statistics of the last `window` finished builds of every branch of
-/// `repo`, in one query whatever the number of branches: the repository
-/// view must not cost a query per branch (issue 15). Numbers the rows of
-/// each branch newest first from the `(repo_name, branch, id)` index and
-/// keeps the first `window`. Branches without finished builds are absent.
-pub fn branch_stats(
-    conn: &Connection,
-    repo: &str,
-    window: u32,
-) -> Result<HashMap<String, BuildStats>, StoreError> {
-    let mut stmt = conn.prepare_cached(BRANCH_STATS).db()?;
-    let rows = stmt
-        .query_map(params![repo, window], |r| {
-            let status: String = r.get(1)?;
-            Ok((r.get::<_, String>(0)?, status == "success", r.get(2)?))
-        })
-        .db()?;
-    let mut per_branch: HashMap<String, Vec<(bool, Option<i64>)>> = HashMap::new();
-    for row in rows {
-        let (branch, ok, duration) = row.db()?;
-        per_branch.entry(branch).or_default().push((ok, duration));
-    }
-    Ok(per_branch
-        .into_iter()
-        .map(|(branch, rows)| (branch, BuildStats::from_rows(&rows)))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use serde_json::json;
 
-    fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrate(&mut conn).unwrap();
-        conn
-    }
-
-    fn insert(conn: &Connection, branch: &str, status: &str, duration: Option<i64>) {
-        let (started, finished) = match duration {
-            Some(d) => (Some(1000), Some(1000 + d)),
-            None => (None, Some(1000)),
-        };
-        conn.execute(
-            "INSERT INTO builds (repo_name, repo_path, commit_hash, branch, status, max_retries, \
-             created_at, started_at, finished_at) VALUES ('demo', '/x', 'c', ?1, ?2, 0, 0, ?3, ?4)",
-            params![branch, status, started, finished],
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn stats_leave_out_cancelled_and_live_builds() {
-        let conn = db();
-        insert(&conn, "main", "success", Some(100));
-        insert(&conn, "main", "failed", Some(300));
-        insert(&conn, "main", "cancelled", None);
-        insert(&conn, "main", "success", Some(200));
-        insert(&conn, "main", "success", Some(900));
-        insert(&conn, "main", "running", None);
-        insert(&conn, "dev", "failed", Some(50));
-        let main = build_stats(&conn, "demo", Some("main"), STATS_WINDOW).unwrap();
-        assert_eq!(main.builds, 4);
-        assert_eq!(main.successes, 3);
-        assert_eq!(main.success_rate, Some(0.75));
-        assert_eq!(main.median_duration_ms, Some(250));
-        let all = build_stats(&conn, "demo", None, STATS_WINDOW).unwrap();
-        assert_eq!((all.builds, all.successes), (5, 3));
-        assert_eq!(all.median_duration_ms, Some(200));
-        let none = build_stats(&conn, "demo", Some("gone"), STATS_WINDOW).unwrap();
-        assert_eq!(none, BuildStats::default());
-        let value = serde_json::to_value(&none).unwrap();
-        assert!(value["success_rate"].is_null() && value["median_duration_ms"].is_null());
-    }
-
-    #[test]
-    fn stats_look_at_the_newest_window_only() {
-        let conn = db();
-        for _ in 0..5 {
-            insert(&conn, "main", "failed", Some(10_000));
-        }
-        for _ in 0..STATS_WINDOW {
-            insert(&conn, "main", "success", Some(10));
-        }
-        let stats = build_stats(&conn, "demo", Some("main"), STATS_WINDOW).unwrap();
-        assert_eq!(stats.builds, STATS_WINDOW);
-        assert_eq!(stats.success_rate, Some(1.0));
-        assert_eq!(stats.median_duration_ms, Some(10));
-    }
-
-    #[test]
-    fn branch_stats_agree_with_one_query_per_branch() {
-        let conn = db();
-        for i in 0..(STATS_WINDOW as i64 + 7) {
-            insert(
-                &conn,
-                "main",
-                if i % 3 == 0 { "failed" } else { "success" },
-                Some(i * 10),
-            );
-        }
-        insert(&conn, "main", "cancelled", None);
-        insert(&conn, "main", "running", None);
-        insert(&conn, "dev", "failed", Some(50));
-        insert(&conn, "dev", "success", Some(70));
-        insert(&conn, "idle", "queued", None);
-        let all = branch_stats(&conn, "demo", STATS_WINDOW).unwrap();
-        for branch in ["main", "dev", "idle"] {
-            let one = build_stats(&conn, "demo", Some(branch), STATS_WINDOW).unwrap();
-            assert_eq!(
-                all.get(branch).cloned().unwrap_or_default(),
-                one,
-                "{branch}"
-            );
-        }
-        assert_eq!(all.len(), 2, "{all:?}");
-        assert_eq!(all["main"].builds, STATS_WINDOW);
-    }
-
-    #[test]
-    fn branch_stats_read_the_branch_index() {
-        let conn = db();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {BRANCH_STATS}"))
-            .unwrap()
-            .query_map(params!["demo", STATS_WINDOW], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            plan.iter()
-                .any(|l| l.contains("USING INDEX builds_by_repo_branch (repo_name=?)")),
-            "{plan:?}"
-        );
-    }
+    use super::*;
 
     #[test]
     fn exposition_has_the_series_in_both_formats() {
