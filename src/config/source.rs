@@ -84,6 +84,8 @@ pub(super) fn source_of(figment: &Figment, key: &str) -> String {
 fn describe_metadata(metadata: &Metadata, key: &str) -> String {
     match &metadata.source {
         Some(figment::Source::File(path)) => format!("file {}", absolute(path.clone()).display()),
+        // Figment names serialized defaults by their Rust type.
+        Some(figment::Source::Code(_)) => "built-in defaults".into(),
         _ if metadata.name.contains(ENV_PREFIX) => format!(
             "environment variable {ENV_PREFIX}{}",
             key.to_ascii_uppercase().replace('.', "__")
@@ -129,6 +131,14 @@ mod tests {
             assert!(err.contains("descripton"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn defaults_are_named_as_such_not_by_their_type() {
+        let figment = figment::Figment::from(figment::providers::Serialized::defaults(
+            super::super::RawConfig::default(),
+        ));
+        assert_eq!(super::source_of(&figment, "workers"), "built-in defaults");
     }
 
     #[test]
