@@ -72,6 +72,7 @@ impl LiveStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveCheck {
     pub name: String,
+    pub system: String,
     pub status: LiveStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drv_path: Option<String>,
@@ -228,11 +229,13 @@ impl Tracker {
     pub fn snapshot(&self) -> Option<Snapshot> {
         let state = self.state.lock().expect("check progress");
         let map = state.map.as_ref()?;
+        let system = crate::checks::host_system();
         let checks: Vec<LiveCheck> = map
             .iter()
             .map(|(name, paths)| {
                 let mut check = LiveCheck {
                     name: name.clone(),
+                    system: system.clone(),
                     status: LiveStatus::Queued,
                     drv_path: None,
                     started_ms: None,
