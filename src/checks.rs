@@ -54,6 +54,9 @@ pub struct BuildCounts {
     pub expected: u64,
     pub running: u64,
     pub failed: u64,
+    /// Where in the log nix gave them: a build that starts later (even in
+    /// the same read) is not counted in them.
+    pub log_offset: u64,
 }
 
 impl Renderer {
@@ -131,6 +134,7 @@ impl Renderer {
                     expected: count(1),
                     running: count(2),
                     failed: count(3),
+                    log_offset: offset,
                 });
             }
             Event::Result { id, kind, fields } if *kind == RES_BUILD_LOG_LINE => {
@@ -357,10 +361,49 @@ mod tests {
                 done: 0,
                 expected: 1,
                 running: 0,
-                failed: 1
+                failed: 1,
+                // Where the next rendered line starts.
+                log_offset: text.find("plain output").unwrap() as u64,
             })
         );
         assert_eq!(renderer.take_counts(), None);
+    }
+
+    #[test]
+    fn starts_and_stops_are_handed_on_once() {
+        let mut renderer = Renderer::default();
+        let mut out = Vec::new();
+        let mut feed = |renderer: &mut Renderer, line: &str, now| {
+            let event = crate::nixlog::parse(line.as_bytes()).unwrap();
+            renderer.event(&event, 0, now, &mut out);
+        };
+        feed(
+            &mut renderer,
+            &format!(
+                r#"@nix {{"action":"start","fields":["{DRV_PASS}"],"id":1,"level":3,"text":"b","type":105}}"#
+            ),
+            5,
+        );
+        let started: Vec<_> = renderer
+            .take_changed()
+            .map(|(d, b)| (d.to_string(), b.finished_ms))
+            .collect();
+        assert_eq!(started, [(DRV_PASS.to_string(), None)]);
+        feed(
+            &mut renderer,
+            r#"@nix {"action":"result","fields":["x"],"id":1,"type":101}"#,
+            6,
+        );
+        assert!(
+            renderer.take_changed().next().is_none(),
+            "output is no change"
+        );
+        feed(&mut renderer, r#"@nix {"action":"stop","id":1}"#, 9);
+        let stopped: Vec<_> = renderer
+            .take_changed()
+            .map(|(d, b)| (d.to_string(), b.finished_ms))
+            .collect();
+        assert_eq!(stopped, [(DRV_PASS.to_string(), Some(9))]);
     }
 
     #[test]

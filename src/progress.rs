@@ -151,10 +151,11 @@ impl State {
             let Some(out) = self.outputs.get(&drv).cloned() else {
                 continue;
             };
+            let counted_in = self.drvs[&drv].log_offset < counts.log_offset;
             if std::path::Path::new(&out).exists() {
                 self.valid.insert(out);
                 self.ended.insert(drv, (now_ms, false));
-            } else if counts.running == 0 && counts.failed > 0 {
+            } else if counted_in && counts.running == 0 && counts.failed > 0 {
                 self.ended.insert(drv, (now_ms, true));
             }
         }
@@ -383,38 +384,42 @@ mod tests {
             .map(|n| (n.to_string(), paths(dir.path(), n)))
             .collect();
         tracker.set_map(map);
-        let at = |ms| DrvBuild {
+        // Log offsets stand for the order of nix's lines.
+        let at = |ms: i64| DrvBuild {
             started_ms: ms,
+            log_offset: ms as u64,
             ..DrvBuild::default()
         };
-        let counts = |done, running, failed| BuildCounts {
+        let counts = |done, running, failed, log_offset| BuildCounts {
             done,
             expected: 3,
             running,
             failed,
+            log_offset,
         };
         let (bad, fast, slow) = (at(100), at(200), at(300));
         tracker.update(
             [("/nix/store/bad.drv", &bad)],
             &[],
-            Some(counts(0, 1, 0)),
+            Some(counts(0, 1, 0, 101)),
             100,
         );
         // Nothing runs any more and one failed: the open check without an
-        // output failed.
-        tracker.update([], &[], Some(counts(0, 0, 1)), 150);
+        // output failed; `fast`, starting after those counts in the same
+        // read, is not counted in them.
         tracker.update(
             [("/nix/store/fast.drv", &fast)],
             &[],
-            Some(counts(0, 1, 1)),
+            Some(counts(0, 0, 1, 150)),
             200,
         );
+        tracker.update([], &[], Some(counts(0, 1, 1, 201)), 200);
         std::fs::write(dir.path().join("fast"), "").unwrap();
-        tracker.update([], &[], Some(counts(1, 0, 1)), 260);
+        tracker.update([], &[], Some(counts(1, 0, 1, 260)), 260);
         tracker.update(
             [("/nix/store/slow.drv", &slow)],
             &[],
-            Some(counts(1, 1, 1)),
+            Some(counts(1, 1, 1, 301)),
             300,
         );
         let s = tracker.snapshot().unwrap();
@@ -428,7 +433,7 @@ mod tests {
                 .unwrap()
                 .duration_ms
         };
-        assert_eq!((duration("bad"), duration("fast")), (Some(50), Some(60)));
+        assert_eq!((duration("bad"), duration("fast")), (Some(100), Some(60)));
         assert_eq!(s.progress, Progress { done: 2, total: 3 });
     }
 
