@@ -105,6 +105,38 @@ pub struct Snapshot {
     pub checks: Vec<LiveCheck>,
 }
 
+/// What of a build's checks changed since the last event about them: the
+/// events carry only that, so that a flake with hundreds of checks sends a
+/// few small events rather than every check each time.
+#[derive(Debug, Default)]
+pub struct Changes {
+    sent: HashMap<String, LiveCheck>,
+    progress: Option<Progress>,
+}
+
+impl Changes {
+    /// The checks of `now` that differ from what was last sent, with the
+    /// progress; `None` when nothing did.
+    pub fn since_last(&mut self, now: Snapshot) -> Option<Snapshot> {
+        let checks: Vec<LiveCheck> = now
+            .checks
+            .into_iter()
+            .filter(|c| self.sent.get(&c.name) != Some(c))
+            .collect();
+        if checks.is_empty() && self.progress == Some(now.progress) {
+            return None;
+        }
+        self.progress = Some(now.progress);
+        for check in &checks {
+            self.sent.insert(check.name.clone(), check.clone());
+        }
+        Some(Snapshot {
+            progress: now.progress,
+            checks,
+        })
+    }
+}
+
 /// What one running build's checks are doing.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -435,6 +467,27 @@ mod tests {
         };
         assert_eq!((duration("bad"), duration("fast")), (Some(100), Some(60)));
         assert_eq!(s.progress, Progress { done: 2, total: 3 });
+    }
+
+    #[test]
+    fn events_carry_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = Tracker::default();
+        let map: CheckMap = ["a", "b"]
+            .into_iter()
+            .map(|n| (n.to_string(), paths(dir.path(), n)))
+            .collect();
+        tracker.set_map(map);
+        let mut changes = Changes::default();
+        let first = changes.since_last(tracker.snapshot().unwrap()).unwrap();
+        assert_eq!(first.checks.len(), 2, "everything, the first time");
+        assert!(changes.since_last(tracker.snapshot().unwrap()).is_none());
+        let started = DrvBuild::default();
+        tracker.update([("/nix/store/b.drv", &started)], &[], None, 0);
+        let next = changes.since_last(tracker.snapshot().unwrap()).unwrap();
+        let names: Vec<_> = next.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(next.progress, Progress { done: 0, total: 2 });
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild};
 use crate::logs::LogWriter;
 use crate::nix;
 use crate::process::{self, CommandError};
-use crate::progress::Tracker;
+use crate::progress::{Changes, Tracker};
 use crate::pump::{Pumped, pump};
 use crate::queue::{self, Build, FailureKind, LogStats, Outcome, now_ms};
 use crate::store::StoreError;
@@ -128,12 +128,13 @@ async fn run(app: &Arc<App>, build: Build) {
 /// hundreds of checks makes a few events a second, not one per derivation.
 const PROGRESS_PERIOD: Duration = Duration::from_millis(250);
 
-/// Publishes the build's checks (`build.checks`) whenever they change,
+/// Publishes the checks of the build that changed (`build.checks`),
 /// coalescing what changes within [`PROGRESS_PERIOD`].
 async fn publish_progress(app: Arc<App>, id: i64, tracker: Arc<Tracker>) {
+    let mut changes = Changes::default();
     loop {
         tracker.changed().await;
-        if let Some(snapshot) = tracker.snapshot() {
+        if let Some(snapshot) = tracker.snapshot().and_then(|now| changes.since_last(now)) {
             let event = serde_json::json!({
                 "id": id,
                 "progress": snapshot.progress,

@@ -2,6 +2,7 @@
 
 import {
   FINAL,
+  mergeChecks,
   progressEl,
   STATUS_TEXT,
   h,
@@ -377,13 +378,13 @@ export class BuildView extends View {
   }
 
   /**
-   * A running build's checks changed (`build.checks`): the table and the
-   * progress follow, the rest of the page stays as it is.
+   * Some of a running build's checks changed (`build.checks`): the table
+   * and the progress follow, the rest of the page stays as it is.
    */
   liveChecks(data) {
     const b = this.build;
     if (!b || b.status !== "running" || !this.checksSlot) return;
-    this.build = { ...b, checks: data.checks, progress: data.progress };
+    this.build = { ...b, checks: mergeChecks(b.checks, data.checks), progress: data.progress };
     const focused = document.activeElement && document.activeElement.dataset.checkJump;
     this.checksSlot.replaceChildren(this.checksEl(this.build));
     if (focused) {

@@ -1,6 +1,6 @@
 // The builds list: filters in the URL, live rows, pages of 50 as it scrolls.
 
-import { STATUSES, STATUS_TEXT, h, statusPill, shortCommit, ago, duration, agoEl, durationEl, errorBox, setTitle, progressEl } from "./ui.js";
+import { STATUSES, STATUS_TEXT, h, statusPill, shortCommit, ago, duration, agoEl, durationEl, errorBox, setTitle, progressEl, mergeChecks } from "./ui.js";
 import { api } from "./api.js";
 import { View, repoCache } from "./feed.js";
 
@@ -364,7 +364,7 @@ export class BuildsView extends View {
     if (type === "build.checks") {
       // Progress of a running build on the list: its row follows.
       const old = this.builds.get(data.id);
-      if (old && old.build.status === "running") this.insert({ ...old.build, checks: data.checks, progress: data.progress }, false);
+      if (old && old.build.status === "running") this.insert({ ...old.build, checks: mergeChecks(old.build.checks, data.checks), progress: data.progress }, false);
       return;
     }
     if (!type.startsWith("build.") || type === "build.log" || type === "build.cache") return;

@@ -162,6 +162,16 @@ export function durationEl(build) {
   return h("span", { class: "duration muted", text: "—" });
 }
 
+/**
+ * A build's checks with those a `build.checks` event says changed, in name
+ * order (the API's).
+ */
+export function mergeChecks(checks, changed) {
+  const byName = new Map((checks || []).map((c) => [c.name, c]));
+  for (const c of changed) byName.set(c.name, c);
+  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
 let progressIds = 0;
 
 /**

@@ -201,9 +201,20 @@ fn checks_progress_live_while_the_build_runs() {
         serde_json::json!({"done": 3, "total": 4}),
         "{last}"
     );
-    assert_eq!(check(last, "fast")["status"], "passed", "{last}");
-    assert_eq!(check(last, "slow")["status"], "running", "{last}");
-    assert_eq!(check(last, "bad")["status"], "failed", "{last}");
+    // Each event carries the checks that changed: together they make the
+    // state, and none repeats a check as it was.
+    let mut state = std::collections::BTreeMap::new();
+    for event in &events {
+        for c in event["checks"].as_array().unwrap() {
+            let before = state.insert(c["name"].as_str().unwrap().to_string(), c.clone());
+            assert_ne!(before.as_ref(), Some(c), "sent unchanged: {events:#?}");
+        }
+    }
+    let merged = serde_json::json!({"checks": state.into_values().collect::<Vec<_>>()});
+    assert_eq!(check(&merged, "fast")["status"], "passed", "{merged}");
+    assert_eq!(check(&merged, "slow")["status"], "running", "{merged}");
+    assert_eq!(check(&merged, "bad")["status"], "failed", "{merged}");
+    assert_eq!(check(&merged, "cached")["status"], "cached", "{merged}");
 
     // Released: the build ends and its stored results take over.
     std::fs::write(&marker, "").unwrap();
