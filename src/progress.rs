@@ -172,8 +172,8 @@ impl State {
     }
 
     /// Nix counted a build more as done or failed: a check whose output is
-    /// now in the store passed; when nothing is running any more, the
-    /// checks still open without an output are the ones that failed.
+    /// now in the store passed; one without it that nix no longer builds
+    /// (nothing runs any more, or nix let go of its output's lock) failed.
     fn counted(&mut self, counts: BuildCounts, now_ms: i64) {
         let before = std::mem::replace(&mut self.counts, counts);
         if counts.done <= before.done && counts.failed <= before.failed {
@@ -187,11 +187,40 @@ impl State {
             if std::path::Path::new(&out).exists() {
                 self.valid.insert(out);
                 self.ended.insert(drv, (now_ms, false));
-            } else if counted_in && counts.running == 0 && counts.failed > 0 {
+            } else if counted_in
+                && counts.failed > 0
+                && (counts.running == 0 || output_locked(&out) == Some(false))
+            {
                 self.ended.insert(drv, (now_ms, true));
             }
         }
     }
+}
+
+/// Whether nix holds the lock of output `out` (`<out>.lock`), as it does
+/// for as long as it builds it; `None` when that cannot be told. Read from
+/// `/proc/locks`, never by taking the lock, so nix is not disturbed.
+fn output_locked(out: &str) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = match std::fs::metadata(format!("{out}.lock")) {
+        Ok(meta) => meta.ino(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(holds(&locks, inode))
+}
+
+/// Whether `/proc/locks` text shows a lock held on `inode` (`->` lines are
+/// waiters, not holders).
+fn holds(locks: &str, inode: u64) -> bool {
+    locks.lines().filter(|l| !l.contains("->")).any(|line| {
+        line.split_whitespace()
+            .nth(5)
+            .and_then(|file| file.rsplit(':').next())
+            .and_then(|i| i.parse::<u64>().ok())
+            == Some(inode)
+    })
 }
 
 impl Tracker {
@@ -488,6 +517,60 @@ mod tests {
         let names: Vec<_> = next.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["b"]);
         assert_eq!(next.progress, Progress { done: 0, total: 2 });
+    }
+
+    #[test]
+    fn an_output_lock_is_seen_held_without_taking_it() {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out").display().to_string();
+        assert_eq!(output_locked(&out), Some(false), "no lock file");
+        let lock = std::fs::File::create(format!("{out}.lock")).unwrap();
+        assert_eq!(output_locked(&out), Some(false), "not locked");
+        flock(&lock, FlockOperation::NonBlockingLockExclusive).unwrap();
+        assert_eq!(output_locked(&out), Some(true));
+        flock(&lock, FlockOperation::Unlock).unwrap();
+        assert_eq!(output_locked(&out), Some(false));
+        assert!(!holds("1: FLOCK ADVISORY WRITE 9 fe:00:77 0 EOF\n", 7));
+        assert!(holds("1: FLOCK ADVISORY WRITE 9 fe:00:77 0 EOF\n", 77));
+        assert!(!holds("1: -> FLOCK ADVISORY WRITE 9 fe:00:77 0 EOF\n", 77));
+    }
+
+    /// With several builds at once, a failed one is told apart by its
+    /// output's lock, which nix has let go of.
+    #[test]
+    fn a_failure_among_running_builds_is_the_unlocked_one() {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = Tracker::default();
+        let map: CheckMap = ["bad", "slow"]
+            .into_iter()
+            .map(|n| (n.to_string(), paths(dir.path(), n)))
+            .collect();
+        tracker.set_map(map);
+        let slow_lock = std::fs::File::create(dir.path().join("slow.lock")).unwrap();
+        flock(&slow_lock, FlockOperation::NonBlockingLockExclusive).unwrap();
+        std::fs::File::create(dir.path().join("bad.lock")).unwrap();
+        let started = DrvBuild::default();
+        let counts = BuildCounts {
+            done: 0,
+            expected: 2,
+            running: 1,
+            failed: 1,
+            log_offset: 10,
+        };
+        tracker.update(
+            [
+                ("/nix/store/bad.drv", &started),
+                ("/nix/store/slow.drv", &started),
+            ],
+            &[],
+            Some(counts),
+            5,
+        );
+        let s = tracker.snapshot().unwrap();
+        assert_eq!(status(&s, "bad"), LiveStatus::Failed);
+        assert_eq!(status(&s, "slow"), LiveStatus::Running);
     }
 
     #[test]

@@ -131,8 +131,19 @@ fn checks_events(lines: &std::sync::mpsc::Receiver<String>, id: i64, into: &mut 
 }
 
 #[test]
-fn checks_progress_live_while_the_build_runs() {
-    let daemon = Daemon::start("");
+fn checks_progress_live_one_build_at_a_time() {
+    checks_progress_live_while_the_build_runs("");
+}
+
+/// A check that fails while another builds: nix says which only at the
+/// end, the output's lock tells it at once.
+#[test]
+fn checks_progress_live_with_builds_at_once() {
+    checks_progress_live_while_the_build_runs("nix_extra_args = [\"--max-jobs\", \"4\"]");
+}
+
+fn checks_progress_live_while_the_build_runs(config: &str) {
+    let daemon = Daemon::start(config);
     daemon.create_repo("live");
     let lines = daemon.event_lines();
     let work = Work::clone(&daemon.repo_path("live"));
