@@ -179,6 +179,7 @@ impl State {
         if counts.done <= before.done && counts.failed <= before.failed {
             return;
         }
+        let mut locks = Locks::default();
         for drv in self.open() {
             let Some(out) = self.outputs.get(&drv).cloned() else {
                 continue;
@@ -189,7 +190,7 @@ impl State {
                 self.ended.insert(drv, (now_ms, false));
             } else if counted_in
                 && counts.failed > 0
-                && (counts.running == 0 || output_locked(&out) == Some(false))
+                && (counts.running == 0 || locks.output_locked(&out) == Some(false))
             {
                 self.ended.insert(drv, (now_ms, true));
             }
@@ -197,18 +198,28 @@ impl State {
     }
 }
 
-/// Whether nix holds the lock of output `out` (`<out>.lock`), as it does
-/// for as long as it builds it; `None` when that cannot be told. Read from
-/// `/proc/locks`, never by taking the lock, so nix is not disturbed.
-fn output_locked(out: &str) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = match std::fs::metadata(format!("{out}.lock")) {
-        Ok(meta) => meta.ino(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
-        Err(_) => return None,
-    };
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    Some(holds(&locks, inode))
+/// The file locks held on this machine (`/proc/locks`), read once when
+/// first asked.
+#[derive(Default)]
+struct Locks(Option<Option<String>>);
+
+impl Locks {
+    /// Whether nix holds the lock of output `out` (`<out>.lock`), as it
+    /// does for as long as it builds it; `None` when that cannot be told.
+    /// Read, never taken, so nix is not disturbed.
+    fn output_locked(&mut self, out: &str) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = match std::fs::metadata(format!("{out}.lock")) {
+            Ok(meta) => meta.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+            Err(_) => return None,
+        };
+        let locks = self
+            .0
+            .get_or_insert_with(|| std::fs::read_to_string("/proc/locks").ok())
+            .as_deref()?;
+        Some(holds(locks, inode))
+    }
 }
 
 /// Whether `/proc/locks` text shows a lock held on `inode` (`->` lines are
@@ -524,13 +535,21 @@ mod tests {
         use rustix::fs::{FlockOperation, flock};
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out").display().to_string();
-        assert_eq!(output_locked(&out), Some(false), "no lock file");
+        assert_eq!(
+            Locks::default().output_locked(&out),
+            Some(false),
+            "no lock file"
+        );
         let lock = std::fs::File::create(format!("{out}.lock")).unwrap();
-        assert_eq!(output_locked(&out), Some(false), "not locked");
+        assert_eq!(
+            Locks::default().output_locked(&out),
+            Some(false),
+            "not locked"
+        );
         flock(&lock, FlockOperation::NonBlockingLockExclusive).unwrap();
-        assert_eq!(output_locked(&out), Some(true));
+        assert_eq!(Locks::default().output_locked(&out), Some(true));
         flock(&lock, FlockOperation::Unlock).unwrap();
-        assert_eq!(output_locked(&out), Some(false));
+        assert_eq!(Locks::default().output_locked(&out), Some(false));
         assert!(!holds("1: FLOCK ADVISORY WRITE 9 fe:00:77 0 EOF\n", 7));
         assert!(holds("1: FLOCK ADVISORY WRITE 9 fe:00:77 0 EOF\n", 77));
         assert!(!holds("1: -> FLOCK ADVISORY WRITE 9 fe:00:77 0 EOF\n", 77));
