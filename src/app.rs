@@ -179,6 +179,10 @@ pub struct BuildView {
     /// A cancel was asked for and the build is being stopped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
+    /// How many of its checks have ended, while it runs (once its checks
+    /// are known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::Progress>,
 }
 
 /// The taxonomy's reading of a build that did not pass.
@@ -244,6 +248,8 @@ pub struct App {
     pub wake: Notify,
     /// Running builds' cancel handles, by build id.
     pub running: Mutex<HashMap<i64, CancelHandle>>,
+    /// Running builds' live per-check progress.
+    pub progress: crate::progress::Live,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
     /// What `GET /metrics` shows.
@@ -302,7 +308,15 @@ async fn blocking<T: Send + 'static>(
 
 impl App {
     /// The view of a build with links.
-    pub fn view(&self, build: Build) -> BuildView {
+    pub fn view(&self, mut build: Build) -> BuildView {
+        let mut progress = None;
+        if build.status == Status::Running
+            && let Some(live) = self.progress.snapshot(build.id)
+        {
+            // While it runs, its checks are what nix is doing now.
+            build.checks = Some(serde_json::to_value(&live.checks).expect("checks serialise"));
+            progress = Some(live.progress);
+        }
         let notices = if build.status == Status::Success {
             diagnosis::notices(
                 &crate::checks::host_system(),
@@ -325,6 +339,7 @@ impl App {
             diagnosis: Explanation::of(&build),
             notices,
             stopping,
+            progress,
             build,
         }
     }

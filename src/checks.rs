@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::nixlog::{ACT_BUILD, Event, LEVEL_INFO, RES_BUILD_LOG_LINE};
+use crate::nixlog::{ACT_BUILD, ACT_BUILDS, Event, LEVEL_INFO, RES_BUILD_LOG_LINE, RES_PROGRESS};
 
 /// Lines of a failed check's own log kept as its excerpt.
 const EXCERPT_LINES: usize = 25;
@@ -36,9 +36,48 @@ pub struct Renderer {
     activities: HashMap<u64, String>,
     /// Derivation path → its build.
     pub builds: HashMap<String, DrvBuild>,
+    /// Derivations whose build started or stopped since [`Renderer::take_changed`].
+    changed: Vec<String>,
+    /// The activity of the whole set of builds.
+    builds_activity: Option<u64>,
+    /// Its counts, when they changed since [`Renderer::take_counts`].
+    counts: Option<BuildCounts>,
+}
+
+/// How many derivations nix has built, expects to build, is building and
+/// has failed to build. Nix 2.8 stops a derivation's build activity only
+/// when every build has ended, so a change of these counts is the first
+/// sign that one ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildCounts {
+    pub done: u64,
+    pub expected: u64,
+    pub running: u64,
+    pub failed: u64,
+    /// Where in the log nix gave them: a build that starts later (even in
+    /// the same read) is not counted in them.
+    pub log_offset: u64,
 }
 
 impl Renderer {
+    /// The derivations whose build started or stopped since the last call,
+    /// with their builds now, for live progress.
+    pub fn take_changed(&mut self) -> impl Iterator<Item = (&str, &DrvBuild)> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed.into_iter().filter_map(|drv| {
+            self.builds
+                .get_key_value(&drv)
+                .map(|(drv, build)| (drv.as_str(), build))
+        })
+    }
+
+    /// The builds' counts, when they changed since the last call.
+    pub fn take_counts(&mut self) -> Option<BuildCounts> {
+        self.counts.take()
+    }
+
     /// Appends a line that is not nix's JSON to `out`, unchanged.
     pub fn plain(&mut self, line: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(line);
@@ -56,10 +95,14 @@ impl Renderer {
                 text,
                 fields,
             } => {
+                if *kind == ACT_BUILDS {
+                    self.builds_activity = Some(*id);
+                }
                 if *kind == ACT_BUILD
                     && let Some(drv) = fields.first().and_then(Value::as_str)
                 {
                     self.activities.insert(*id, drv.to_string());
+                    self.changed.push(drv.to_string());
                     self.builds.insert(
                         drv.to_string(),
                         DrvBuild {
@@ -75,13 +118,24 @@ impl Renderer {
                 }
             }
             Event::Stop { id } => {
-                if let Some(build) = self
-                    .activities
-                    .get(id)
-                    .and_then(|drv| self.builds.get_mut(drv))
+                if let Some(drv) = self.activities.get(id)
+                    && let Some(build) = self.builds.get_mut(drv)
                 {
                     build.finished_ms = Some(now_ms);
+                    self.changed.push(drv.clone());
                 }
+            }
+            Event::Result { id, kind, fields }
+                if *kind == RES_PROGRESS && self.builds_activity == Some(*id) =>
+            {
+                let count = |i: usize| fields.get(i).and_then(Value::as_u64).unwrap_or_default();
+                self.counts = Some(BuildCounts {
+                    done: count(0),
+                    expected: count(1),
+                    running: count(2),
+                    failed: count(3),
+                    log_offset: offset,
+                });
             }
             Event::Result { id, kind, fields } if *kind == RES_BUILD_LOG_LINE => {
                 let text = fields.first().and_then(Value::as_str).unwrap_or_default();
@@ -266,15 +320,17 @@ mod tests {
 
     #[test]
     fn internal_json_renders_like_the_plain_log() {
-        let (renderer, text) = render(&[
+        let (mut renderer, text) = render(&[
             r#"@nix {"action":"start","id":1,"level":3,"text":"evaluating flake","type":0}"#,
             r#"@nix {"action":"start","id":2,"level":5,"text":"checking flake output 'checks'","type":0}"#,
+            r#"@nix {"action":"start","id":4,"level":0,"text":"","type":104}"#,
             r#"@nix {"action":"msg","level":0,"msg":"error (ignored): error: bad check"}"#,
             &format!(
                 r#"@nix {{"action":"start","fields":["{DRV_FAIL}","",1,1],"id":11,"level":3,"text":"building '{DRV_FAIL}'","type":105}}"#
             ),
             r#"@nix {"action":"result","fields":["failing line"],"id":11,"type":101}"#,
             r#"@nix {"action":"result","fields":[0,1,0,1],"id":8,"type":105}"#,
+            r#"@nix {"action":"result","fields":[0,1,0,1],"id":4,"type":105}"#,
             r#"@nix {"action":"stop","id":11}"#,
             "plain output",
             "@nix {not json",
@@ -291,8 +347,63 @@ mod tests {
             build.log_offset as usize,
             "evaluating flake...\nerror (ignored): error: bad check\n".len()
         );
-        assert_eq!(build.finished_ms, Some(60));
+        assert_eq!(build.finished_ms, Some(80));
         assert_eq!(build.excerpt, ["fail> failing line"]);
+        let changed: Vec<_> = renderer
+            .take_changed()
+            .map(|(drv, _)| drv.to_string())
+            .collect();
+        assert_eq!(changed, [DRV_FAIL]);
+        assert!(renderer.take_changed().next().is_none());
+        assert_eq!(
+            renderer.take_counts(),
+            Some(BuildCounts {
+                done: 0,
+                expected: 1,
+                running: 0,
+                failed: 1,
+                // Where the next rendered line starts.
+                log_offset: text.find("plain output").unwrap() as u64,
+            })
+        );
+        assert_eq!(renderer.take_counts(), None);
+    }
+
+    #[test]
+    fn starts_and_stops_are_handed_on_once() {
+        let mut renderer = Renderer::default();
+        let mut out = Vec::new();
+        let mut feed = |renderer: &mut Renderer, line: &str, now| {
+            let event = crate::nixlog::parse(line.as_bytes()).unwrap();
+            renderer.event(&event, 0, now, &mut out);
+        };
+        feed(
+            &mut renderer,
+            &format!(
+                r#"@nix {{"action":"start","fields":["{DRV_PASS}"],"id":1,"level":3,"text":"b","type":105}}"#
+            ),
+            5,
+        );
+        let started: Vec<_> = renderer
+            .take_changed()
+            .map(|(d, b)| (d.to_string(), b.finished_ms))
+            .collect();
+        assert_eq!(started, [(DRV_PASS.to_string(), None)]);
+        feed(
+            &mut renderer,
+            r#"@nix {"action":"result","fields":["x"],"id":1,"type":101}"#,
+            6,
+        );
+        assert!(
+            renderer.take_changed().next().is_none(),
+            "output is no change"
+        );
+        feed(&mut renderer, r#"@nix {"action":"stop","id":1}"#, 9);
+        let stopped: Vec<_> = renderer
+            .take_changed()
+            .map(|(d, b)| (d.to_string(), b.finished_ms))
+            .collect();
+        assert_eq!(stopped, [(DRV_PASS.to_string(), Some(9))]);
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub struct Event {
     /// the start time in microseconds), so a stale `Last-Event-ID` is
     /// recognised.
     pub id: u64,
-    /// `build.queued`, `build.started`, `build.finished`, `repo.created`,
-    /// `repo.deleted`, `health.changed`.
+    /// `build.queued`, `build.started`, `build.checks`, `build.finished`,
+    /// `build.cache`, `repo.created`, `repo.deleted`, `health.changed`.
     pub kind: &'static str,
     /// JSON.
     pub data: Arc<str>,

@@ -25,6 +25,8 @@ pub mod nixlog;
 pub mod notify;
 pub mod preflight;
 pub mod process;
+pub mod progress;
+pub mod pump;
 pub mod queue;
 pub mod repos;
 pub mod server;

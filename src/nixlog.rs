@@ -18,6 +18,9 @@ pub const ACT_BUILD: u64 = 105;
 pub const ACT_BUILDS: u64 = 104;
 /// Activity type of fetching a file (a flake input, a tarball).
 pub const ACT_FILE_TRANSFER: u64 = 101;
+/// Result type of an activity's progress; for the builds activity
+/// (`ACT_BUILDS`), `fields` are builds done, expected, running, failed.
+pub const RES_PROGRESS: u64 = 105;
 /// Result type of one line of a build's output (`fields`: the line).
 pub const RES_BUILD_LOG_LINE: u64 = 101;
 /// Nix's verbosity of errors; warnings are 1, info 3.

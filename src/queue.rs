@@ -99,7 +99,8 @@ pub struct Build {
     pub started_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Value>,
-    /// One result per check of this system, once the build has ended.
+    /// One result per check of this system, once the build has ended;
+    /// while it runs, the views put each check's live state here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checks: Option<Value>,
     #[serde(skip)]

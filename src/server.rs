@@ -244,6 +244,7 @@ async fn build_app(
         token,
         wake: Notify::new(),
         running: Mutex::new(Default::default()),
+        progress: Default::default(),
         shutdown,
         metrics: crate::metrics::Metrics::new(),
         preflight: Mutex::new(Default::default()),

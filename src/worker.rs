@@ -3,7 +3,6 @@
 //! silence bounds, and records how each attempt ended.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::app::{App, CancelHandle};
-use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild, Renderer};
-use crate::diagnosis::Diagnosis;
+use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild};
 use crate::logs::LogWriter;
 use crate::nix;
-use crate::nixlog;
 use crate::process::{self, CommandError};
+use crate::progress::{Changes, Tracker};
+use crate::pump::{Pumped, pump};
 use crate::queue::{self, Build, FailureKind, LogStats, Outcome, now_ms};
 use crate::store::StoreError;
 
@@ -108,7 +107,13 @@ async fn run(app: &Arc<App>, build: Build) {
             .lock()
             .expect("running builds")
             .insert(build.id, handle.clone());
-        let (outcome, exit_code, stats) = execute(app, &build, &handle.token, &handle.reason).await;
+        let tracker = app.progress.start(build.id);
+        let publisher = tokio::spawn(publish_progress(app.clone(), build.id, tracker.clone()));
+        let (outcome, exit_code, stats) =
+            execute(app, &build, &handle.token, &handle.reason, &tracker).await;
+        // Before the end is published: from here the stored results speak.
+        publisher.abort();
+        app.progress.end(build.id);
         app.running
             .lock()
             .expect("running builds")
@@ -117,6 +122,28 @@ async fn run(app: &Arc<App>, build: Build) {
     }
     .instrument(span)
     .await
+}
+
+/// Least time between two `build.checks` events of one build: a flake with
+/// hundreds of checks makes a few events a second, not one per derivation.
+const PROGRESS_PERIOD: Duration = Duration::from_millis(250);
+
+/// Publishes the checks of the build that changed (`build.checks`),
+/// coalescing what changes within [`PROGRESS_PERIOD`].
+async fn publish_progress(app: Arc<App>, id: i64, tracker: Arc<Tracker>) {
+    let mut changes = Changes::default();
+    loop {
+        tracker.changed().await;
+        if let Some(snapshot) = tracker.snapshot().and_then(|now| changes.since_last(now)) {
+            let event = serde_json::json!({
+                "id": id,
+                "progress": snapshot.progress,
+                "checks": snapshot.checks,
+            });
+            app.events.publish("build.checks", Some(id), &event);
+        }
+        tokio::time::sleep(PROGRESS_PERIOD).await;
+    }
 }
 
 async fn record(
@@ -220,6 +247,7 @@ async fn execute(
     build: &Build,
     cancel: &CancellationToken,
     reason: &Arc<Mutex<Option<String>>>,
+    tracker: &Arc<Tracker>,
 ) -> (Outcome, Option<i32>, LogStats) {
     let infra = |summary: String| Outcome::Failed {
         kind: FailureKind::Infrastructure,
@@ -299,15 +327,25 @@ async fn execute(
     let log_failed = Arc::new(Notify::new());
     let log_error = Arc::new(Mutex::new(None::<String>));
     let pump = {
-        let (writer, last_output, log_failed, log_error) = (
+        let (writer, last_output, log_failed, log_error, tracker) = (
             writer.clone(),
             last_output.clone(),
             log_failed.clone(),
             log_error.clone(),
+            tracker.clone(),
         );
         std::thread::Builder::new()
             .name(format!("log-{id}"))
-            .spawn(move || pump(reader, &writer, &last_output, &log_failed, &log_error))
+            .spawn(move || {
+                pump(
+                    reader,
+                    &writer,
+                    &last_output,
+                    &log_failed,
+                    &log_error,
+                    &tracker,
+                )
+            })
             .expect("spawning a log thread")
     };
     // The introspection outlives a cancel or a timeout of the build, within
@@ -318,6 +356,7 @@ async fn execute(
         id,
         flake.clone(),
         introspection_stop.clone(),
+        tracker.clone(),
     ));
 
     let config = &app.config;
@@ -533,109 +572,6 @@ async fn terminate(
     }
 }
 
-/// What the output pump learned by the time the pipe closed.
-#[derive(Default)]
-struct Pumped {
-    diagnosis: Diagnosis,
-    builds: HashMap<String, DrvBuild>,
-}
-
-/// Longest line held back waiting for its newline; longer ones are
-/// written as they are.
-const MAX_LINE: usize = 64 * 1024;
-
-/// Copies the build's output into its log as it arrives: each line of nix's
-/// internal JSON is parsed once, then rendered as plain text (following each
-/// derivation's build) and read for the failure's diagnosis. Runs on its own thread: the pipe and the
-/// file are blocking.
-fn pump(
-    mut reader: std::io::PipeReader,
-    writer: &Mutex<LogWriter>,
-    last_output: &AtomicI64,
-    log_failed: &Notify,
-    log_error: &Mutex<Option<String>>,
-) -> Pumped {
-    let mut pumped = Pumped::default();
-    let mut renderer = Renderer::default();
-    let mut line: Vec<u8> = Vec::new();
-    let mut rendered: Vec<u8> = Vec::with_capacity(128 * 1024);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut failed = false;
-    let mut eof = false;
-    while !eof {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => 0,
-        };
-        eof = n == 0;
-        let now = now_ms();
-        if !eof {
-            last_output.store(now, Ordering::Relaxed);
-        }
-        rendered.clear();
-        let base = writer.lock().expect("log writer").len();
-        for piece in buf[..n].split_inclusive(|b| *b == b'\n') {
-            line.extend_from_slice(piece);
-            if line.ends_with(b"\n") || line.len() >= MAX_LINE {
-                let text = line.strip_suffix(b"\n").unwrap_or(&line);
-                let offset = base + rendered.len() as u64;
-                consume(
-                    &mut renderer,
-                    &mut pumped.diagnosis,
-                    text,
-                    offset,
-                    now,
-                    &mut rendered,
-                );
-                line.clear();
-            }
-        }
-        if eof && !line.is_empty() {
-            let offset = base + rendered.len() as u64;
-            consume(
-                &mut renderer,
-                &mut pumped.diagnosis,
-                &line,
-                offset,
-                now,
-                &mut rendered,
-            );
-        }
-        if !failed
-            && !rendered.is_empty()
-            && let Err(e) = writer.lock().expect("log writer").write(&rendered)
-        {
-            failed = true;
-            *log_error.lock().expect("log error") = Some(e.to_string());
-            log_failed.notify_one();
-        }
-    }
-    pumped.builds = renderer.builds;
-    pumped
-}
-
-/// One line of nix's output, parsed once, for every reader of the log.
-fn consume(
-    renderer: &mut Renderer,
-    diagnosis: &mut Diagnosis,
-    line: &[u8],
-    offset: u64,
-    now: i64,
-    out: &mut Vec<u8>,
-) {
-    match nixlog::parse(line) {
-        Some(event) => {
-            renderer.event(&event, offset, now, out);
-            diagnosis.event(&event);
-        }
-        None => {
-            renderer.plain(line, out);
-            diagnosis.plain(line);
-        }
-    }
-}
-
 /// Runs nix with `args` and returns its stdout, or its first error line;
 /// `None` when the build was cancelled or the daemon stops first. Its
 /// process group ends with it.
@@ -671,23 +607,39 @@ async fn run_nix(
 }
 
 /// Records what the flake exposes at the build's revision and returns its
-/// checks for this system mapped to derivations. Failure is logged and
-/// recorded, never fatal to the build.
+/// checks for this system mapped to derivations, handing them to `tracker`
+/// as soon as they are known (both run while nix builds). Failure is logged
+/// and recorded, never fatal to the build.
 async fn introspect(
     app: Arc<App>,
     id: i64,
     flake: String,
     cancel: CancellationToken,
+    tracker: Arc<Tracker>,
 ) -> Option<CheckMap> {
-    let args = nix::show_args(&app.config.nix_extra_args, &flake);
-    let outputs = match run_nix(&app, &args, &cancel).await? {
-        Ok(stdout) => match serde_json::from_slice(&stdout) {
+    let map = async {
+        let map = check_map(&app, &flake, &cancel).await?;
+        let known = map.clone();
+        // It looks for the checks' outputs in the store.
+        let _ = tokio::task::spawn_blocking(move || tracker.set_map(known)).await;
+        Some(map)
+    };
+    let ((), map) = tokio::join!(record_outputs(&app, id, &flake, &cancel), map);
+    map
+}
+
+/// Records what the flake exposes at the build's revision.
+async fn record_outputs(app: &Arc<App>, id: i64, flake: &str, cancel: &CancellationToken) {
+    let args = nix::show_args(&app.config.nix_extra_args, flake);
+    let outputs = match run_nix(app, &args, cancel).await {
+        None => return,
+        Some(Ok(stdout)) => match serde_json::from_slice(&stdout) {
             Ok(show) => nix::summarize_show(&show),
             Err(e) => {
                 serde_json::json!({"error": format!("unreadable nix flake show output: {e}")})
             }
         },
-        Err(error) => serde_json::json!({ "error": error }),
+        Some(Err(error)) => serde_json::json!({ "error": error }),
     };
     if let Some(error) = outputs.get("error") {
         tracing::warn!(build_id = id, error = %error, "cannot introspect the flake");
@@ -699,7 +651,6 @@ async fn introspect(
     {
         tracing::warn!(build_id = id, error = %e, "cannot record the flake's outputs");
     }
-    check_map(&app, &flake, &cancel).await
 }
 
 /// Evaluates every check of `checks.<system>` to its derivation at the

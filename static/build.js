@@ -2,6 +2,8 @@
 
 import {
   FINAL,
+  mergeChecks,
+  progressEl,
   STATUS_TEXT,
   h,
   statusIcon,
@@ -343,7 +345,7 @@ export class BuildView extends View {
             outputsEl(b),
           ),
       ),
-      this.checksEl(b),
+      (this.checksSlot = h("div", { class: "checks-slot" }, this.checksEl(b))),
       cacheEl(b),
       attemptsEl(b),
     );
@@ -375,6 +377,22 @@ export class BuildView extends View {
     );
   }
 
+  /**
+   * Some of a running build's checks changed (`build.checks`): the table
+   * and the progress follow, the rest of the page stays as it is.
+   */
+  liveChecks(data) {
+    const b = this.build;
+    if (!b || b.status !== "running" || !this.checksSlot) return;
+    this.build = { ...b, checks: mergeChecks(b.checks, data.checks), progress: data.progress };
+    const focused = document.activeElement && document.activeElement.dataset.checkJump;
+    this.checksSlot.replaceChildren(this.checksEl(this.build));
+    if (focused) {
+      const again = this.checksSlot.querySelector(`[data-check-jump="${CSS.escape(focused)}"]`);
+      if (again) again.focus();
+    }
+  }
+
   /** One row per check with its result and a jump to its part of the log. */
   checksEl(b) {
     if (!b.checks || !b.checks.length) return "";
@@ -397,7 +415,7 @@ export class BuildView extends View {
         h("td", { class: "c-result" }, checkPill(c.status)),
         h("td", { class: "c-name" }, h("code", { text: c.name })),
         h("td", { class: "c-system muted", text: c.system }),
-        h("td", { class: "c-duration", text: c.duration_ms === null || c.duration_ms === undefined ? "" : duration(c.duration_ms) }),
+        h("td", { class: "c-duration" }, checkDuration(c)),
         h("td", { class: "check-detail" }, detail ? h("code", { text: detail }) : ""),
         h("td", { class: "c-log" }, jump),
       );
@@ -407,6 +425,7 @@ export class BuildView extends View {
       "section",
       { class: "card checks-card", "aria-labelledby": "checks-title" },
       h("h2", { id: "checks-title", text: `Checks (${b.checks.length}${failed ? `, ${failed} failed` : ""})` }),
+      b.status === "running" && b.progress ? progressEl(b.progress, "check-progress") : "",
       h(
         "table",
         { class: "checks" },
@@ -453,6 +472,10 @@ export class BuildView extends View {
       if (this.build) this.show({ ...this.build, cache: data.cache });
       return;
     }
+    if (type === "build.checks") {
+      this.liveChecks(data);
+      return;
+    }
     this.show(data);
     if (type === "build.finished") this.reload();
   }
@@ -497,10 +520,26 @@ export class BuildView extends View {
   }
 }
 
-/** A check's result, as a pill readable without colour. */
+/**
+ * How long a check took; while it runs, how long it has been running
+ * (the page's ticker keeps it current).
+ */
+function checkDuration(c) {
+  if (c.duration_ms !== null && c.duration_ms !== undefined) return duration(c.duration_ms);
+  if (c.status === "running" && c.started_ms) {
+    return h("span", { class: "duration ticking", "data-since": c.started_ms, text: duration(Date.now() - c.started_ms) });
+  }
+  return "";
+}
+
+/** A check's result or state, as a pill readable without colour. */
 function checkPill(status) {
-  const as = { passed: "success", failed: "failed", cached: "success", not_built: "cancelled" }[status] || "cancelled";
-  const text = { passed: "Passed", failed: "Failed", cached: "Cached", not_built: "Not built" }[status] || status;
+  const as =
+    { passed: "success", failed: "failed", cached: "success", not_built: "cancelled", queued: "queued", running: "running" }[status] ||
+    "cancelled";
+  const text =
+    { passed: "Passed", failed: "Failed", cached: "Cached", not_built: "Not built", queued: "Queued", running: "Running" }[status] ||
+    status;
   return h("span", { class: `pill status-${as} check-${status}` }, statusIcon(as), h("span", { class: "pill-text", text }));
 }
 

@@ -1,6 +1,6 @@
 // The builds list: filters in the URL, live rows, pages of 50 as it scrolls.
 
-import { STATUSES, STATUS_TEXT, h, statusPill, shortCommit, ago, duration, agoEl, durationEl, errorBox, setTitle } from "./ui.js";
+import { STATUSES, STATUS_TEXT, h, statusPill, shortCommit, ago, duration, agoEl, durationEl, errorBox, setTitle, progressEl, mergeChecks } from "./ui.js";
 import { api } from "./api.js";
 import { View, repoCache } from "./feed.js";
 
@@ -282,6 +282,7 @@ export class BuildsView extends View {
   }
 
   row(b, fresh) {
+    const running = b.status === "running";
     const retries = b.retry_count ? `${b.retry_count} of ${b.max_retries}` : "";
     const label = [
       `Build ${b.id}`,
@@ -290,6 +291,7 @@ export class BuildsView extends View {
       `commit ${shortCommit(b.commit)}`,
       b.subject ? `“${b.subject}”` : "",
       retries ? `retried ${retries}` : "",
+      running && b.progress ? `${b.progress.done} of ${b.progress.total} checks done` : "",
       `queued ${ago(b.created_ms)}`,
       b.duration_ms !== null && b.duration_ms !== undefined ? `took ${duration(b.duration_ms)}` : "",
     ]
@@ -309,6 +311,7 @@ export class BuildsView extends View {
           h("span", { class: "repo", text: b.repo }),
           h("span", { class: "branch", text: b.branch }),
           b.subject ? h("span", { class: "subject", title: b.subject, text: b.subject }) : null,
+          running && b.progress ? progressEl(b.progress, "row-progress") : null,
           b.diagnosis && b.status === "failed"
             ? h("span", { class: "summary", title: b.diagnosis.hint, text: `${b.diagnosis.title}: ${b.failure_summary || ""}` })
             : null,
@@ -358,6 +361,12 @@ export class BuildsView extends View {
   }
 
   event(type, data) {
+    if (type === "build.checks") {
+      // Progress of a running build on the list: its row follows.
+      const old = this.builds.get(data.id);
+      if (old && old.build.status === "running") this.insert({ ...old.build, checks: mergeChecks(old.build.checks, data.checks), progress: data.progress }, false);
+      return;
+    }
     if (!type.startsWith("build.") || type === "build.log" || type === "build.cache") return;
     this.insert(data, true);
     this.updateEnd();

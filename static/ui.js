@@ -162,6 +162,34 @@ export function durationEl(build) {
   return h("span", { class: "duration muted", text: "—" });
 }
 
+/**
+ * A build's checks with those a `build.checks` event says changed, in name
+ * order (the API's).
+ */
+export function mergeChecks(checks, changed) {
+  const byName = new Map((checks || []).map((c) => [c.name, c]));
+  for (const c of changed) byName.set(c.name, c);
+  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+let progressIds = 0;
+
+/**
+ * How many of a running build's checks are done: a bar (a <progress>, which
+ * assistive technology reads as a progressbar with its value and maximum)
+ * named by the words beside it, "3 of 7 checks done".
+ */
+export function progressEl(progress, className) {
+  const id = `progress-${++progressIds}`;
+  const { done, total } = progress;
+  return h(
+    "span",
+    { class: `progress ${className || ""}`, "data-done": done, "data-total": total },
+    h("progress", { max: Math.max(total, 1), value: done, "aria-labelledby": id }),
+    h("span", { id, class: "progress-text", text: `${done} of ${total} check${total === 1 ? "" : "s"} done` }),
+  );
+}
+
 // One ticker for every relative time and running duration on the page.
 setInterval(() => {
   for (const el of document.querySelectorAll("[data-ago]")) {

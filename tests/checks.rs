@@ -112,3 +112,129 @@ fn an_evaluation_error_is_attributed_to_its_check() {
         "{build}"
     );
 }
+
+/// The `build.checks` events of build `id` received so far on `lines`.
+fn checks_events(lines: &std::sync::mpsc::Receiver<String>, id: i64, into: &mut Vec<Value>) {
+    let mut kind = String::new();
+    while let Ok(line) = lines.try_recv() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && kind == "build.checks"
+        {
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            if event["id"] == id {
+                into.push(event);
+            }
+        }
+    }
+}
+
+#[test]
+fn checks_progress_live_one_build_at_a_time() {
+    checks_progress_live_while_the_build_runs("");
+}
+
+/// A check that fails while another builds: nix says which only at the
+/// end, the output's lock tells it at once.
+#[test]
+fn checks_progress_live_with_builds_at_once() {
+    checks_progress_live_while_the_build_runs("nix_extra_args = [\"--max-jobs\", \"4\"]");
+}
+
+fn checks_progress_live_while_the_build_runs(config: &str) {
+    let daemon = Daemon::start(config);
+    daemon.create_repo("live");
+    let lines = daemon.event_lines();
+    let work = Work::clone(&daemon.repo_path("live"));
+    let n = nonce("live");
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("release");
+    let fast = common::passing(&format!("fast {n}"));
+    // Runs until the test creates the marker (no sandbox: it sees /tmp).
+    let slow = format!(
+        "while [ ! -e {} ]; do /bin/sleep 0.1; done; echo slow {n}; echo ok > $out",
+        marker.display()
+    );
+    let bad = format!("echo failing {n} >&2; exit 3");
+    let cached = common::passing(&format!("cached {n}"));
+    let commit = work.commit_flake(&[
+        ("fast", &fast),
+        ("slow", &slow),
+        ("bad", &bad),
+        ("cached", &cached),
+    ]);
+    common::run_ok(
+        std::process::Command::new("nix")
+            .args(["build", "--no-link", ".#checks.x86_64-linux.cached"])
+            .current_dir(work.path())
+            .env("NIX_CONFIG", NIX_CONFIG),
+    );
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+
+    // While `slow` waits: the others have ended, each as it did.
+    let build = daemon.wait_build(id, std::time::Duration::from_secs(90), |b| {
+        b["progress"]["done"] == 3
+    });
+    assert_eq!(build["status"], "running", "{build}");
+    assert_eq!(
+        build["progress"],
+        serde_json::json!({"done": 3, "total": 4})
+    );
+    assert_eq!(check(&build, "fast")["status"], "passed", "{build}");
+    assert_eq!(check(&build, "bad")["status"], "failed", "{build}");
+    assert_eq!(check(&build, "cached")["status"], "cached", "{build}");
+    let slow_now = check(&build, "slow");
+    assert_eq!(slow_now["status"], "running", "{build}");
+    assert!(slow_now["started_ms"].as_i64().unwrap() > 0, "{slow_now}");
+    assert!(slow_now["duration_ms"].is_null(), "{slow_now}");
+    assert!(check(&build, "fast")["duration_ms"].as_i64().unwrap() >= 0);
+    // The list says the same.
+    let listed = daemon.builds().into_iter().find(|b| b["id"] == id).unwrap();
+    assert_eq!(listed["progress"], build["progress"], "{listed}");
+    assert_eq!(check(&listed, "slow")["status"], "running");
+
+    // The event stream carried it, with nothing of the build left out.
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline
+        && !events.iter().any(|e: &Value| e["progress"]["done"] == 3)
+    {
+        checks_events(&lines, id, &mut events);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let last = events
+        .last()
+        .unwrap_or_else(|| panic!("no build.checks event"));
+    assert_eq!(
+        last["progress"],
+        serde_json::json!({"done": 3, "total": 4}),
+        "{last}"
+    );
+    // Each event carries the checks that changed: together they make the
+    // state, and none repeats a check as it was.
+    let mut state = std::collections::BTreeMap::new();
+    for event in &events {
+        for c in event["checks"].as_array().unwrap() {
+            let before = state.insert(c["name"].as_str().unwrap().to_string(), c.clone());
+            assert_ne!(before.as_ref(), Some(c), "sent unchanged: {events:#?}");
+        }
+    }
+    let merged = serde_json::json!({"checks": state.into_values().collect::<Vec<_>>()});
+    assert_eq!(check(&merged, "fast")["status"], "passed", "{merged}");
+    assert_eq!(check(&merged, "slow")["status"], "running", "{merged}");
+    assert_eq!(check(&merged, "bad")["status"], "failed", "{merged}");
+    assert_eq!(check(&merged, "cached")["status"], "cached", "{merged}");
+
+    // Released: the build ends and its stored results take over.
+    std::fs::write(&marker, "").unwrap();
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "failed", "{build}");
+    assert!(build["progress"].is_null(), "{build}");
+    assert_eq!(check(&build, "slow")["status"], "passed", "{build}");
+    assert_eq!(check(&build, "fast")["status"], "passed", "{build}");
+    assert_eq!(check(&build, "bad")["status"], "failed", "{build}");
+    assert_eq!(check(&build, "cached")["status"], "cached", "{build}");
+    assert_eq!(build["failure_summary"], "failed checks: bad", "{build}");
+}

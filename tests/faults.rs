@@ -654,28 +654,6 @@ fn fill(path: &Path, fs: &Tmpfs, leave: u64) {
     let _ = file.sync_all();
 }
 
-/// Reads `/api/events` lines on a thread.
-fn event_lines(daemon: &Daemon) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let url = format!("{}/api/events", daemon.base());
-    std::thread::spawn(move || {
-        let Ok(mut response) = common::agent_with_timeout(Duration::from_secs(300))
-            .get(&url)
-            .call()
-        else {
-            return;
-        };
-        let mut reader = std::io::BufReader::new(response.body_mut().as_reader());
-        let mut line = String::new();
-        while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
-            if tx.send(std::mem::take(&mut line)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 #[test]
 fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -706,7 +684,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     work.commit_flake(&[("flood", &flood)]);
     let filler = daemon.state().join("filler");
     fill(&filler, &fs, 6 << 20);
-    let events = event_lines(&daemon);
+    let events = daemon.event_lines();
     let out = work.push(&["HEAD:refs/heads/flood"]);
     assert!(out.contains("queued"), "{out}");
     let id = daemon

@@ -389,6 +389,28 @@ impl Daemon {
         })
     }
 
+    /// Reads `/api/events` lines on a thread.
+    pub fn event_lines(&self) -> std::sync::mpsc::Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let url = format!("{}/api/events", self.base());
+        std::thread::spawn(move || {
+            let Ok(mut response) = agent_with_timeout(Duration::from_secs(300))
+                .get(&url)
+                .call()
+            else {
+                return;
+            };
+            let mut reader = std::io::BufReader::new(response.body_mut().as_reader());
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+                if tx.send(std::mem::take(&mut line)).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     pub fn log_of(&self, id: i64) -> String {
         self.request_text("GET", &format!("/api/builds/{id}/logs"), None, None)
             .1
