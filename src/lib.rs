@@ -26,6 +26,7 @@ pub mod notify;
 pub mod preflight;
 pub mod process;
 pub mod queue;
+pub mod repo_views;
 pub mod repos;
 pub mod server;
 pub mod store;

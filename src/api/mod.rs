@@ -369,8 +369,13 @@ struct CreateRepo {
     description: String,
 }
 
+/// Serialised JSON, sent as it is.
+fn json_bytes(bytes: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], bytes)
+}
+
 async fn list_repos(State(app): AppState) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(json!({ "repos": app.repo_summaries().await? })))
+    Ok(json_bytes(app.views.summaries()))
 }
 
 async fn create_repo(
@@ -382,7 +387,7 @@ async fn create_repo(
 }
 
 async fn get_repo(State(app): AppState, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(app.repo_detail(&name).await?))
+    Ok(json_bytes(app.repo_detail(&name).await?))
 }
 
 #[derive(Deserialize)]
