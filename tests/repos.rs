@@ -984,3 +984,70 @@ fn the_repository_view_is_rebuilt_at_start_with_the_pushes_made_meanwhile() {
     assert_eq!(main["stats"]["builds"], 3, "{main}");
     assert_eq!(branch_in(&view, "offline").unwrap()["commit"], c3.as_str());
 }
+
+/// `GET /api/repos/{name}` with `Accept-Encoding: gzip`: the status, the
+/// `Content-Encoding` and the decoded body.
+fn repo_view_gzip(daemon: &Daemon, name: &str) -> (u16, Option<String>, serde_json::Value) {
+    use std::io::{Read, Write};
+    let address = daemon.base().trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /api/repos/{name} HTTP/1.1\r\nHost: {address}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    };
+    let body = &raw[split + 4..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        procurator_ci::hook::dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    let encoding = header("content-encoding");
+    let json = if encoding.as_deref() == Some("gzip") {
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        text
+    } else {
+        body
+    };
+    (status, encoding, serde_json::from_slice(&json).unwrap())
+}
+
+/// A client that accepts gzip gets the same view, compressed, and the
+/// compressed answer changes with the view.
+#[test]
+fn the_repository_view_is_gzipped_for_clients_that_accept_it_and_stays_current() {
+    let daemon = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n");
+    daemon.create_repo("zipped");
+    let work = Work::clone(&daemon.repo_path("zipped"));
+    let c1 = work.commit("one");
+    work.push(&["HEAD:main"]);
+    daemon.wait_final(daemon.build_of("main", &c1));
+    let (status, encoding, zipped) = repo_view_gzip(&daemon, "zipped");
+    assert_eq!(status, 200);
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert_eq!(zipped, daemon.get("/api/repos/zipped").1);
+    assert_eq!(zipped["branches"][0]["commit"], c1.as_str());
+    // Asked again: the kept encoding, still the same view.
+    assert_eq!(repo_view_gzip(&daemon, "zipped").2, zipped);
+    let c2 = work.commit("two");
+    work.push(&["HEAD:main"]);
+    let (_, _, after) = repo_view_gzip(&daemon, "zipped");
+    assert_eq!(after["branches"][0]["commit"], c2.as_str(), "{after}");
+    let (status, encoding, _) = repo_view_gzip(&daemon, "nothing-here");
+    assert_eq!((status, encoding), (404, None));
+}
