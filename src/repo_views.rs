@@ -8,10 +8,10 @@
 //! is created, or on its first request if that failed), then changed where
 //! the state changes: a push moves one head, a scan (periodic, or the hook's
 //! after a deletion) brings the heads to git's, and every write that changes
-//! a build applies it here once committed, on the database's writer thread
-//! in commit order, so the view is never behind the database. Loads run as
-//! writer jobs too, so no build change can fall between a load and the
-//! changes after it. Only current heads keep build state, so memory follows
+//! a build applies it here on the database's writer thread just before its
+//! batch commits, in the order of the changes, so the view is never behind
+//! the database. Loads run as writer jobs too, so no build change can fall
+//! between a load and the changes after it. Only current heads keep build state, so memory follows
 //! the branches that exist, not every branch ever built.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
