@@ -323,7 +323,7 @@ impl App {
         }
         let repo = repo?;
         if let Err(e) = self.refresh_view(&repo).await {
-            // Its first request loads it.
+            // Its first request or the next scan loads it.
             tracing::warn!(repo = %repo.name, error = %e, "cannot load the view of a new repository");
         }
         tracing::info!(repo = %repo.name, path = %repo.path, "Repository created");
