@@ -15,9 +15,9 @@ use crate::config::Config;
 use crate::diagnosis::{self, CancelSource, FailureKind};
 use crate::events::Events;
 use crate::logs::LogStore;
-use crate::metrics::{BuildStats, Metrics, STATS_WINDOW, branch_stats, build_stats};
+use crate::metrics::Metrics;
 use crate::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
-use crate::repos::{self, Branch, RepoError, RepoFiles};
+use crate::repos::{self, RepoError, RepoFiles};
 use crate::store::{SqlResultExt, Store, StoreError};
 
 /// A domain failure, mapped to HTTP once in `api::error`.
@@ -94,17 +94,6 @@ pub struct Repo {
     pub declared: bool,
 }
 
-/// A branch with its latest build.
-#[derive(Debug, Clone, Serialize)]
-pub struct BranchStatus {
-    pub name: String,
-    pub commit: String,
-    pub latest_build: Option<BuildRef>,
-    /// Success rate and median duration of the branch's last finished
-    /// builds.
-    pub stats: BuildStats,
-}
-
 /// Enough of a build to link to it and say what it was.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildRef {
@@ -129,25 +118,6 @@ impl From<&Build> for BuildRef {
             duration_ms: b.duration_ms,
         }
     }
-}
-
-/// A repository in the list, with its newest build.
-#[derive(Debug, Clone, Serialize)]
-pub struct RepoSummary {
-    #[serde(flatten)]
-    pub repo: Repo,
-    /// The newest build of any branch: the repository's current state.
-    pub last_build: Option<BuildRef>,
-}
-
-/// A repository with its branches.
-#[derive(Debug, Clone, Serialize)]
-pub struct RepoDetail {
-    #[serde(flatten)]
-    pub repo: Repo,
-    pub branches: Vec<BranchStatus>,
-    /// The same statistics over the repository's last finished builds.
-    pub stats: BuildStats,
 }
 
 /// A build with its attempts and links.
@@ -258,47 +228,12 @@ pub struct App {
     pub preflight: Mutex<crate::preflight::Report>,
     /// The binary cache, when `cache_serve` or `cache_push` is configured.
     pub cache: Option<crate::cache::Cache>,
-    /// Branch heads by repository: read from git once, dropped when a push
-    /// or a scan changes them, so views and badges start no process.
-    pub heads: Heads,
+    /// What the repository API and badges show, kept current in memory.
+    pub views: Arc<crate::repo_views::RepoViews>,
 }
 
-/// The branch heads the daemon knows, by repository.
-#[derive(Debug, Default)]
-pub struct Heads {
-    known: Mutex<HashMap<String, Arc<Vec<Branch>>>>,
-    /// Bumped by every change, so that a list read from git before a change
-    /// is not kept after it.
-    generation: std::sync::atomic::AtomicU64,
-}
-
-impl Heads {
-    fn get(&self, repo: &str) -> Option<Arc<Vec<Branch>>> {
-        self.known.lock().expect("branch heads").get(repo).cloned()
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Keeps `branches` unless something changed since `generation`.
-    fn keep(&self, repo: &str, branches: Arc<Vec<Branch>>, generation: u64) {
-        let mut known = self.known.lock().expect("branch heads");
-        if self.generation() == generation {
-            known.insert(repo.to_string(), branches);
-        }
-    }
-
-    /// Drops what is known of `repo`: its branches changed.
-    pub fn forget(&self, repo: &str) {
-        let mut known = self.known.lock().expect("branch heads");
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        known.remove(repo);
-    }
-}
-
-async fn blocking<T: Send + 'static>(
+/// Runs `job` on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
     job: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
     tokio::task::spawn_blocking(job)
@@ -402,6 +337,10 @@ impl App {
             let _ = blocking(move || Ok(files.delete(&n)?)).await;
         }
         let repo = repo?;
+        if let Err(e) = self.refresh_view(&repo).await {
+            // Its first request or the next scan loads it.
+            tracing::warn!(repo = %repo.name, error = %e, "cannot load the view of a new repository");
+        }
         tracing::info!(repo = %repo.name, path = %repo.path, "Repository created");
         self.events.publish("repo.created", None, &repo);
         Ok(repo)
@@ -476,97 +415,8 @@ impl App {
             .collect())
     }
 
-    /// Every repository with its newest build.
-    pub async fn repo_summaries(&self) -> Result<Vec<RepoSummary>, AppError> {
-        let repos = self.list_repos().await?;
-        let names: Vec<String> = repos.iter().map(|r| r.name.clone()).collect();
-        let latest = self
-            .store
-            .read(move |conn| {
-                names
-                    .iter()
-                    .map(|n| queue::latest_of_repo(conn, n))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
-        Ok(repos
-            .into_iter()
-            .zip(latest)
-            .map(|(repo, last)| RepoSummary {
-                repo,
-                last_build: last.as_ref().map(BuildRef::from),
-            })
-            .collect())
-    }
-
-    /// The branch heads of `repo`: known, or read from git once.
-    async fn branches(&self, repo: &Repo) -> Result<Arc<Vec<Branch>>, AppError> {
-        if let Some(known) = self.heads.get(&repo.name) {
-            return Ok(known);
-        }
-        let generation = self.heads.generation();
-        let files = self.repos.clone();
-        let path = PathBuf::from(&repo.path);
-        let branches = Arc::new(blocking(move || Ok(files.branches(&path)?)).await?);
-        self.heads.keep(&repo.name, branches.clone(), generation);
-        Ok(branches)
-    }
-
-    /// The status of the latest build of `branch` of repository `name`;
-    /// `None` when the branch does not exist or has no build.
-    pub async fn branch_status(
-        &self,
-        name: &str,
-        branch: &str,
-    ) -> Result<Option<Status>, AppError> {
-        let repo = self.find_repo(name).await?;
-        if !self.branches(&repo).await?.iter().any(|b| b.name == branch) {
-            return Ok(None);
-        }
-        let (r, b) = (repo.name, branch.to_string());
-        Ok(self
-            .store
-            .read(move |conn| queue::latest_status(conn, &r, &b))
-            .await?)
-    }
-
-    /// A repository with its branches and their latest builds.
-    pub async fn repo_detail(&self, name: &str) -> Result<RepoDetail, AppError> {
-        let repo = self.find_repo(name).await?;
-        let branches: Vec<Branch> = self.branches(&repo).await?.as_ref().clone();
-        let key = name.to_string();
-        let (latest, mut per_branch, stats) = self
-            .store
-            .read(move |conn| {
-                Ok((
-                    queue::latest_per_branch(conn, &key)?,
-                    branch_stats(conn, &key, STATS_WINDOW)?,
-                    build_stats(conn, &key, None, STATS_WINDOW)?,
-                ))
-            })
-            .await?;
-        // By name: a scan per branch would be quadratic in the branches.
-        let mut latest: HashMap<String, BuildRef> = latest
-            .iter()
-            .map(|l| (l.branch.clone(), BuildRef::from(l)))
-            .collect();
-        let branches = branches
-            .into_iter()
-            .map(|b| BranchStatus {
-                stats: per_branch.remove(&b.name).unwrap_or_default(),
-                latest_build: latest.remove(&b.name),
-                name: b.name,
-                commit: b.commit,
-            })
-            .collect();
-        Ok(RepoDetail {
-            repo,
-            branches,
-            stats,
-        })
-    }
-
-    async fn find_repo(&self, name: &str) -> Result<Repo, AppError> {
+    /// The recorded repository `name`.
+    pub(crate) async fn find_repo(&self, name: &str) -> Result<Repo, AppError> {
         repos::validate_repo_name(name).map_err(|reason| {
             AppError::invalid("name", format!("invalid repository name: {reason}"))
         })?;
@@ -589,7 +439,6 @@ impl App {
         let files = self.repos.clone();
         let n = name.to_string();
         let deleted = blocking(move || Ok(files.delete(&n)?)).await;
-        self.heads.forget(name);
         match deleted {
             Ok(()) | Err(AppError::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -602,6 +451,7 @@ impl App {
                 Ok(())
             })
             .await?;
+        self.views.remove(name);
         tracing::warn!(repo = %name, path = %repo.path, "Repository deleted");
         self.events.publish("repo.deleted", None, &repo);
         Ok(())
@@ -628,10 +478,6 @@ impl App {
             crate::text::check(author, crate::text::MAX_AUTHOR_CHARS, false)
                 .map_err(|why| AppError::invalid("author", format!("author {why}")))?;
         }
-        if trigger == "push" {
-            // The hook reports a push: the branch's head has moved.
-            self.heads.forget(repo);
-        }
         let repo_row = self.find_repo(repo).await.map_err(|e| match e {
             AppError::Invalid { message, .. } => AppError::invalid("repo", message),
             other => other,
@@ -646,6 +492,10 @@ impl App {
                 format!("commit {commit} does not exist in repository {repo:?}"),
             ));
         };
+        if trigger == "push" {
+            // The hook reports a push: the branch's head has moved.
+            self.record_push(&repo_row, branch, commit).await;
+        }
         let new = NewBuild {
             repo: repo.to_string(),
             repo_path: repo_row.path.clone(),
@@ -665,9 +515,10 @@ impl App {
             max_retries: self.config.max_retries,
         };
         self.refuse_when_disk_full()?;
+        let (apply, undo) = self.views.track();
         let (build, created) = self
             .store
-            .write(move |conn| queue::enqueue(conn, &new))
+            .write_then(move |conn| queue::enqueue(conn, &new), apply, undo)
             .await?;
         if created {
             tracing::info!(
@@ -737,9 +588,8 @@ impl App {
         let mut queued = Vec::new();
         for repo in repos {
             // Read afresh: a scan is also how changes the hook did not
-            // report (a deleted branch) reach the known heads.
-            self.heads.forget(&repo.name);
-            let branches = match self.branches(&repo).await {
+            // report (a deleted branch) reach the view.
+            let branches = match self.refresh_view(&repo).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(repo = %repo.name, error = %e, "cannot list branches");
@@ -862,9 +712,10 @@ impl App {
             }
         }
         let r = reason.to_string();
+        let (apply, undo) = self.views.track();
         let cancelled = self
             .store
-            .write(move |conn| queue::cancel_queued(conn, id, &r))
+            .write_then(move |conn| queue::cancel_queued(conn, id, &r), apply, undo)
             .await?;
         match cancelled {
             Some(build) => {
@@ -1018,9 +869,14 @@ pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
             summary: "the daemon stopped unexpectedly while the build ran".into(),
         };
         let backoff = 0;
+        let (apply, undo) = app.views.track();
         let after = app
             .store
-            .write(move |conn| queue::finish(conn, id, attempt, &outcome, None, stats, backoff))
+            .write_then(
+                move |conn| queue::finish(conn, id, attempt, &outcome, None, stats, backoff),
+                apply,
+                undo,
+            )
             .await?;
         tracing::warn!(
             build_id = id,

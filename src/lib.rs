@@ -28,6 +28,7 @@ pub mod process;
 pub mod progress;
 pub mod pump;
 pub mod queue;
+pub mod repo_views;
 pub mod repos;
 pub mod server;
 pub mod store;

@@ -503,23 +503,20 @@ pub fn latest_per_branch(conn: &Connection, repo: &str) -> Result<Vec<Build>, St
     rows.collect::<Result<Vec<_>, _>>().db()
 }
 
-/// The status of the latest build of `branch` of `repo`, if any.
-pub fn latest_status(
+/// The latest build of `branch` of `repo`, if any.
+pub fn latest_of_branch(
     conn: &Connection,
     repo: &str,
     branch: &str,
-) -> Result<Option<Status>, StoreError> {
-    use rusqlite::OptionalExtension;
-    let status: Option<String> = conn
-        .prepare_cached(
-            "SELECT status FROM builds WHERE repo_name = ?1 AND branch = ?2 \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .db()?
-        .query_row(params![repo, branch], |r| r.get(0))
-        .optional()
-        .db()?;
-    Ok(status.as_deref().and_then(Status::parse))
+) -> Result<Option<Build>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM builds WHERE repo_name = ?1 AND branch = ?2 \
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .db()?
+    .query_row(params![repo, branch], from_row)
+    .optional()
+    .db()
 }
 
 /// Whether `commit` on `branch` of `repo` has ever had a build.

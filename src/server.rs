@@ -249,7 +249,7 @@ async fn build_app(
         metrics: crate::metrics::Metrics::new(),
         preflight: Mutex::new(Default::default()),
         cache,
-        heads: Default::default(),
+        views: Default::default(),
     }))
 }
 

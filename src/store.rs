@@ -451,6 +451,22 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_then(job, |_: &mut T| {}, |_: &T| {}).await
+    }
+
+    /// `write` for state kept in memory beside the database: `apply` runs
+    /// with the job's result on the writer thread as soon as the job has
+    /// succeeded, just before its batch commits, so the `apply` of all
+    /// writes run one at a time in the order of their changes, and nobody
+    /// reads the change from the database before it is in memory. Should
+    /// the commit then fail, `undo` runs with the result.
+    pub async fn write_then<T, F, A, U>(&self, job: F, apply: A, undo: U) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(&mut T) + Send + 'static,
+        U: FnOnce(&T) + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let sender = self
             .inner
@@ -460,11 +476,19 @@ impl Store {
             .clone()
             .ok_or(StoreError::Closed)?;
         let boxed: Job = Box::new(move |conn: Option<&Connection>| {
-            let result = conn.map(|conn| in_savepoint(conn, job));
+            let mut result = conn.map(|conn| in_savepoint(conn, job));
+            if let Some(Ok(value)) = &mut result {
+                apply(value);
+            }
             Box::new(move |commit: Result<(), &StoreError>| {
                 let reply_value = match (commit, result) {
                     (Ok(()), Some(result)) => result,
-                    (Err(e), _) => Err(e.duplicate()),
+                    (Err(e), result) => {
+                        if let Some(Ok(value)) = &result {
+                            undo(value);
+                        }
+                        Err(e.duplicate())
+                    }
                     (Ok(()), None) => Err(StoreError::Closed),
                 };
                 // A cancelled request may have dropped the receiver; the

@@ -48,7 +48,8 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
 async fn work(app: Arc<App>) {
     let poll = Duration::from_millis(app.config.worker_poll_interval_ms);
     while !app.shutdown.is_cancelled() {
-        match app.store.write(queue::claim).await {
+        let (apply, undo) = app.views.track();
+        match app.store.write_then(queue::claim, apply, undo).await {
             Ok(Some(build)) => run(&app, build).await,
             Ok(None) => {
                 let wait = match app.store.read(queue::next_due).await {
@@ -166,19 +167,24 @@ async fn record(
     let mut delay = Duration::from_millis(250);
     let result = loop {
         let stored = stored.clone();
+        let (apply, undo) = app.views.track();
         let result = app
             .store
-            .write(move |conn| {
-                queue::finish(
-                    conn,
-                    id,
-                    attempt,
-                    &stored,
-                    exit_code,
-                    stats,
-                    backoff_secs as i64 * 1000,
-                )
-            })
+            .write_then(
+                move |conn| {
+                    queue::finish(
+                        conn,
+                        id,
+                        attempt,
+                        &stored,
+                        exit_code,
+                        stats,
+                        backoff_secs as i64 * 1000,
+                    )
+                },
+                apply,
+                undo,
+            )
             .await;
         match result {
             Err(StoreError::Busy | StoreError::Full) if delay <= RECORD_PATIENCE => {

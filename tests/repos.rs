@@ -217,6 +217,11 @@ fn a_push_the_hook_could_not_deliver_is_built_while_the_daemon_runs() {
     let build = daemon.wait_final(id);
     assert_eq!(build["status"], "success", "{build}");
     assert_eq!(build["trigger"], "scan");
+    // The scan that found the push brought the repository view to it.
+    let (_, view) = daemon.get("/api/repos/missed");
+    assert_eq!(view["branches"][0]["name"], "main", "{view}");
+    assert_eq!(view["branches"][0]["commit"], commit.as_str(), "{view}");
+    assert_eq!(view["branches"][0]["latest_build"]["status"], "success");
     assert!(
         daemon
             .log()
@@ -786,4 +791,263 @@ fn views_and_badges_come_from_known_heads_without_a_git_process_per_request() {
     assert_eq!(names, ["main"], "{detail}");
     let (_, svg) = daemon.request_text("GET", "/api/repos/heads/badge.svg?branch=side", None, None);
     assert!(svg.contains("build: unknown"), "{svg}");
+}
+
+/// Branch `name` of repository view `view`, if listed.
+fn branch_in(view: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    view["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .cloned()
+}
+
+fn branch_names(view: &serde_json::Value) -> Vec<String> {
+    view["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The repository view and list answer from state the daemon keeps in
+/// memory (issue 15); each change must be in the very next answer: a build
+/// queued, started, cancelled and finished, a new branch, a new head, a
+/// branch deleted and pushed again (with its earlier builds).
+#[test]
+fn the_repository_view_shows_each_change_in_the_next_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // Builds run while `hold` exists, so that their states can be seen.
+    let hold = dir.path().join("hold");
+    let nix = dir.path().join("held-nix");
+    std::fs::write(
+        &nix,
+        format!(
+            "#!/bin/sh\nwhile [ -e {} ]; do /bin/sleep 0.05; done\nexit 0\n",
+            hold.display()
+        ),
+    )
+    .unwrap();
+    make_executable(&nix);
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        &format!(
+            "workers = 1\nscan_interval_secs = 3600\ncancel_superseded = false\nnix_bin = \"{}\"\n",
+            nix.display()
+        ),
+        &[],
+    );
+    daemon.spawn();
+    daemon.create_repo("live");
+    let view = || {
+        let (status, view) = daemon.get("/api/repos/live");
+        assert_eq!(status, 200, "{view}");
+        view
+    };
+    let badge = |branch: &str| {
+        let (status, svg) = daemon.request_text(
+            "GET",
+            &format!("/api/repos/live/badge.svg?branch={branch}"),
+            None,
+            None,
+        );
+        assert_eq!(status, 200);
+        svg
+    };
+    let work = Work::clone(&daemon.repo_path("live"));
+    std::fs::write(&hold, "").unwrap();
+
+    let c1 = work.commit("one");
+    work.push(&["HEAD:main"]);
+    let b1 = daemon.build_of("main", &c1);
+    daemon.wait_build(b1, Duration::from_secs(60), |b| b["status"] == "running");
+    let main = branch_in(&view(), "main").expect("main listed");
+    assert_eq!(main["commit"], c1.as_str());
+    assert_eq!(main["latest_build"]["id"], b1);
+    assert_eq!(main["latest_build"]["status"], "running", "{main}");
+
+    // A new branch, its build queued behind the running one.
+    let c2 = work.commit("two");
+    work.push(&["HEAD:refs/heads/feature"]);
+    let b2 = daemon.build_of("feature", &c2);
+    let feature = branch_in(&view(), "feature").expect("a pushed branch is listed at once");
+    assert_eq!(feature["commit"], c2.as_str());
+    assert_eq!(feature["latest_build"]["id"], b2);
+    assert_eq!(feature["latest_build"]["status"], "queued", "{feature}");
+    assert!(badge("feature").contains("build: running"));
+    let (status, _) = daemon.post(&format!("/api/builds/{b2}/cancel"), &json!({}));
+    assert_eq!(status, 200);
+    let feature = branch_in(&view(), "feature").unwrap();
+    assert_eq!(feature["latest_build"]["status"], "cancelled", "{feature}");
+    assert!(badge("feature").contains("build: unknown"));
+
+    // A new head on a branch.
+    let c3 = work.commit("three");
+    work.push(&["HEAD:main"]);
+    let b3 = daemon.build_of("main", &c3);
+    let main = branch_in(&view(), "main").unwrap();
+    assert_eq!(main["commit"], c3.as_str());
+    assert_eq!(main["latest_build"]["id"], b3);
+    assert_eq!(main["latest_build"]["status"], "queued", "{main}");
+
+    // Builds finishing.
+    std::fs::remove_file(&hold).unwrap();
+    daemon.wait_final(b1);
+    assert_eq!(daemon.wait_final(b3)["status"], "success");
+    let now = view();
+    let main = branch_in(&now, "main").unwrap();
+    assert_eq!(main["latest_build"]["id"], b3);
+    assert_eq!(main["latest_build"]["status"], "success", "{main}");
+    assert_eq!(main["stats"]["builds"], 2, "{main}");
+    assert_eq!(now["stats"]["builds"], 2, "{now}");
+    assert!(badge("main").contains("build: passing"));
+    let (_, list) = daemon.get("/api/repos");
+    let listed = &list["repos"].as_array().unwrap()[0];
+    assert_eq!(listed["name"], "live");
+    assert_eq!(listed["last_build"]["id"], b3, "{list}");
+    assert_eq!(listed["last_build"]["status"], "success", "{list}");
+
+    let c4 = work.commit("four");
+    work.push(&["HEAD:refs/heads/feature"]);
+    daemon.wait_final(daemon.build_of("feature", &c4));
+    let feature = branch_in(&view(), "feature").unwrap();
+    assert_eq!(feature["commit"], c4.as_str());
+    assert_eq!(feature["stats"]["builds"], 1, "{feature}");
+
+    // A branch deleted by a push is gone; pushed again, its earlier builds
+    // count again.
+    work.push(&[":refs/heads/feature"]);
+    assert_eq!(branch_names(&view()), ["main"]);
+    assert!(badge("feature").contains("build: unknown"));
+    work.push(&["HEAD:refs/heads/feature"]);
+    let again: Vec<i64> = builds_of(&daemon, "live")
+        .iter()
+        .filter(|b| b["branch"] == "feature" && b["commit"] == c4.as_str())
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(again.len(), 2, "a second build of the pushed head");
+    daemon.wait_final(again[0]);
+    let feature = branch_in(&view(), "feature").expect("listed again");
+    assert_eq!(feature["latest_build"]["id"], again[0]);
+    assert_eq!(feature["stats"]["builds"], 2, "{feature}");
+    assert_eq!(branch_names(&view()), ["feature", "main"]);
+}
+
+/// A restart rebuilds the view from the database and git, and pushes made
+/// while the daemon was down (a new head, a new branch, a deletion) are in
+/// it once the daemon is back.
+#[test]
+fn the_repository_view_is_rebuilt_at_start_with_the_pushes_made_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n",
+        &[],
+    );
+    daemon.spawn();
+    daemon.create_repo("kept");
+    let work = Work::clone(&daemon.repo_path("kept"));
+    let c1 = work.commit("one");
+    work.push(&["HEAD:main", "HEAD:refs/heads/side"]);
+    daemon.wait_final(daemon.build_of("main", &c1));
+    daemon.wait_final(daemon.build_of("side", &c1));
+    let c2 = work.commit("two");
+    work.push(&["HEAD:main"]);
+    daemon.wait_final(daemon.build_of("main", &c2));
+    let (_, before) = daemon.get("/api/repos/kept");
+    assert_eq!(branch_in(&before, "main").unwrap()["stats"]["builds"], 2);
+    let (_, list_before) = daemon.get("/api/repos");
+
+    daemon.stop();
+    daemon.spawn();
+    let (_, after) = daemon.get("/api/repos/kept");
+    assert_eq!(after, before, "the same view after a restart");
+    assert_eq!(daemon.get("/api/repos").1, list_before);
+
+    daemon.stop();
+    let c3 = work.commit("three");
+    let output = work.push(&["HEAD:main", "HEAD:refs/heads/offline", ":refs/heads/side"]);
+    assert!(output.contains("cannot reach"), "{output}");
+    daemon.spawn();
+    let b3 = daemon.build_of("main", &c3);
+    let view = daemon.get("/api/repos/kept").1;
+    assert_eq!(branch_names(&view), ["main", "offline"], "{view}");
+    let main = branch_in(&view, "main").unwrap();
+    assert_eq!(main["commit"], c3.as_str());
+    assert_eq!(main["latest_build"]["id"], b3);
+    daemon.wait_final(b3);
+    let view = daemon.get("/api/repos/kept").1;
+    let main = branch_in(&view, "main").unwrap();
+    assert_eq!(main["latest_build"]["status"], "success", "{main}");
+    assert_eq!(main["stats"]["builds"], 3, "{main}");
+    assert_eq!(branch_in(&view, "offline").unwrap()["commit"], c3.as_str());
+}
+
+/// `GET /api/repos/{name}` with `Accept-Encoding: gzip`: the status, the
+/// `Content-Encoding` and the decoded body.
+fn repo_view_gzip(daemon: &Daemon, name: &str) -> (u16, Option<String>, serde_json::Value) {
+    use std::io::{Read, Write};
+    let address = daemon.base().trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /api/repos/{name} HTTP/1.1\r\nHost: {address}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    };
+    let body = &raw[split + 4..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        procurator_ci::hook::dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    let encoding = header("content-encoding");
+    let json = if encoding.as_deref() == Some("gzip") {
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        text
+    } else {
+        body
+    };
+    (status, encoding, serde_json::from_slice(&json).unwrap())
+}
+
+/// A client that accepts gzip gets the same view, compressed, and the
+/// compressed answer changes with the view.
+#[test]
+fn the_repository_view_is_gzipped_for_clients_that_accept_it_and_stays_current() {
+    let daemon = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n");
+    daemon.create_repo("zipped");
+    let work = Work::clone(&daemon.repo_path("zipped"));
+    let c1 = work.commit("one");
+    work.push(&["HEAD:main"]);
+    daemon.wait_final(daemon.build_of("main", &c1));
+    let (status, encoding, zipped) = repo_view_gzip(&daemon, "zipped");
+    assert_eq!(status, 200);
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert_eq!(zipped, daemon.get("/api/repos/zipped").1);
+    assert_eq!(zipped["branches"][0]["commit"], c1.as_str());
+    // Asked again: the kept encoding, still the same view.
+    assert_eq!(repo_view_gzip(&daemon, "zipped").2, zipped);
+    let c2 = work.commit("two");
+    work.push(&["HEAD:main"]);
+    let (_, _, after) = repo_view_gzip(&daemon, "zipped");
+    assert_eq!(after["branches"][0]["commit"], c2.as_str(), "{after}");
+    let (status, encoding, _) = repo_view_gzip(&daemon, "nothing-here");
+    assert_eq!((status, encoding), (404, None));
 }

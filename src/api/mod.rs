@@ -369,8 +369,13 @@ struct CreateRepo {
     description: String,
 }
 
+/// Serialised JSON, sent as it is.
+fn json_bytes(bytes: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], bytes)
+}
+
 async fn list_repos(State(app): AppState) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(json!({ "repos": app.repo_summaries().await? })))
+    Ok(json_bytes(app.views.summaries()))
 }
 
 async fn create_repo(
@@ -381,8 +386,41 @@ async fn create_repo(
     Ok((StatusCode::CREATED, axum::Json(repo)))
 }
 
-async fn get_repo(State(app): AppState, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(app.repo_detail(&name).await?))
+/// The repository view: ~1 MiB of JSON for 3,000 branches, so it is sent
+/// gzip-encoded to clients that accept it (browsers do).
+async fn get_repo(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (body, gzipped) = app.repo_detail(&name, accepts_gzip(&headers)).await?;
+    let mut response = json_bytes(body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzipped {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
+}
+
+/// Whether `Accept-Encoding` admits gzip (`gzip` with no `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
 }
 
 #[derive(Deserialize)]
@@ -910,4 +948,29 @@ fn log_events(
         *offset += piece.len() as u64;
         futures_util::future::ready(Some(event))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_sent_only_to_clients_that_accept_it() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            accepts_gzip(&headers)
+        };
+        assert!(with("gzip"));
+        assert!(with("gzip, deflate, br, zstd"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("gzip; q=0.0, br"));
+        assert!(!with("br, zstd"));
+        assert!(!with("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }

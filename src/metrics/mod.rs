@@ -28,7 +28,7 @@ mod http;
 mod stats;
 
 pub use http::{count_requests, handler};
-pub use stats::{BuildStats, STATS_WINDOW, branch_stats, build_stats};
+pub use stats::{BuildStats, Finished, STATS_WINDOW, finished_builds, finished_per_branch};
 
 /// Bucket bounds of build durations, in seconds: a second to three hours
 /// (the default `build_timeout_secs`).

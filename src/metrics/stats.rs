@@ -26,10 +26,11 @@ pub struct BuildStats {
 }
 
 impl BuildStats {
-    fn from_rows(rows: &[(bool, Option<i64>)]) -> BuildStats {
-        let builds = rows.len() as u32;
-        let successes = rows.iter().filter(|(ok, _)| *ok).count() as u32;
-        let mut durations: Vec<i64> = rows.iter().filter_map(|(_, d)| *d).collect();
+    /// The statistics of `finished`.
+    pub fn of(finished: &[Finished]) -> BuildStats {
+        let builds = finished.len() as u32;
+        let successes = finished.iter().filter(|f| f.success).count() as u32;
+        let mut durations: Vec<i64> = finished.iter().filter_map(|f| f.duration_ms).collect();
         durations.sort_unstable();
         let median_duration_ms = match durations.len() {
             0 => None,
@@ -45,23 +46,37 @@ impl BuildStats {
     }
 }
 
-/// Statistics of the last `window` finished builds of `repo`, of one
-/// `branch` or of all of them. Reads at most `window` rows, newest first
-/// from the `(repo_name, branch, id)` or `(repo_name, id)` index.
-pub fn build_stats(
+/// A finished build as the statistics count it (a success or a failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub id: i64,
+    pub success: bool,
+    pub duration_ms: Option<i64>,
+}
+
+fn finished_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Finished> {
+    let status: String = r.get(at + 1)?;
+    Ok(Finished {
+        id: r.get(at)?,
+        success: status == "success",
+        duration_ms: r.get(at + 2)?,
+    })
+}
+
+/// The last `window` finished builds of `repo`, of one `branch` or of all of
+/// them, newest first. Reads at most `window` rows, newest first from the
+/// `(repo_name, branch, id)` or `(repo_name, id)` index.
+pub fn finished_builds(
     conn: &Connection,
     repo: &str,
     branch: Option<&str>,
     window: u32,
-) -> Result<BuildStats, StoreError> {
-    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(bool, Option<i64>)> {
-        let status: String = r.get(0)?;
-        Ok((status == "success", r.get(1)?))
-    };
-    let rows = match branch {
+) -> Result<Vec<Finished>, StoreError> {
+    let map = |r: &rusqlite::Row<'_>| finished_row(r, 0);
+    match branch {
         Some(branch) => conn
             .prepare_cached(
-                "SELECT status, finished_at - started_at FROM builds \
+                "SELECT id, status, finished_at - started_at FROM builds \
                  WHERE repo_name = ?1 AND branch = ?2 AND status IN ('success', 'failed') \
                  ORDER BY id DESC LIMIT ?3",
             )
@@ -69,10 +84,10 @@ pub fn build_stats(
             .query_map(params![repo, branch, window], map)
             .db()?
             .collect::<Result<Vec<_>, _>>()
-            .db()?,
+            .db(),
         None => conn
             .prepare_cached(
-                "SELECT status, finished_at - started_at FROM builds \
+                "SELECT id, status, finished_at - started_at FROM builds \
                  WHERE repo_name = ?1 AND status IN ('success', 'failed') \
                  ORDER BY id DESC LIMIT ?2",
             )
@@ -80,45 +95,40 @@ pub fn build_stats(
             .query_map(params![repo, window], map)
             .db()?
             .collect::<Result<Vec<_>, _>>()
-            .db()?,
-    };
-    Ok(BuildStats::from_rows(&rows))
+            .db(),
+    }
 }
 
 /// The last `?2` finished builds of each branch of repository `?1`.
-const BRANCH_STATS: &str = "SELECT branch, status, duration FROM ( \
-       SELECT branch, status, finished_at - started_at AS duration, \
+const BRANCH_WINDOWS: &str = "SELECT branch, id, status, duration FROM ( \
+       SELECT branch, id, status, finished_at - started_at AS duration, \
               row_number() OVER (PARTITION BY branch ORDER BY id DESC) AS newest \
        FROM builds \
        WHERE repo_name = ?1 AND status IN ('success', 'failed')) \
      WHERE newest <= ?2";
 
-/// Statistics of the last `window` finished builds of every branch of
-/// `repo`, in one query whatever the number of branches: the repository
-/// view must not cost a query per branch (issue 15). Numbers the rows of
-/// each branch newest first from the `(repo_name, branch, id)` index and
-/// keeps the first `window`. Branches without finished builds are absent.
-pub fn branch_stats(
+/// The last `window` finished builds of every branch of `repo` (in no
+/// particular order), in one query whatever the number of branches (read once when the
+/// daemon loads a repository's view). Numbers the rows of each branch newest
+/// first from the `(repo_name, branch, id)` index and keeps the first
+/// `window`. Branches without finished builds are absent.
+pub fn finished_per_branch(
     conn: &Connection,
     repo: &str,
     window: u32,
-) -> Result<HashMap<String, BuildStats>, StoreError> {
-    let mut stmt = conn.prepare_cached(BRANCH_STATS).db()?;
+) -> Result<HashMap<String, Vec<Finished>>, StoreError> {
+    let mut stmt = conn.prepare_cached(BRANCH_WINDOWS).db()?;
     let rows = stmt
         .query_map(params![repo, window], |r| {
-            let status: String = r.get(1)?;
-            Ok((r.get::<_, String>(0)?, status == "success", r.get(2)?))
+            Ok((r.get::<_, String>(0)?, finished_row(r, 1)?))
         })
         .db()?;
-    let mut per_branch: HashMap<String, Vec<(bool, Option<i64>)>> = HashMap::new();
+    let mut per_branch: HashMap<String, Vec<Finished>> = HashMap::new();
     for row in rows {
-        let (branch, ok, duration) = row.db()?;
-        per_branch.entry(branch).or_default().push((ok, duration));
+        let (branch, finished) = row.db()?;
+        per_branch.entry(branch).or_default().push(finished);
     }
-    Ok(per_branch
-        .into_iter()
-        .map(|(branch, rows)| (branch, BuildStats::from_rows(&rows)))
-        .collect())
+    Ok(per_branch)
 }
 
 #[cfg(test)]
@@ -129,6 +139,10 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::store::migrate(&mut conn).unwrap();
         conn
+    }
+
+    fn build_stats(conn: &Connection, repo: &str, branch: Option<&str>, window: u32) -> BuildStats {
+        BuildStats::of(&finished_builds(conn, repo, branch, window).unwrap())
     }
 
     fn insert(conn: &Connection, branch: &str, status: &str, duration: Option<i64>) {
@@ -154,15 +168,15 @@ mod tests {
         insert(&conn, "main", "success", Some(900));
         insert(&conn, "main", "running", None);
         insert(&conn, "dev", "failed", Some(50));
-        let main = build_stats(&conn, "demo", Some("main"), STATS_WINDOW).unwrap();
+        let main = build_stats(&conn, "demo", Some("main"), STATS_WINDOW);
         assert_eq!(main.builds, 4);
         assert_eq!(main.successes, 3);
         assert_eq!(main.success_rate, Some(0.75));
         assert_eq!(main.median_duration_ms, Some(250));
-        let all = build_stats(&conn, "demo", None, STATS_WINDOW).unwrap();
+        let all = build_stats(&conn, "demo", None, STATS_WINDOW);
         assert_eq!((all.builds, all.successes), (5, 3));
         assert_eq!(all.median_duration_ms, Some(200));
-        let none = build_stats(&conn, "demo", Some("gone"), STATS_WINDOW).unwrap();
+        let none = build_stats(&conn, "demo", Some("gone"), STATS_WINDOW);
         assert_eq!(none, BuildStats::default());
         let value = serde_json::to_value(&none).unwrap();
         assert!(value["success_rate"].is_null() && value["median_duration_ms"].is_null());
@@ -177,14 +191,14 @@ mod tests {
         for _ in 0..STATS_WINDOW {
             insert(&conn, "main", "success", Some(10));
         }
-        let stats = build_stats(&conn, "demo", Some("main"), STATS_WINDOW).unwrap();
+        let stats = build_stats(&conn, "demo", Some("main"), STATS_WINDOW);
         assert_eq!(stats.builds, STATS_WINDOW);
         assert_eq!(stats.success_rate, Some(1.0));
         assert_eq!(stats.median_duration_ms, Some(10));
     }
 
     #[test]
-    fn branch_stats_agree_with_one_query_per_branch() {
+    fn branch_windows_agree_with_one_query_per_branch() {
         let conn = db();
         for i in 0..(STATS_WINDOW as i64 + 7) {
             insert(
@@ -199,9 +213,9 @@ mod tests {
         insert(&conn, "dev", "failed", Some(50));
         insert(&conn, "dev", "success", Some(70));
         insert(&conn, "idle", "queued", None);
-        let all = branch_stats(&conn, "demo", STATS_WINDOW).unwrap();
+        let all = finished_per_branch(&conn, "demo", STATS_WINDOW).unwrap();
         for branch in ["main", "dev", "idle"] {
-            let one = build_stats(&conn, "demo", Some(branch), STATS_WINDOW).unwrap();
+            let one = finished_builds(&conn, "demo", Some(branch), STATS_WINDOW).unwrap();
             assert_eq!(
                 all.get(branch).cloned().unwrap_or_default(),
                 one,
@@ -209,14 +223,14 @@ mod tests {
             );
         }
         assert_eq!(all.len(), 2, "{all:?}");
-        assert_eq!(all["main"].builds, STATS_WINDOW);
+        assert_eq!(all["main"].len(), STATS_WINDOW as usize);
     }
 
     #[test]
-    fn branch_stats_read_the_branch_index() {
+    fn branch_windows_read_the_branch_index() {
         let conn = db();
         let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {BRANCH_STATS}"))
+            .prepare(&format!("EXPLAIN QUERY PLAN {BRANCH_WINDOWS}"))
             .unwrap()
             .query_map(params!["demo", STATS_WINDOW], |r| r.get(3))
             .unwrap()
