@@ -621,10 +621,39 @@ impl App {
             AppError::Invalid { message, .. } => AppError::invalid("repo", message),
             other => other,
         })?;
+        // The known heads answer for the branches the daemon has seen; git
+        // (a kept reader, off the executor) for the others.
+        let cached = self.heads.get(repo);
+        let known = cached
+            .as_ref()
+            .is_some_and(|heads| heads.iter().any(|b| b.name == branch));
         let files = self.repos.clone();
         let path = PathBuf::from(&repo_row.path);
-        let sha = commit.to_string();
-        let found = blocking(move || Ok(files.commit_info(&path, &sha)?)).await?;
+        let (sha, name) = (commit.to_string(), branch.to_string());
+        let (exists, found) = blocking(move || {
+            let exists = known || files.branch_head(&path, &name)?.is_some();
+            let info = if exists {
+                files.commit_info(&path, &sha)?
+            } else {
+                None
+            };
+            Ok((exists, info))
+        })
+        .await?;
+        if !exists {
+            return Err(AppError::invalid(
+                "branch",
+                format!(
+                    "branch {branch:?} does not exist in repository {repo:?}: push it first, or name one of its branches"
+                ),
+            ));
+        }
+        if !known && cached.is_some() {
+            // A branch made without the hook: the known heads are stale.
+            self.heads.forget(repo);
+        }
+        // Any commit of the repository may be built on the branch (a rebuild
+        // of an older one is legitimate); one it does not have cannot.
         let Some(info) = found else {
             return Err(AppError::invalid(
                 "commit",

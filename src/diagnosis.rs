@@ -90,7 +90,7 @@ impl FailureKind {
                 "Retried automatically. If it persists, check the input's URL and ref, and the CI host's network and credentials."
             }
             FailureKind::Host => {
-                "Not your code: the CI host's Nix needs its administrator (see the health warnings). Retried automatically."
+                "Not your code: the CI host's Nix needs its administrator (see the health warnings; the nix client is the nix_bin setting, PROCURATOR_CI_NIX_BIN). Retried automatically."
             }
             FailureKind::Timeout => {
                 "The build ran longer than build_timeout_secs: make the checks faster or ask for a higher limit."
@@ -309,6 +309,9 @@ pub struct Diagnosis {
     pub errors: Vec<NixError>,
     /// Derivations whose builder failed, in order, without duplicates.
     pub failed_drvs: Vec<String>,
+    /// Whether any line was nix's structured log: a `nix_bin` that prints
+    /// none is not nix.
+    pub structured: bool,
     /// Open `checking flake output '…'` activities, innermost last.
     checking: Vec<(u64, String)>,
 }
@@ -323,6 +326,7 @@ pub struct Verdict {
 impl Diagnosis {
     /// Looks at one event of nix's log.
     pub fn event(&mut self, event: &Event) {
+        self.structured = true;
         match event {
             Event::Start { id, text, .. } => {
                 if let Some(output) = text

@@ -402,6 +402,33 @@ impl RepoFiles {
             .collect())
     }
 
+    /// The head commit of `branch` of `repo`, or `None` when the repository
+    /// has no such branch.
+    pub fn branch_head(&self, repo: &Path, branch: &str) -> Result<Option<String>, RepoError> {
+        validate_branch(branch).map_err(|reason| RepoError::InvalidName {
+            name: branch.to_string(),
+            reason,
+        })?;
+        let name = format!("refs/heads/{branch}");
+        if let Ok(found) = self.commits.branch_head(&self.tools, repo, branch) {
+            return Ok(found);
+        }
+        match self.tools.git(
+            repo,
+            // No option can hide in it: the name starts with `refs/heads/`.
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{name}^{{commit}}"),
+            ],
+        ) {
+            Ok(out) => Ok(Some(String::from_utf8_lossy(&out).trim().to_string())),
+            Err(CommandError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The author and message of `commit` when it is a commit object of
     /// `repo`; `None` when it does not exist there.
     pub fn commit_info(&self, repo: &Path, commit: &str) -> Result<Option<CommitInfo>, RepoError> {

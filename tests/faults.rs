@@ -478,6 +478,17 @@ fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
     const TOTAL: usize = 10_000;
     const CLIENTS: usize = 8;
     let commits = fast_commits(&daemon.repo_path("r"), TOTAL, "durable");
+    // The daemon builds only branches the repository has. (The scan at the
+    // restart queues the ones not yet requested: each request then answers
+    // with that build, and it is still one build per branch.)
+    let names: Vec<String> = (0..TOTAL).map(|i| format!("b{i}")).collect();
+    common::create_branches(
+        &daemon.repo_path("r"),
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(commits.iter().map(String::as_str)),
+    );
     let base = daemon.base();
     let token = daemon.token();
     let next = Arc::new(AtomicUsize::new(0));
@@ -683,9 +694,10 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
         eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
         return;
     };
+    // No periodic scan: it would queue the branch `later` on its own.
     let mut daemon = Daemon::configure(
         dir.path(),
-        "log_max_bytes = 1073741824\nmax_retries = 0\nkill_grace_secs = 2",
+        "log_max_bytes = 1073741824\nmax_retries = 0\nkill_grace_secs = 2\nscan_interval_secs = 86400",
         &[],
     );
     daemon.spawn();
@@ -698,6 +710,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     assert_eq!(status_of(&daemon.wait_final(first)), "success");
     let later = work.commit_flake(&[("later", &common::passing(&nonce("later")))]);
     work.push(&[&format!("{later}:refs/keep/later")]);
+    common::create_branches(&daemon.repo_path("r"), [("later", later.as_str())]);
     // A check that prints ~48 MiB into a disk with a few MiB left.
     let flood = format!(
         "echo {}; /usr/bin/yes 0123456789abcdefghijklmnopqrstuvwxyz | /usr/bin/head -c 50000000; echo ok > $out",
@@ -795,7 +808,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
 // nix unavailable
 
 #[test]
-fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemon_lives() {
+fn unreachable_or_broken_nix_fails_as_the_hosts_fault_after_backoff_and_the_daemon_lives() {
     let scratch = tempfile::tempdir().unwrap();
     let crashing = script(
         &scratch.path().join("nix-crashes"),
@@ -804,10 +817,11 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
     let not_executable = scratch.path().join("nix-not-executable");
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
     // (what, nix_bin, the daemon's environment, what the summary says, the
-    // failure kind: an unreachable Nix daemon is the host's setup, a nix
-    // that crashes or cannot run is the CI's).
+    // failure kind: an unreachable Nix daemon and a nix_bin that is missing,
+    // cannot run or is not nix are the host's setup; a nix that crashes is
+    // the CI's).
     type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: [Case; 3] = [
+    let cases: [Case; 5] = [
         // The real nix told to use a Nix daemon that is not there.
         (
             "no nix daemon",
@@ -830,9 +844,18 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
             "nix not executable",
             not_executable.display().to_string(),
             &[],
-            "ermission denied",
-            "infrastructure",
+            "cannot run: not executable",
+            "host",
         ),
+        (
+            "nix missing",
+            "/nonexistent/procurator-ci-test/nix".to_string(),
+            &[],
+            "cannot run: not found",
+            "host",
+        ),
+        // A real program, but not nix: it refuses nix's arguments.
+        ("not nix", "/bin/ls".to_string(), &[], "is not nix", "host"),
     ];
     for (what, nix_bin, env, reason, kind) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -859,6 +882,19 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
         assert_eq!(build["diagnosis"]["retried"], true, "{what}: {build}");
         let summary = build["failure_summary"].as_str().unwrap_or_default();
         assert!(summary.contains(reason), "{what}: {summary:?}");
+        if kind == "host" && what != "no nix daemon" {
+            // What to change, and where.
+            assert!(
+                summary.contains(&format!("nix_bin `{nix_bin}`"))
+                    && summary.contains("PROCURATOR_CI_NIX_BIN"),
+                "{what}: {summary:?}"
+            );
+            let hint = build["diagnosis"]["hint"].as_str().unwrap();
+            assert!(
+                hint.contains("nix_bin") && hint.contains("PROCURATOR_CI_NIX_BIN"),
+                "{what}: {hint:?}"
+            );
+        }
         assert_eq!(build["retry_count"], 2, "{what}: {build}");
         let attempts = build["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 3, "{what}: {build}");
@@ -896,9 +932,21 @@ fn a_database_locked_past_the_busy_timeout_gives_503_loses_nothing_and_resumes()
         &scratch.path().join("nix"),
         "case \"$2\" in show) echo '{}'; exit 0;; esac\nexit 0",
     );
-    let mut daemon = Daemon::start(&format!("nix_bin = \"{}\"", nix.display()));
+    // No periodic scan: it would queue the branches made below on its own.
+    let mut daemon = Daemon::start(&format!(
+        "nix_bin = \"{}\"\nscan_interval_secs = 86400",
+        nix.display()
+    ));
     daemon.create_repo("r");
     let commits = fast_commits(&daemon.repo_path("r"), 6, "locked");
+    let names: Vec<String> = (0..commits.len()).map(|i| format!("b{i}")).collect();
+    common::create_branches(
+        &daemon.repo_path("r"),
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(commits.iter().map(String::as_str)),
+    );
     let enqueue = |daemon: &Daemon, i: usize| {
         daemon.post(
             "/api/builds",
@@ -1192,7 +1240,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
         }
     }
     // Wrong content types.
-    let good = json!({"repo": "r", "branch": "other", "commit": commit}).to_string();
+    let good = json!({"repo": "r", "branch": "main", "commit": commit}).to_string();
     for content_type in [
         None,
         Some("text/plain"),
@@ -1571,7 +1619,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     assert_healthy(&mut daemon);
     let (status, reply) = daemon.post(
         "/api/builds",
-        &json!({"repo": "r", "branch": "after", "commit": commit}),
+        &json!({"repo": "r", "branch": "main", "commit": commit}),
     );
     assert_eq!(status, 201, "{reply}");
 }

@@ -461,6 +461,34 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Creates branches (name, commit) in the bare repository `bare` with one
+/// `git update-ref --stdin`, without hooks: the daemon builds only branches
+/// a repository has, and thousands of pushes would take minutes.
+pub fn create_branches<'a>(bare: &Path, branches: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    use std::io::Write;
+    let mut input = String::new();
+    for (name, commit) in branches {
+        input.push_str(&format!("create refs/heads/{name} {commit}\n"));
+    }
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "git update-ref --stdin failed"
+    );
+}
+
 /// Runs git in `dir`, asserting success; returns stdout and stderr.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
