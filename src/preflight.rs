@@ -194,7 +194,7 @@ pub async fn run(app: &App) -> Report {
     .await
     {
         let why = diagnosis::rule_for(&error)
-            .map(|rule| format!("{}: ", rule.explain))
+            .map(|rule| format!("{}: ", rule.explanation()))
             .unwrap_or_default();
         warn(
             &mut report,

@@ -451,6 +451,33 @@ impl RepoFiles {
         }
     }
 
+    /// The text of file `path` at `commit` (already validated), or `None`
+    /// when the commit has no such file.
+    pub fn file_at(
+        &self,
+        repo: &Path,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<String>, RepoError> {
+        validate_commit(commit).map_err(|reason| RepoError::InvalidName {
+            name: commit.to_string(),
+            reason,
+        })?;
+        match self.tools.git(
+            repo,
+            &[
+                "cat-file",
+                "blob",
+                "--end-of-options",
+                &format!("{commit}:{path}"),
+            ],
+        ) {
+            Ok(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
+            Err(CommandError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether `commit` has a `.gitmodules` at its root: then its flake must
     /// be fetched with its submodules.
     pub fn has_submodules(&self, repo: &Path, commit: &str) -> Result<bool, RepoError> {

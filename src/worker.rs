@@ -17,7 +17,8 @@ use tracing::Instrument;
 
 use crate::app::{App, CancelHandle};
 use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild, Renderer};
-use crate::diagnosis::Diagnosis;
+use crate::diagnosis::{Diagnosis, Verdict};
+use crate::flake_inputs;
 use crate::logs::LogWriter;
 use crate::nix;
 use crate::nixlog;
@@ -431,6 +432,10 @@ async fn execute(
         Ok(Err(e)) => infra(format!("cannot wait for nix: {e}")),
         Ok(Ok(status)) if status.success() => Outcome::Success,
         Ok(Ok(status)) => match pumped.diagnosis.verdict(checks.as_deref()) {
+            Some(verdict) if verdict.fetch.is_some() => {
+                let verdict = name_input(app, build, verdict).await;
+                failed(verdict.kind, verdict.summary)
+            }
             Some(verdict) => failed(verdict.kind, verdict.summary),
             // Not a line of nix's log, and an exit rather than a signal:
             // whatever nix_bin names, it is not a nix that runs builds.
@@ -461,6 +466,31 @@ async fn execute(
     }
     let stats = finish_log(writer).await;
     (outcome, exit_code, stats)
+}
+
+/// A fetch failure's verdict naming the input it is about, read from the
+/// commit's `flake.nix` and `flake.lock` (unchanged when none matches).
+async fn name_input(app: &App, build: &Build, verdict: Verdict) -> Verdict {
+    let files = app.repos.clone();
+    let (repo, commit) = (build.repo_path.clone(), build.commit.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let repo = std::path::Path::new(&repo);
+        let file = |path| files.file_at(repo, &commit, path).ok().flatten();
+        flake_inputs::Inputs::read(file("flake.nix").as_deref(), file("flake.lock").as_deref())
+    })
+    .await;
+    let Ok(inputs) = read else {
+        return verdict;
+    };
+    let owner = verdict
+        .fetch
+        .as_ref()
+        .and_then(|(_, message)| inputs.owner_of(message))
+        .cloned();
+    match owner {
+        Some(input) => verdict.naming(&input),
+        None => verdict,
+    }
 }
 
 /// One result per check, from what the build did and what the flake's

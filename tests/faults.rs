@@ -612,59 +612,6 @@ fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
 // ---------------------------------------------------------------------------
 // Disk full
 
-/// A tmpfs mounted on a directory for the life of the guard.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    fn available(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills all but `leave` bytes of the filesystem of `path`.
-fn fill(path: &Path, fs: &Tmpfs, leave: u64) {
-    let size = fs.available().saturating_sub(leave);
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x55u8; 1 << 20];
-    let mut written = 0;
-    while written < size {
-        let n = (size - written).min(chunk.len() as u64) as usize;
-        if file.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        written += n as u64;
-    }
-    let _ = file.sync_all();
-}
-
 /// Reads `/api/events` lines on a thread.
 fn event_lines(daemon: &Daemon) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -690,7 +637,7 @@ fn event_lines(daemon: &Daemon) -> std::sync::mpsc::Receiver<String> {
 #[test]
 fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("state"), "32m") else {
+    let Some(fs) = common::Tmpfs::mount(&dir.path().join("state"), "32m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
         return;
     };
@@ -718,7 +665,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     );
     work.commit_flake(&[("flood", &flood)]);
     let filler = daemon.state().join("filler");
-    fill(&filler, &fs, 6 << 20);
+    common::fill(&filler, &fs, 6 << 20);
     let events = event_lines(&daemon);
     let out = work.push(&["HEAD:refs/heads/flood"]);
     assert!(out.contains("queued"), "{out}");
