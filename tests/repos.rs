@@ -285,6 +285,11 @@ fn enqueue_is_idempotent_and_authenticated() {
     );
     assert_eq!(created, 201, "{o}");
     assert_eq!(o["commit"], older.as_str());
+    // A branch deleted since cannot be rebuilt.
+    work.push(&[":refs/heads/third"]);
+    let (refused, reply) = daemon.post(&format!("/api/builds/{}/rebuild", c["id"]), &json!({}));
+    assert_eq!(refused, 400, "{reply}");
+    assert_eq!(reply["error"]["field"], "branch", "{reply}");
     let before = daemon.builds().len();
 
     let wrong = daemon.request(
