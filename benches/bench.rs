@@ -1283,11 +1283,12 @@ async fn fan_out(
 fn sse(ctx: &Ctx) -> Res<Vec<Row>> {
     let dir = ctx.root.join("sse");
     let nix = blocking_nix(&dir)?;
-    // No periodic scan: it would queue the branches made below itself.
+    // No periodic scan: it would queue the branches made below itself. The
+    // subscribers all come from 127.0.0.1: the cap per peer must admit them.
     let mut d = Daemon::configure(
         &dir,
         &format!(
-            "nix_bin = \"{}\"\nscan_interval_secs = 86400\n",
+            "nix_bin = \"{}\"\nscan_interval_secs = 86400\nmax_connections = 2048\nmax_connections_per_peer = 2048\n",
             nix.display()
         ),
     )?;
