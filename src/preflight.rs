@@ -117,7 +117,9 @@ pub async fn run(app: &App) -> Report {
             warn(
                 &mut report,
                 "nix_unusable",
-                format!("nix cannot run (nix_bin `{nix_bin}`): {error}; no build can run"),
+                format!(
+                    "nix cannot run (nix_bin `{nix_bin}`, environment: PROCURATOR_CI_NIX_BIN): {error}; no build can run"
+                ),
             );
             return report;
         }

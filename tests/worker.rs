@@ -328,7 +328,7 @@ fn missing_nix_is_the_hosts_failure_after_retries_and_the_daemon_keeps_serving()
     assert!(
         health["warnings"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("/nonexistent/nix")),
+            .is_some_and(|m| m.contains("/nonexistent/nix") && m.contains("PROCURATOR_CI_NIX_BIN")),
         "{health}"
     );
     let again = push_checks(
