@@ -702,30 +702,28 @@ fn enqueue_rate(ctx: &Ctx) -> Res<Vec<Row>> {
     let dir = ctx.root.join("enqueue");
     let nix = blocking_nix(&dir)?;
     let (floor_rate, floor_latency) = sqlite_floor(&dir, Duration::from_secs(3))?;
-    let mut d = Daemon::configure(&dir, &format!("nix_bin = \"{}\"\n", nix.display()))?;
+    // No periodic scan: it would queue the branches made below itself.
+    let mut d = Daemon::configure(
+        &dir,
+        &format!(
+            "nix_bin = \"{}\"\nscan_interval_secs = 86400\n",
+            nix.display()
+        ),
+    )?;
     d.spawn()?;
     let repo = d.create_repo("rate")?;
-    let commits = Arc::new(fast_import(
-        &repo,
-        "bench",
-        60_000,
-        &flake("echo ok > $out", "rate"),
-    )?);
+    let commits = fast_import(&repo, "bench", 60_000, &flake("echo ok > $out", "rate"))?;
+    let names = Arc::new(make_branches(&repo, "rate", &commits)?);
+    let commits = Arc::new(commits);
     let token = Arc::new(d.token());
     let port = d.port;
     let used = Arc::new(AtomicUsize::new(0));
     let run = |connections: usize, seconds: u64, cap: usize| -> Res<Load> {
         let base = used.load(Ordering::SeqCst);
-        let (commits, token) = (commits.clone(), token.clone());
+        let (commits, names, token) = (commits.clone(), names.clone(), token.clone());
         let limit = cap.min(commits.len() - base);
-        let make: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> = Arc::new(move |i| {
-            post_build(
-                &token,
-                "rate",
-                &format!("bench/{}", base + i),
-                &commits[base + i],
-            )
-        });
+        let make: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync> =
+            Arc::new(move |i| post_build(&token, "rate", &names[base + i], &commits[base + i]));
         let result = ctx.rt.block_on(load(
             port,
             connections,
@@ -1317,21 +1315,32 @@ async fn fan_out(
 fn sse(ctx: &Ctx) -> Res<Vec<Row>> {
     let dir = ctx.root.join("sse");
     let nix = blocking_nix(&dir)?;
-    let mut d = Daemon::configure(&dir, &format!("nix_bin = \"{}\"\n", nix.display()))?;
+    // No periodic scan: it would queue the branches made below itself. The
+    // subscribers all come from 127.0.0.1: the cap per peer must admit them.
+    let mut d = Daemon::configure(
+        &dir,
+        &format!(
+            "nix_bin = \"{}\"\nscan_interval_secs = 86400\nmax_connections = 2048\nmax_connections_per_peer = 2048\n",
+            nix.display()
+        ),
+    )?;
     d.spawn()?;
     let repo = d.create_repo("sse")?;
     let commits = fast_import(&repo, "bench", 121, &flake("echo ok > $out", "sse"))?;
+    // The branches `fan_out` queues builds of.
+    make_branches(&repo, "floor", &commits[1..21])?;
+    make_branches(&repo, "fan", &commits[21..121])?;
     let (port, pid, token) = (d.port, d.pid(), d.token());
     let (floor, main) = ctx.rt.block_on(async {
         // The first build occupies the worker for the rest of the run.
         let mut conn = Conn::connect(port).await.map_err(err("connect"))?;
-        conn.call(&post_build(&token, "sse", "main", &commits[0]))
+        conn.call(&post_build(&token, "sse", "bench", &commits[0]))
             .await
             .map_err(err("enqueue"))?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let floor = fan_out(port, pid, &token, &commits[1..21], 1, "floor").await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let main = fan_out(port, pid, &token, &commits[21..121], 1000, "bench").await?;
+        let main = fan_out(port, pid, &token, &commits[21..121], 1000, "fan").await?;
         Ok::<_, String>((floor, main))
     })?;
     let after = d.mem();

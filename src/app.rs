@@ -482,10 +482,45 @@ impl App {
             AppError::Invalid { message, .. } => AppError::invalid("repo", message),
             other => other,
         })?;
+        // The known heads answer for the branches the daemon has seen; git
+        // (a kept reader, off the executor) for the others.
+        let cached = self.views.has_branch(repo, branch);
+        let known = cached == Some(true);
         let files = self.repos.clone();
         let path = PathBuf::from(&repo_row.path);
-        let sha = commit.to_string();
-        let found = blocking(move || Ok(files.commit_info(&path, &sha)?)).await?;
+        let (sha, name) = (commit.to_string(), branch.to_string());
+        let (exists, head, found) = blocking(move || {
+            let head = if known {
+                None
+            } else {
+                files.branch_head(&path, &name)?
+            };
+            let exists = known || head.is_some();
+            let info = if exists {
+                files.commit_info(&path, &sha)?
+            } else {
+                None
+            };
+            Ok((exists, head, info))
+        })
+        .await?;
+        if !exists {
+            return Err(AppError::invalid(
+                "branch",
+                format!(
+                    "branch {branch:?} does not exist in repository {repo:?}: push it first, or name one of its branches"
+                ),
+            ));
+        }
+        if let (Some(head), Some(false)) = (&head, cached)
+            && trigger != "push"
+        {
+            // A branch made without the hook: the view learns its head here
+            // (a push records its own below).
+            self.record_push(&repo_row, branch, head).await;
+        }
+        // Any commit of the repository may be built on the branch (a rebuild
+        // of an older one is legitimate); one it does not have cannot.
         let Some(info) = found else {
             return Err(AppError::invalid(
                 "commit",

@@ -90,7 +90,7 @@ impl FailureKind {
                 "Retried automatically. If it persists, check the input's URL and ref, and the CI host's network and credentials."
             }
             FailureKind::Host => {
-                "Not your code: the CI host's Nix needs its administrator (see the health warnings). Retried automatically."
+                "Not your code: the CI host's Nix needs its administrator (see the health warnings; the nix client is the nix_bin setting, PROCURATOR_CI_NIX_BIN). Retried automatically."
             }
             FailureKind::Timeout => {
                 "The build ran longer than build_timeout_secs: make the checks faster or ask for a higher limit."
@@ -134,8 +134,20 @@ impl FailureKind {
 pub struct Rule {
     pub contains: &'static [&'static str],
     pub kind: FailureKind,
-    /// The explanation in the user's terms; nix's own words follow it.
+    /// The explanation in the user's terms; nix's own words follow it. For
+    /// a fetch, why the input could not be fetched (or nothing).
     pub explain: &'static str,
+}
+
+impl Rule {
+    /// The explanation as a sentence of its own.
+    pub fn explanation(&self) -> String {
+        match (self.kind, self.explain) {
+            (FailureKind::Fetch, "") => "an input could not be fetched".into(),
+            (FailureKind::Fetch, why) => format!("an input could not be fetched: {why}"),
+            (_, explain) => explain.into(),
+        }
+    }
 }
 
 /// The nix error messages we recognise, most specific first (the first
@@ -185,37 +197,67 @@ pub static RULES: &[Rule] = &[
     Rule {
         contains: &["unable to download", "Couldn't resolve host name"],
         kind: FailureKind::Fetch,
-        explain: "an input could not be fetched: the CI host has no network (the host name does not resolve)",
+        explain: "the CI host has no network (the host name does not resolve)",
     },
     Rule {
         contains: &["unable to download", "HTTP error 404"],
         kind: FailureKind::Fetch,
-        explain: "an input could not be fetched: no such repository, ref or file",
+        explain: "no such repository, ref or file",
     },
     Rule {
         contains: &["unable to download", "HTTP error 401"],
         kind: FailureKind::Fetch,
-        explain: "an input could not be fetched: authentication is needed",
+        explain: "authentication is needed",
     },
     Rule {
         contains: &["unable to download", "HTTP error 403"],
         kind: FailureKind::Fetch,
-        explain: "an input could not be fetched: access is denied",
+        explain: "access is denied",
     },
     Rule {
         contains: &["unable to download"],
         kind: FailureKind::Fetch,
-        explain: "an input could not be fetched",
+        explain: "",
     },
     Rule {
         contains: &["Cannot find Git revision"],
         kind: FailureKind::Fetch,
-        explain: "an input could not be fetched: no such git revision",
+        explain: "no such git revision",
+    },
+    // git's own `fatal:` lines, which nix prints before its error, follow
+    // the error in parentheses.
+    Rule {
+        contains: &["program 'git' failed", "Could not resolve host"],
+        kind: FailureKind::Fetch,
+        explain: "the CI host has no network (the host name does not resolve)",
+    },
+    Rule {
+        contains: &[
+            "program 'git' failed",
+            "does not appear to be a git repository",
+        ],
+        kind: FailureKind::Fetch,
+        explain: "no such repository",
+    },
+    Rule {
+        contains: &["program 'git' failed", "couldn't find remote ref"],
+        kind: FailureKind::Fetch,
+        explain: "no such ref",
+    },
+    Rule {
+        contains: &["program 'git' failed", "could not read Username"],
+        kind: FailureKind::Fetch,
+        explain: "authentication is needed",
+    },
+    Rule {
+        contains: &["program 'git' failed", "Authentication failed"],
+        kind: FailureKind::Fetch,
+        explain: "authentication is needed",
     },
     Rule {
         contains: &["program 'git' failed"],
         kind: FailureKind::Fetch,
-        explain: "a git input could not be fetched",
+        explain: "git failed",
     },
     Rule {
         contains: &["getting status of 'flake.nix'", "No such file or directory"],
@@ -309,6 +351,11 @@ pub struct Diagnosis {
     pub errors: Vec<NixError>,
     /// Derivations whose builder failed, in order, without duplicates.
     pub failed_drvs: Vec<String>,
+    /// Whether any line was nix's structured log: a `nix_bin` that prints
+    /// none is not nix.
+    pub structured: bool,
+    /// git's `fatal:` lines since nix's last error: why a git input failed.
+    git_fatal: Vec<String>,
     /// Open `checking flake output '…'` activities, innermost last.
     checking: Vec<(u64, String)>,
 }
@@ -318,11 +365,35 @@ pub struct Diagnosis {
 pub struct Verdict {
     pub kind: FailureKind,
     pub summary: String,
+    /// For a fetch: why (the rule's explanation, maybe empty) and nix's
+    /// message, which names the URL, repository or path that failed.
+    pub fetch: Option<(&'static str, String)>,
+}
+
+impl Verdict {
+    /// The summary of a fetch failure naming the input it is about:
+    /// `input 'nixpkgs' (github:NixOS/nixpkgs/nixos-25.11) could not be
+    /// fetched: …`.
+    pub fn naming(mut self, input: &crate::flake_inputs::Input) -> Verdict {
+        if let Some((why, message)) = &self.fetch {
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            };
+            self.summary = format!(
+                "input '{}' ({}) could not be fetched{why}: {message}",
+                input.name, input.reference
+            );
+        }
+        self
+    }
 }
 
 impl Diagnosis {
     /// Looks at one event of nix's log.
     pub fn event(&mut self, event: &Event) {
+        self.structured = true;
         match event {
             Event::Start { id, text, .. } => {
                 if let Some(output) = text
@@ -342,8 +413,11 @@ impl Diagnosis {
     /// its logger is set up, and so do the programs it runs).
     pub fn plain(&mut self, line: &[u8]) {
         let line = crate::nix::strip_ansi(&String::from_utf8_lossy(line));
-        if line.trim_start().starts_with("error:") {
-            self.add(&line, None);
+        let line = line.trim();
+        if line.starts_with("error:") {
+            self.add(line, None);
+        } else if line.starts_with("fatal:") && self.git_fatal.len() < 3 {
+            self.git_fatal.push(line.chars().take(200).collect());
         }
     }
 
@@ -370,6 +444,13 @@ impl Diagnosis {
         if message.is_empty() || ECHOES.iter().any(|echo| message.contains(echo)) {
             return;
         }
+        let fatal = std::mem::take(&mut self.git_fatal);
+        let message = if message.starts_with("program 'git' failed") && !fatal.is_empty() {
+            format!("{message} ({})", fatal.join("; "))
+        } else {
+            message.to_string()
+        };
+        let message = message.as_str();
         if let Some(drv) = failed_drv(message)
             && !self.failed_drvs.contains(&drv)
         {
@@ -400,11 +481,12 @@ impl Diagnosis {
             FailureKind::Check | FailureKind::Evaluation => {
                 user_summary(rule, error, checks, &self.failed_drvs)
             }
-            _ => format!("{}: {}", rule.explain, error.message),
+            _ => format!("{}: {}", rule.explanation(), error.message),
         };
         Some(Verdict {
             kind: rule.kind,
             summary,
+            fetch: (rule.kind == FailureKind::Fetch).then(|| (rule.explain, error.message.clone())),
         })
     }
 }
@@ -697,9 +779,37 @@ mod tests {
                 &["no such git revision"],
             ),
             (
+                "program 'git' failed with exit code 128 (fatal: unable to access 'https://git.example.org/x.git/': Could not resolve host: git.example.org)",
+                FailureKind::Fetch,
+                &[
+                    "could not be fetched: the CI host has no network",
+                    "git.example.org",
+                ],
+            ),
+            (
+                "program 'git' failed with exit code 128 (fatal: '/srv/none' does not appear to be a git repository)",
+                FailureKind::Fetch,
+                &["could not be fetched: no such repository", "/srv/none"],
+            ),
+            (
+                "program 'git' failed with exit code 128 (fatal: couldn't find remote ref refs/heads/nope)",
+                FailureKind::Fetch,
+                &["no such ref", "refs/heads/nope"],
+            ),
+            (
+                "program 'git' failed with exit code 128 (fatal: could not read Username for 'https://git.example.org': terminal prompts disabled)",
+                FailureKind::Fetch,
+                &["authentication is needed"],
+            ),
+            (
+                "program 'git' failed with exit code 128 (fatal: Authentication failed for 'https://git.example.org/x.git/')",
+                FailureKind::Fetch,
+                &["authentication is needed"],
+            ),
+            (
                 "program 'git' failed with exit code 128",
                 FailureKind::Fetch,
-                &["git input"],
+                &["could not be fetched: git failed"],
             ),
             (
                 "getting status of '/nix/store/049hdymiq47jsc3rzf7m78yy5cpajy7p-source/flake.nix': No such file or directory",
@@ -821,6 +931,42 @@ mod tests {
         only_echoes.plain(b"error: interrupted by the user");
         only_echoes.plain(b"warning: something");
         assert_eq!(only_echoes.verdict(None), None);
+    }
+
+    #[test]
+    fn gits_fatal_lines_say_why_a_git_input_failed_and_the_input_is_named() {
+        let verdict = verdict_of(&[
+            "fatal: '/nonexistent/dep' does not appear to be a git repository",
+            "fatal: Could not read from remote repository.",
+            r#"@nix {"action":"msg","column":null,"file":null,"level":0,"line":null,"msg":"\u001b[31;1merror:\u001b[0m program 'git' failed with exit code 128","raw_msg":"program 'git' failed with exit code 128"}"#,
+        ]);
+        assert_eq!(verdict.kind, FailureKind::Fetch);
+        assert_eq!(
+            verdict.summary,
+            "an input could not be fetched: no such repository: program 'git' failed with exit code 128 \
+             (fatal: '/nonexistent/dep' does not appear to be a git repository; fatal: Could not read from remote repository.)"
+        );
+        let inputs = crate::flake_inputs::Inputs::read(
+            Some(
+                "{ inputs.dep.url = \"git+file:///nonexistent/dep\"; outputs = { self, dep }: { }; }",
+            ),
+            None,
+        );
+        let (_, message) = verdict.fetch.clone().unwrap();
+        let named = verdict.naming(inputs.owner_of(&message).unwrap());
+        assert!(
+            named.summary.starts_with(
+                "input 'dep' (git+file:///nonexistent/dep) could not be fetched: no such repository: program 'git' failed"
+            ),
+            "{}",
+            named.summary
+        );
+        // Only a fetch failure is renamed.
+        let host = verdict_of(&[
+            r#"@nix {"action":"msg","level":0,"msg":"error: the group 'nixbld' specified in 'build-users-group' does not exist"}"#,
+        ]);
+        let input = inputs.owner_of("/nonexistent/dep").unwrap();
+        assert_eq!(host.clone().naming(input), host);
     }
 
     #[test]

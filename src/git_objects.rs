@@ -46,20 +46,20 @@ impl Batch {
         })
     }
 
-    /// The commit object `sha` (already validated as hex), or `None` when
-    /// the repository has no such commit.
-    fn commit(&mut self, sha: &str) -> io::Result<Option<Vec<u8>>> {
-        writeln!(self.stdin, "{sha}^{{commit}}")?;
+    /// The commit `name` (a validated hex id or a full ref name) peels to,
+    /// with its id, or `None` when the repository has no such commit.
+    fn commit(&mut self, name: &str) -> io::Result<Option<(String, Vec<u8>)>> {
+        writeln!(self.stdin, "{name}^{{commit}}")?;
         self.stdin.flush()?;
         let mut header = String::new();
         self.stdout.read_line(&mut header)?;
         match header.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [_, kind, size] => {
+            [id, kind, size] => {
                 let size: usize = size.parse().map_err(io::Error::other)?;
                 let mut object = vec![0u8; size + 1];
                 self.stdout.read_exact(&mut object)?;
                 object.truncate(size);
-                Ok((*kind == "commit").then_some(object))
+                Ok((*kind == "commit").then(|| (id.to_string(), object)))
             }
             // "<name> missing" or "<name> ambiguous".
             [_, _] => Ok(None),
@@ -100,6 +100,28 @@ impl CommitReader {
     /// Reads commit `sha` of `repo`; a broken reader is replaced once.
     /// Blocking.
     pub fn commit(&self, tools: &Tools, repo: &Path, sha: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.peel(tools, repo, sha)?.map(|(_, object)| object))
+    }
+
+    /// The head commit of `branch` (already validated) of `repo`, read
+    /// afresh: git reads the ref's file for every request. Blocking.
+    pub fn branch_head(
+        &self,
+        tools: &Tools,
+        repo: &Path,
+        branch: &str,
+    ) -> io::Result<Option<String>> {
+        Ok(self
+            .peel(tools, repo, &format!("refs/heads/{branch}"))?
+            .map(|(id, _)| id))
+    }
+
+    fn peel(
+        &self,
+        tools: &Tools,
+        repo: &Path,
+        name: &str,
+    ) -> io::Result<Option<(String, Vec<u8>)>> {
         let slot = self.slot(repo);
         let mut batch = slot.lock().expect("commit reader");
         let mut last = io::Error::other("no reader");
@@ -107,7 +129,7 @@ impl CommitReader {
             if batch.is_none() {
                 *batch = Some(Batch::spawn(tools, repo)?);
             }
-            match batch.as_mut().expect("just spawned").commit(sha) {
+            match batch.as_mut().expect("just spawned").commit(name) {
                 Ok(found) => return Ok(found),
                 Err(e) => {
                     *batch = None;
@@ -177,5 +199,35 @@ mod tests {
         assert_eq!(reader.slots.lock().unwrap().len(), KEPT);
         reader.forget(&dir.path().join(format!("absent-{}", KEPT + 1)));
         assert_eq!(reader.slots.lock().unwrap().len(), KEPT - 1);
+    }
+
+    #[test]
+    fn branch_heads_are_read_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("r");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let first = git(&repo, &["rev-parse", "HEAD"]);
+        let tools = Tools::new(dir.path().to_path_buf());
+        let reader = CommitReader::default();
+        let git_dir = repo.join(".git");
+        let head = |branch: &str| reader.branch_head(&tools, &git_dir, branch).unwrap();
+        assert_eq!(head("main"), Some(first.clone()));
+        assert_eq!(head("feature/x"), None);
+        // The reader is kept between requests: a ref created, moved, packed
+        // or deleted since is seen as it is now.
+        git(&repo, &["branch", "feature/x"]);
+        assert_eq!(head("feature/x"), Some(first.clone()));
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let second = git(&repo, &["rev-parse", "HEAD"]);
+        assert_eq!(head("main"), Some(second));
+        git(&repo, &["pack-refs", "--all"]);
+        assert_eq!(head("feature/x"), Some(first));
+        git(&repo, &["branch", "-D", "feature/x"]);
+        assert_eq!(head("feature/x"), None);
+        // A tag of the same name is no branch.
+        git(&repo, &["tag", "v1"]);
+        assert_eq!(head("v1"), None);
     }
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnosis;
 pub mod events;
+pub mod flake_inputs;
 pub mod git_objects;
 pub mod hook;
 pub mod hosts;

@@ -117,7 +117,9 @@ pub async fn run(app: &App) -> Report {
             warn(
                 &mut report,
                 "nix_unusable",
-                format!("nix cannot run (nix_bin `{nix_bin}`): {error}; no build can run"),
+                format!(
+                    "nix cannot run (nix_bin `{nix_bin}`, environment: PROCURATOR_CI_NIX_BIN): {error}; no build can run"
+                ),
             );
             return report;
         }
@@ -194,7 +196,7 @@ pub async fn run(app: &App) -> Report {
     .await
     {
         let why = diagnosis::rule_for(&error)
-            .map(|rule| format!("{}: ", rule.explain))
+            .map(|rule| format!("{}: ", rule.explanation()))
             .unwrap_or_default();
         warn(
             &mut report,

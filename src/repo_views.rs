@@ -317,6 +317,14 @@ impl RepoViews {
         Some((zipped, true))
     }
 
+    /// Whether `repo` has `branch` as far as the view knows; `None` when
+    /// the view is not loaded.
+    pub fn has_branch(&self, repo: &str, branch: &str) -> Option<bool> {
+        self.state()
+            .get(repo)
+            .map(|state| state.branches.contains_key(branch))
+    }
+
     /// The status of the latest build of `branch`, `None` when the branch
     /// does not exist or has no build; `None` outside when not loaded.
     pub fn branch_status(&self, repo: &str, branch: &str) -> Option<Option<Status>> {

@@ -402,6 +402,33 @@ impl RepoFiles {
             .collect())
     }
 
+    /// The head commit of `branch` of `repo`, or `None` when the repository
+    /// has no such branch.
+    pub fn branch_head(&self, repo: &Path, branch: &str) -> Result<Option<String>, RepoError> {
+        validate_branch(branch).map_err(|reason| RepoError::InvalidName {
+            name: branch.to_string(),
+            reason,
+        })?;
+        let name = format!("refs/heads/{branch}");
+        if let Ok(found) = self.commits.branch_head(&self.tools, repo, branch) {
+            return Ok(found);
+        }
+        match self.tools.git(
+            repo,
+            // No option can hide in it: the name starts with `refs/heads/`.
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{name}^{{commit}}"),
+            ],
+        ) {
+            Ok(out) => Ok(Some(String::from_utf8_lossy(&out).trim().to_string())),
+            Err(CommandError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The author and message of `commit` when it is a commit object of
     /// `repo`; `None` when it does not exist there.
     pub fn commit_info(&self, repo: &Path, commit: &str) -> Result<Option<CommitInfo>, RepoError> {
@@ -419,6 +446,33 @@ impl RepoFiles {
             .git(repo, &["cat-file", "--end-of-options", "commit", commit])
         {
             Ok(object) => Ok(Some(CommitInfo::parse(&object))),
+            Err(CommandError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The text of file `path` at `commit` (already validated), or `None`
+    /// when the commit has no such file.
+    pub fn file_at(
+        &self,
+        repo: &Path,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<String>, RepoError> {
+        validate_commit(commit).map_err(|reason| RepoError::InvalidName {
+            name: commit.to_string(),
+            reason,
+        })?;
+        match self.tools.git(
+            repo,
+            &[
+                "cat-file",
+                "blob",
+                "--end-of-options",
+                &format!("{commit}:{path}"),
+            ],
+        ) {
+            Ok(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
             Err(CommandError::Failed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -16,6 +16,8 @@ use tracing::Instrument;
 
 use crate::app::{App, CancelHandle};
 use crate::checks::{self, CheckMap, CheckPaths, CheckResult, DrvBuild};
+use crate::diagnosis::Verdict;
+use crate::flake_inputs;
 use crate::logs::LogWriter;
 use crate::nix;
 use crate::process::{self, CommandError};
@@ -312,11 +314,17 @@ async fn execute(
     let spawned = spawn_with_pipe(app, &args);
     let (mut child, reader) = match spawned {
         Ok(pair) => pair,
-        Err(e) => {
-            let message = e.to_string();
+        Err((kind, message)) => {
             note(&writer, &format!("procurator-ci: {message}\n"));
             let stats = finish_log(writer).await;
-            return (infra(message), None, stats);
+            return (
+                Outcome::Failed {
+                    kind,
+                    summary: message,
+                },
+                None,
+                stats,
+            );
         }
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
@@ -470,7 +478,22 @@ async fn execute(
         Ok(Err(e)) => infra(format!("cannot wait for nix: {e}")),
         Ok(Ok(status)) if status.success() => Outcome::Success,
         Ok(Ok(status)) => match pumped.diagnosis.verdict(checks.as_deref()) {
+            Some(verdict) if verdict.fetch.is_some() => {
+                let verdict = name_input(app, build, verdict).await;
+                failed(verdict.kind, verdict.summary)
+            }
             Some(verdict) => failed(verdict.kind, verdict.summary),
+            // Not a line of nix's log, and an exit rather than a signal:
+            // whatever nix_bin names, it is not a nix that runs builds.
+            None if !pumped.diagnosis.structured && status.code().is_some() => failed(
+                FailureKind::Host,
+                format!(
+                    "nix_bin `{}` is not nix as procurator-ci runs it: it ended with {} without a \
+                     line of nix's log (--log-format internal-json); {NIX_BIN_HINT}",
+                    config.nix_bin,
+                    process::describe_status(status)
+                ),
+            ),
             None => infra(format!(
                 "nix ended with {} without reporting an error",
                 process::describe_status(status)
@@ -489,6 +512,31 @@ async fn execute(
     }
     let stats = finish_log(writer).await;
     (outcome, exit_code, stats)
+}
+
+/// A fetch failure's verdict naming the input it is about, read from the
+/// commit's `flake.nix` and `flake.lock` (unchanged when none matches).
+async fn name_input(app: &App, build: &Build, verdict: Verdict) -> Verdict {
+    let files = app.repos.clone();
+    let (repo, commit) = (build.repo_path.clone(), build.commit.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let repo = std::path::Path::new(&repo);
+        let file = |path| files.file_at(repo, &commit, path).ok().flatten();
+        flake_inputs::Inputs::read(file("flake.nix").as_deref(), file("flake.lock").as_deref())
+    })
+    .await;
+    let Ok(inputs) = read else {
+        return verdict;
+    };
+    let owner = verdict
+        .fetch
+        .as_ref()
+        .and_then(|(_, message)| inputs.owner_of(message))
+        .cloned();
+    match owner {
+        Some(input) => verdict.naming(&input),
+        None => verdict,
+    }
 }
 
 /// One result per check, from what the build did and what the flake's
@@ -530,23 +578,46 @@ async fn finish_log(writer: Arc<Mutex<LogWriter>>) -> LogStats {
     .unwrap_or_default()
 }
 
+/// What to do about a `nix_bin` that is not a working nix.
+const NIX_BIN_HINT: &str =
+    "install Nix or set nix_bin (environment: PROCURATOR_CI_NIX_BIN) to the nix client";
+
+/// Starts nix with its output on a pipe. A `nix_bin` that cannot be run is
+/// the host's setup (`host`); any other failure to start is the CI's own.
 fn spawn_with_pipe(
     app: &App,
     args: &[String],
-) -> Result<(Child, std::io::PipeReader), CommandError> {
+) -> Result<(Child, std::io::PipeReader), (FailureKind, String)> {
     let nix_bin = &app.config.nix_bin;
-    let describe = || process::describe(nix_bin, args);
-    let spawn_failed = |e: std::io::Error| CommandError::Spawn {
-        command: describe(),
-        reason: e.to_string(),
+    let spawn_failed = |e: std::io::Error| {
+        let command = process::describe(nix_bin, args);
+        (
+            FailureKind::Infrastructure,
+            CommandError::Spawn {
+                command,
+                reason: e.to_string(),
+            }
+            .to_string(),
+        )
     };
     let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
     let mut cmd = app.repos.tools().command(nix_bin, args);
     cmd.stdout(writer.try_clone().map_err(spawn_failed)?)
         .stderr(writer);
-    let child = tokio::process::Command::from(cmd)
-        .spawn()
-        .map_err(|e| process::spawn_error(nix_bin, &describe(), e));
+    let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "not found",
+            std::io::ErrorKind::PermissionDenied => "not executable (permission denied)",
+            _ if e.raw_os_error() == Some(rustix::io::Errno::NOEXEC.raw_os_error()) => {
+                "not a program this host can run (exec format error)"
+            }
+            _ => return spawn_failed(e),
+        };
+        (
+            FailureKind::Host,
+            format!("nix_bin `{nix_bin}` cannot run: {why}; {NIX_BIN_HINT}"),
+        )
+    });
     // The command (and with it our copies of the pipe's write end) is gone
     // here, so the pipe closes when the last process of the build exits.
     Ok((child?, reader))

@@ -894,12 +894,18 @@ fn the_page_live_in_chromium() {
     // ---- Older builds load as the list is scrolled (pages of 50).
     let commit = d.build(caught_up)["commit"].as_str().unwrap().to_string();
     let mut many = Vec::new();
-    for i in 0..52 {
+    let pages: Vec<String> = (0..52).map(|i| format!("page-{i}")).collect();
+    common::create_branches(
+        &d.repo_path("demo"),
+        pages.iter().map(|p| (p.as_str(), commit.as_str())),
+    );
+    for page in &pages {
         let (status, b) = d.post(
             "/api/builds",
-            &json!({"repo": "demo", "branch": format!("page-{i}"), "commit": commit}),
+            &json!({"repo": "demo", "branch": page, "commit": commit}),
         );
-        assert_eq!(status, 201, "{b}");
+        // 200 when the periodic scan queued the new branch first.
+        assert!(matches!(status, 200 | 201), "{b}");
         many.push(b["id"].as_i64().unwrap());
     }
     for id in &many {
@@ -1337,10 +1343,7 @@ fn the_page_for_daily_use() {
     bw.push(&["HEAD:main"]);
     let spent = broken.build_of("main", &spent_commit);
     let spent_build = broken.wait_final(spent);
-    assert_eq!(
-        spent_build["failure_kind"], "infrastructure",
-        "{spent_build}"
-    );
+    assert_eq!(spent_build["failure_kind"], "host", "{spent_build}");
     assert_eq!(spent_build["attempt"], 2, "{spent_build}");
 
     let mut browser = Browser::start();

@@ -61,9 +61,53 @@ const GITHUB_LOCK: &str = r#"{
 }
 "#;
 
-fn corpus() -> Vec<Case> {
+/// A flake whose check uses input `dep` (inputs are fetched lazily).
+fn flake_using_dep(url: &str) -> String {
+    format!(
+        "{{\n  inputs.dep.url = \"{url}\";\n  outputs = {{ self, dep }}: {{\n    \
+         checks.x86_64-linux = builtins.seq dep.outputs {{ }};\n  }};\n}}\n"
+    )
+}
+
+/// A git repository holding a flake, under `dir`; returns its path and
+/// commit.
+fn dep_repo(dir: &std::path::Path) -> (String, String) {
+    let repo = dir.join("dep");
+    std::fs::create_dir_all(&repo).unwrap();
+    common::git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.join("flake.nix"),
+        "{ outputs = { self }: { x = 1; }; }\n",
+    )
+    .unwrap();
+    common::git(&repo, &["add", "flake.nix"]);
+    common::git(&repo, &["commit", "-q", "-m", "dep"]);
+    let rev = common::git(&repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    (repo.display().to_string(), rev)
+}
+
+/// `scratch` holds what the cases' flakes point to outside the daemon.
+fn corpus(scratch: &std::path::Path) -> Vec<Case> {
     let n = nonce("corpus");
     let ok = |name: &str| drv(name, "x86_64-linux", &passing(&format!("{name}-{n}")));
+    let (dep, dep_rev) = dep_repo(scratch);
+    // A lock of `dep` at its real revision with a hash that is not its.
+    let wrong_lock = format!(
+        r#"{{
+  "nodes": {{
+    "dep": {{
+      "locked": {{ "lastModified": 1700000000, "narHash": "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "ref": "main", "rev": "{dep_rev}", "revCount": 1, "type": "git", "url": "file://{dep}" }},
+      "original": {{ "type": "git", "url": "file://{dep}" }}
+    }},
+    "root": {{ "inputs": {{ "dep": "dep" }} }}
+  }},
+  "root": "root",
+  "version": 7
+}}
+"#
+    );
     vec![
         Case {
             name: "passes",
@@ -164,14 +208,51 @@ fn corpus() -> Vec<Case> {
             files: vec![("flake.nix", GITHUB_INPUT.into())],
             status: "failed",
             kind: Some("fetch"),
-            words: vec!["could not be fetched", "no network", "api.github.com"],
+            words: vec![
+                "input 'nixpkgs' (github:NixOS/nixpkgs/nixos-25.11) could not be fetched",
+                "no network",
+                "api.github.com",
+            ],
         },
         Case {
             name: "github-input-with-lock",
             files: vec![("flake.nix", GITHUB_INPUT.into()), ("flake.lock", GITHUB_LOCK.into())],
             status: "failed",
             kind: Some("fetch"),
-            words: vec!["could not be fetched", "no network", "0123456789abcdef"],
+            words: vec![
+                "input 'nixpkgs' (github:NixOS/nixpkgs/nixos-25.11) could not be fetched",
+                "no network",
+                "0123456789abcdef",
+            ],
+        },
+        Case {
+            // An input the outputs take but `inputs` does not declare: nix
+            // looks it up in the flake registry, which it must download.
+            name: "undeclared-input",
+            files: vec![("flake.nix", "{\n  outputs = { self, nixpkgs }: {\n    checks.x86_64-linux.hello = nixpkgs.legacyPackages.x86_64-linux.hello;\n  };\n}\n".into())],
+            status: "failed",
+            kind: Some("fetch"),
+            words: vec!["input 'nixpkgs'", "not declared in `inputs`", "flake registry", "no network"],
+        },
+        Case {
+            name: "git-input-that-does-not-exist",
+            files: vec![("flake.nix", flake_using_dep("git+file:///nonexistent/procurator-ci-dep"))],
+            status: "failed",
+            kind: Some("fetch"),
+            words: vec![
+                "input 'dep' (git+file:///nonexistent/procurator-ci-dep) could not be fetched: no such repository",
+                "does not appear to be a git repository",
+            ],
+        },
+        Case {
+            name: "flake-lock-of-other-contents",
+            files: vec![
+                ("flake.nix", flake_using_dep(&format!("git+file://{dep}"))),
+                ("flake.lock", wrong_lock),
+            ],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec!["flake.lock does not match an input's contents", "NAR hash mismatch", "sha256-AAAA"],
         },
         Case {
             name: "broken-flake-lock",
@@ -282,7 +363,8 @@ fn mismatch(case: &Case, build: &Value) -> Option<String> {
 #[test]
 fn a_corpus_of_repositories_is_diagnosed_in_the_users_terms() {
     let daemon = Daemon::start("workers = 3\nmax_retries = 1");
-    let cases = corpus();
+    let scratch = tempfile::tempdir().unwrap();
+    let cases = corpus(scratch.path());
     let ids: Vec<i64> = cases
         .iter()
         .map(|case| {
@@ -480,4 +562,86 @@ fn a_cancel_that_takes_longer_than_a_moment_answers_202_stopping_then_ends_cance
     assert!(build.get("stopping").is_none(), "{build}");
     let (code, body) = daemon.post(&format!("/api/builds/{id}/cancel"), &serde_json::json!({}));
     assert_eq!(code, 409, "{body}");
+}
+
+#[test]
+fn a_build_that_fills_the_disk_is_the_cis_failure() {
+    // The state directory (logs, repositories, database) on a small tmpfs,
+    // nearly full, and a check that prints ~48 MiB into its log. No retry:
+    // the space the daemon keeps for recording a build's end is spent once.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = common::Tmpfs::mount(&dir.path().join("state"), "32m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "log_max_bytes = 1073741824\nmax_retries = 0\nkill_grace_secs = 2",
+        &[],
+    );
+    daemon.spawn();
+    daemon.create_repo("full");
+    let work = Work::clone(&daemon.repo_path("full"));
+    let flood = format!(
+        "echo {}; /usr/bin/yes 0123456789abcdefghijklmnopqrstuvwxyz | /usr/bin/head -c 50000000; echo ok > $out",
+        nonce("flood")
+    );
+    std::fs::write(
+        work.path().join("flake.nix"),
+        flake_with(&format!(
+            "    checks.x86_64-linux.flood = {};",
+            drv("flood", "x86_64-linux", &flood)
+        )),
+    )
+    .unwrap();
+    let commit = work.commit("flood");
+    common::fill(&daemon.state().join("filler"), &fs, 6 << 20);
+    work.push(&["HEAD:main"]);
+    let build = daemon.wait_final(daemon.build_of("main", &commit));
+    let case = Case {
+        name: "disk-full",
+        files: vec![],
+        status: "failed",
+        kind: Some("infrastructure"),
+        words: vec!["No space left on device"],
+    };
+    if let Some(wrong) = mismatch(&case, &build) {
+        panic!("{wrong}");
+    }
+    assert_eq!(build["diagnosis"]["title"], "The CI itself failed");
+}
+
+#[test]
+fn a_nix_bin_that_is_not_nix_is_the_hosts_failure_naming_the_setting() {
+    // A real program, but not nix: it refuses nix's arguments.
+    let daemon = Daemon::start("nix_bin = \"/bin/ls\"\nmax_retries = 1");
+    let commit = push_files(
+        &daemon,
+        "not-nix",
+        &[("flake.nix", flake_with("    checks.x86_64-linux = { };"))],
+    );
+    let build = daemon.wait_final(daemon.build_of("main", &commit));
+    let case = Case {
+        name: "nix-bin-not-nix",
+        files: vec![],
+        status: "failed",
+        kind: Some("host"),
+        words: vec![
+            "nix_bin `/bin/ls` is not nix",
+            "exit code 2",
+            "PROCURATOR_CI_NIX_BIN",
+        ],
+    };
+    if let Some(wrong) = mismatch(&case, &build) {
+        panic!("{wrong}");
+    }
+    assert_eq!(
+        build["diagnosis"]["title"],
+        "The CI host's Nix is misconfigured"
+    );
+    let hint = build["diagnosis"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("nix_bin") && hint.contains("PROCURATOR_CI_NIX_BIN"),
+        "{hint}"
+    );
 }

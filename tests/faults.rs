@@ -478,6 +478,17 @@ fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
     const TOTAL: usize = 10_000;
     const CLIENTS: usize = 8;
     let commits = fast_commits(&daemon.repo_path("r"), TOTAL, "durable");
+    // The daemon builds only branches the repository has. (The scan at the
+    // restart queues the ones not yet requested: each request then answers
+    // with that build, and it is still one build per branch.)
+    let names: Vec<String> = (0..TOTAL).map(|i| format!("b{i}")).collect();
+    common::create_branches(
+        &daemon.repo_path("r"),
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(commits.iter().map(String::as_str)),
+    );
     let base = daemon.base();
     let token = daemon.token();
     let next = Arc::new(AtomicUsize::new(0));
@@ -601,69 +612,17 @@ fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
 // ---------------------------------------------------------------------------
 // Disk full
 
-/// A tmpfs mounted on a directory for the life of the guard.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    fn available(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills all but `leave` bytes of the filesystem of `path`.
-fn fill(path: &Path, fs: &Tmpfs, leave: u64) {
-    let size = fs.available().saturating_sub(leave);
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x55u8; 1 << 20];
-    let mut written = 0;
-    while written < size {
-        let n = (size - written).min(chunk.len() as u64) as usize;
-        if file.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        written += n as u64;
-    }
-    let _ = file.sync_all();
-}
-
 #[test]
 fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("state"), "32m") else {
+    let Some(fs) = common::Tmpfs::mount(&dir.path().join("state"), "32m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
         return;
     };
+    // No periodic scan: it would queue the branch `later` on its own.
     let mut daemon = Daemon::configure(
         dir.path(),
-        "log_max_bytes = 1073741824\nmax_retries = 0\nkill_grace_secs = 2",
+        "log_max_bytes = 1073741824\nmax_retries = 0\nkill_grace_secs = 2\nscan_interval_secs = 86400",
         &[],
     );
     daemon.spawn();
@@ -676,6 +635,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     assert_eq!(status_of(&daemon.wait_final(first)), "success");
     let later = work.commit_flake(&[("later", &common::passing(&nonce("later")))]);
     work.push(&[&format!("{later}:refs/keep/later")]);
+    common::create_branches(&daemon.repo_path("r"), [("later", later.as_str())]);
     // A check that prints ~48 MiB into a disk with a few MiB left.
     let flood = format!(
         "echo {}; /usr/bin/yes 0123456789abcdefghijklmnopqrstuvwxyz | /usr/bin/head -c 50000000; echo ok > $out",
@@ -683,7 +643,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     );
     work.commit_flake(&[("flood", &flood)]);
     let filler = daemon.state().join("filler");
-    fill(&filler, &fs, 6 << 20);
+    common::fill(&filler, &fs, 6 << 20);
     let events = daemon.event_lines();
     let out = work.push(&["HEAD:refs/heads/flood"]);
     assert!(out.contains("queued"), "{out}");
@@ -773,7 +733,7 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
 // nix unavailable
 
 #[test]
-fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemon_lives() {
+fn unreachable_or_broken_nix_fails_as_the_hosts_fault_after_backoff_and_the_daemon_lives() {
     let scratch = tempfile::tempdir().unwrap();
     let crashing = script(
         &scratch.path().join("nix-crashes"),
@@ -782,10 +742,11 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
     let not_executable = scratch.path().join("nix-not-executable");
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
     // (what, nix_bin, the daemon's environment, what the summary says, the
-    // failure kind: an unreachable Nix daemon is the host's setup, a nix
-    // that crashes or cannot run is the CI's).
+    // failure kind: an unreachable Nix daemon and a nix_bin that is missing,
+    // cannot run or is not nix are the host's setup; a nix that crashes is
+    // the CI's).
     type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: [Case; 3] = [
+    let cases: [Case; 5] = [
         // The real nix told to use a Nix daemon that is not there.
         (
             "no nix daemon",
@@ -808,9 +769,18 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
             "nix not executable",
             not_executable.display().to_string(),
             &[],
-            "ermission denied",
-            "infrastructure",
+            "cannot run: not executable",
+            "host",
         ),
+        (
+            "nix missing",
+            "/nonexistent/procurator-ci-test/nix".to_string(),
+            &[],
+            "cannot run: not found",
+            "host",
+        ),
+        // A real program, but not nix: it refuses nix's arguments.
+        ("not nix", "/bin/ls".to_string(), &[], "is not nix", "host"),
     ];
     for (what, nix_bin, env, reason, kind) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -837,6 +807,19 @@ fn unreachable_or_broken_nix_fails_as_infrastructure_after_backoff_and_the_daemo
         assert_eq!(build["diagnosis"]["retried"], true, "{what}: {build}");
         let summary = build["failure_summary"].as_str().unwrap_or_default();
         assert!(summary.contains(reason), "{what}: {summary:?}");
+        if kind == "host" && what != "no nix daemon" {
+            // What to change, and where.
+            assert!(
+                summary.contains(&format!("nix_bin `{nix_bin}`"))
+                    && summary.contains("PROCURATOR_CI_NIX_BIN"),
+                "{what}: {summary:?}"
+            );
+            let hint = build["diagnosis"]["hint"].as_str().unwrap();
+            assert!(
+                hint.contains("nix_bin") && hint.contains("PROCURATOR_CI_NIX_BIN"),
+                "{what}: {hint:?}"
+            );
+        }
         assert_eq!(build["retry_count"], 2, "{what}: {build}");
         let attempts = build["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 3, "{what}: {build}");
@@ -874,9 +857,21 @@ fn a_database_locked_past_the_busy_timeout_gives_503_loses_nothing_and_resumes()
         &scratch.path().join("nix"),
         "case \"$2\" in show) echo '{}'; exit 0;; esac\nexit 0",
     );
-    let mut daemon = Daemon::start(&format!("nix_bin = \"{}\"", nix.display()));
+    // No periodic scan: it would queue the branches made below on its own.
+    let mut daemon = Daemon::start(&format!(
+        "nix_bin = \"{}\"\nscan_interval_secs = 86400",
+        nix.display()
+    ));
     daemon.create_repo("r");
     let commits = fast_commits(&daemon.repo_path("r"), 6, "locked");
+    let names: Vec<String> = (0..commits.len()).map(|i| format!("b{i}")).collect();
+    common::create_branches(
+        &daemon.repo_path("r"),
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(commits.iter().map(String::as_str)),
+    );
     let enqueue = |daemon: &Daemon, i: usize| {
         daemon.post(
             "/api/builds",
@@ -1152,7 +1147,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
         }
     }
     // Wrong content types.
-    let good = json!({"repo": "r", "branch": "other", "commit": commit}).to_string();
+    let good = json!({"repo": "r", "branch": "main", "commit": commit}).to_string();
     for content_type in [
         None,
         Some("text/plain"),
@@ -1531,7 +1526,7 @@ fn a_corpus_of_hostile_requests_gets_json_4xx_and_changes_nothing() {
     assert_healthy(&mut daemon);
     let (status, reply) = daemon.post(
         "/api/builds",
-        &json!({"repo": "r", "branch": "after", "commit": commit}),
+        &json!({"repo": "r", "branch": "main", "commit": commit}),
     );
     assert_eq!(status, 201, "{reply}");
 }

@@ -390,6 +390,9 @@ impl Api {
         let tree = git(&["hash-object", "-t", "tree", "-w", "/dev/null"]);
         let commit = git(&["commit-tree", &tree, "-m", "fuzz"]);
         git(&["update-ref", "refs/keep/fuzz", &commit]);
+        // The only branch: a valid name the repository does not have is
+        // refused like an invalid one.
+        git(&["update-ref", "refs/heads/main", &commit]);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
@@ -560,7 +563,8 @@ const CONTENT_TYPES: &[Option<&str>] = &[
     None,
 ];
 
-/// Whether `body` is a build request the daemon must accept.
+/// Whether `body` is a build request the daemon must accept: `main` is the
+/// only branch of `r`.
 fn acceptable_build(body: &[u8], commit: &str) -> bool {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         return false;
@@ -568,10 +572,7 @@ fn acceptable_build(body: &[u8], commit: &str) -> bool {
     let known = ["repo", "branch", "commit", "author"];
     map.keys().all(|k| known.contains(&k.as_str()))
         && map.get("repo") == Some(&json!("r"))
-        && map
-            .get("branch")
-            .and_then(Value::as_str)
-            .is_some_and(branch_ok)
+        && map.get("branch") == Some(&json!("main"))
         && map.get("commit") == Some(&json!(commit))
         && match map.get("author") {
             None | Some(Value::Null) => true,
@@ -608,7 +609,7 @@ proptest! {
             let build: Value = serde_json::from_slice(&reply).unwrap();
             prop_assert_eq!(&build["repo"], "r");
             prop_assert_eq!(&build["commit"], &json!(api.commit));
-            prop_assert!(branch_ok(build["branch"].as_str().unwrap()));
+            prop_assert_eq!(&build["branch"], "main");
         } else {
             prop_assert!(status.is_client_error(), "{} for {:?}: {:?}", status, String::from_utf8_lossy(&body), String::from_utf8_lossy(&reply));
             assert_error_shape(status, &reply)?;

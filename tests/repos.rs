@@ -241,13 +241,17 @@ fn enqueue_is_idempotent_and_authenticated() {
     make_executable(&slow);
     let mut daemon = Daemon::configure(
         dir.path(),
-        &format!("workers = 1\nnix_bin = \"{}\"\n", slow.display()),
+        // No periodic scan: it would queue the branch made below itself.
+        &format!(
+            "workers = 1\nnix_bin = \"{}\"\nscan_interval_secs = 86400\n",
+            slow.display()
+        ),
         &[],
     );
     daemon.spawn();
     daemon.create_repo("idem");
     let work = Work::clone(&daemon.repo_path("idem"));
-    work.commit_flake(&[("ok", &passing("x"))]);
+    let older = work.commit_flake(&[("ok", &passing("x"))]);
     // Give the one worker something to do first so the next build stays queued.
     work.push(&["HEAD:main"]);
     let commit = work.commit("second");
@@ -262,10 +266,35 @@ fn enqueue_is_idempotent_and_authenticated() {
     assert_eq!(a["id"], b["id"]);
     assert_eq!(a["status"], "queued");
     assert_eq!(daemon.builds().len(), before);
+    // A branch the repository does not have: 400 naming the field, the
+    // branch and the repository; nothing queued.
     let fresh = json!({"repo": "idem", "branch": "third", "commit": commit});
+    let (refused, reply) = daemon.post("/api/builds", &fresh);
+    assert_eq!(refused, 400, "{reply}");
+    assert_eq!(reply["error"]["field"], "branch", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("branch \"third\" does not exist in repository \"idem\""),
+        "{message}"
+    );
+    assert_eq!(daemon.builds().len(), before);
+    // Made without a push (so without the hook): found all the same.
+    common::create_branches(&daemon.repo_path("idem"), [("third", commit.as_str())]);
     let (created, c) = daemon.post("/api/builds", &fresh);
     assert_eq!(created, 201, "{c}");
     assert_eq!(daemon.post("/api/builds", &fresh).1["id"], c["id"]);
+    // An older commit of the branch is built on request (not only its head).
+    let (created, o) = daemon.post(
+        "/api/builds",
+        &json!({"repo": "idem", "branch": "other", "commit": older}),
+    );
+    assert_eq!(created, 201, "{o}");
+    assert_eq!(o["commit"], older.as_str());
+    // A branch deleted since cannot be rebuilt.
+    work.push(&[":refs/heads/third"]);
+    let (refused, reply) = daemon.post(&format!("/api/builds/{}/rebuild", c["id"]), &json!({}));
+    assert_eq!(refused, 400, "{reply}");
+    assert_eq!(reply["error"]["field"], "branch", "{reply}");
     let before = daemon.builds().len();
 
     let wrong = daemon.request(
@@ -520,8 +549,6 @@ fn hostile_inputs_get_json_errors_and_touch_nothing() {
         let (status, reply) = daemon.request("POST", "/api/builds", Some(&build), Some(&token));
         assert!((400..500).contains(&status), "{name:?}: {reply}");
         assert!(reply["error"]["message"].is_string());
-        let branch = json!({"repo": "target", "branch": name, "commit": commit}).to_string();
-        let (status, reply) = daemon.request("POST", "/api/builds", Some(&branch), Some(&token));
         let git_accepts = !name.contains('\0')
             && std::process::Command::new("git")
                 .args(["check-ref-format", "--branch", name])
@@ -529,7 +556,14 @@ fn hostile_inputs_get_json_errors_and_touch_nothing() {
                 .unwrap()
                 .status
                 .success();
-        if git_accepts && name.is_ascii() && name.len() <= 255 && !name.starts_with('-') {
+        let valid = git_accepts && name.is_ascii() && name.len() <= 255 && !name.starts_with('-');
+        if valid {
+            // Odd but valid: built once the repository has the branch.
+            common::create_branches(&daemon.repo_path("target"), [(name, commit.as_str())]);
+        }
+        let branch = json!({"repo": "target", "branch": name, "commit": commit}).to_string();
+        let (status, reply) = daemon.request("POST", "/api/builds", Some(&branch), Some(&token));
+        if valid {
             assert!(
                 matches!(status, 200 | 201),
                 "branch {name:?} is valid: {reply}"

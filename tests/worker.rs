@@ -282,18 +282,21 @@ fn evaluation_error_fails_as_evaluation_with_the_error_text_and_its_place() {
 }
 
 #[test]
-fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_serving() {
+fn missing_nix_is_the_hosts_failure_after_retries_and_the_daemon_keeps_serving() {
     // The harness already sets retry_backoff_secs = 0.
     let (daemon, work) = setup("nix_bin = \"/nonexistent/nix\"\nmax_retries = 2");
     let script = common::passing(&nonce("never-runs"));
     let id = push_checks(&daemon, &work, "main", &[("x", &script)]);
     let build = daemon.wait_final(id);
     assert_eq!(status(&build), "failed", "{build}");
-    assert_eq!(build["failure_kind"], "infrastructure", "{build}");
+    assert_eq!(build["failure_kind"], "host", "{build}");
     let summary = build["failure_summary"].as_str().unwrap_or_default();
-    assert!(summary.contains("nix not found"), "{summary:?}");
     assert!(
-        summary.contains("install Nix or set nix_bin"),
+        summary.contains("nix_bin `/nonexistent/nix` cannot run: not found"),
+        "{summary:?}"
+    );
+    assert!(
+        summary.contains("install Nix or set nix_bin (environment: PROCURATOR_CI_NIX_BIN)"),
         "{summary:?}"
     );
     assert_eq!(build["retry_count"], 2, "{build}");
@@ -310,7 +313,7 @@ fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_s
             )
             .1;
         assert!(
-            text.contains("nix not found"),
+            text.contains("cannot run: not found"),
             "attempt {} log: {text:?}",
             n + 1
         );
@@ -325,7 +328,7 @@ fn missing_nix_is_an_infrastructure_failure_after_retries_and_the_daemon_keeps_s
     assert!(
         health["warnings"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("/nonexistent/nix")),
+            .is_some_and(|m| m.contains("/nonexistent/nix") && m.contains("PROCURATOR_CI_NIX_BIN")),
         "{health}"
     );
     let again = push_checks(

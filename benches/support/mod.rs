@@ -658,6 +658,35 @@ pub fn fast_import(git_dir: &Path, branch: &str, n: usize, flake: &str) -> Res<V
     Ok(commits)
 }
 
+/// Creates the branch `{prefix}/{i}` at `commits[i]` for every `i`, with one
+/// `git update-ref --stdin` (no hooks): the daemon builds only branches a
+/// repository has, and a push per branch would dwarf what is measured.
+pub fn make_branches(git_dir: &Path, prefix: &str, commits: &[String]) -> Res<Vec<String>> {
+    let names: Vec<String> = (0..commits.len())
+        .map(|i| format!("{prefix}/{i}"))
+        .collect();
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["update-ref", "--stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(err("git update-ref"))?;
+    {
+        let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("piped"));
+        for (name, commit) in names.iter().zip(commits) {
+            writeln!(stdin, "create refs/heads/{name} {commit}")
+                .map_err(err("update-ref input"))?;
+        }
+        stdin.flush().map_err(err("update-ref input"))?;
+    }
+    let status = child.wait().map_err(err("git update-ref"))?;
+    if !status.success() {
+        return Err(format!("git update-ref --stdin failed: {status}"));
+    }
+    Ok(names)
+}
+
 /// A flake whose one check runs `script` with /bin/sh (absolute paths:
 /// builders get no PATH), with `nonce` making the derivation unique.
 pub fn flake(script: &str, nonce: &str) -> String {

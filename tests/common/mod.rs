@@ -2,7 +2,7 @@
 //! repositories and real `nix flake check` with an offline configuration.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ pub fn binary() -> PathBuf {
     static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CHOSEN
         .get_or_init(|| {
-            use std::io::Write;
             let (path, source) = match std::env::var_os(BINARY_VARIABLE) {
                 Some(path) => {
                     let path = PathBuf::from(path);
@@ -483,6 +482,33 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Creates branches (name, commit) in the bare repository `bare` with one
+/// `git update-ref --stdin`, without hooks: the daemon builds only branches
+/// a repository has, and thousands of pushes would take minutes.
+pub fn create_branches<'a>(bare: &Path, branches: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let mut input = String::new();
+    for (name, commit) in branches {
+        input.push_str(&format!("create refs/heads/{name} {commit}\n"));
+    }
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "git update-ref --stdin failed"
+    );
+}
+
 /// Runs git in `dir`, asserting success; returns stdout and stderr.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -694,4 +720,58 @@ pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// A tmpfs mounted on a directory for the life of the guard (root only:
+/// `None` when it cannot be mounted).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    pub fn available(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills all but `leave` bytes of the filesystem of `path`.
+pub fn fill(path: &Path, fs: &Tmpfs, leave: u64) {
+    let size = fs.available().saturating_sub(leave);
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x55u8; 1 << 20];
+    let mut written = 0;
+    while written < size {
+        let n = (size - written).min(chunk.len() as u64) as usize;
+        if file.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        written += n as u64;
+    }
+    let _ = file.sync_all();
 }
