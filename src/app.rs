@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -201,6 +202,9 @@ pub struct CancelHandle {
     /// The reason recorded with the cancellation.
     pub reason: Arc<Mutex<Option<String>>>,
 }
+
+/// Builds a scan queues at once: enough for their writes to share commits.
+const SCAN_ENQUEUES: usize = 16;
 
 /// How long a cancel request waits for a running build to stop before it
 /// answers that the build is stopping.
@@ -512,13 +516,9 @@ impl App {
                 ),
             ));
         }
-        if let (Some(head), Some(false)) = (&head, cached)
-            && trigger != "push"
-        {
-            // A branch made without the hook: the view learns its head here
-            // (a push records its own below).
-            self.record_push(&repo_row, branch, head).await;
-        }
+        // A branch made without the hook: the view learns its head once the
+        // build is stored (a push records its own below).
+        let unseen_head = head.filter(|_| cached == Some(false) && trigger != "push");
         // Any commit of the repository may be built on the branch (a rebuild
         // of an older one is legitimate); one it does not have cannot.
         let Some(info) = found else {
@@ -555,6 +555,9 @@ impl App {
             .store
             .write_then(move |conn| queue::enqueue(conn, &new), apply, undo)
             .await?;
+        if let Some(head) = unseen_head {
+            self.record_push(&repo_row, branch, &head).await;
+        }
         if created {
             tracing::info!(
                 build_id = build.id,
@@ -631,25 +634,34 @@ impl App {
                     continue;
                 }
             };
-            for branch in branches.iter() {
-                if repos::validate_branch(&branch.name).is_err() {
-                    continue;
-                }
-                let (r, b, c) = (
-                    repo.name.clone(),
-                    branch.name.clone(),
-                    branch.commit.clone(),
-                );
-                let built = self
-                    .store
-                    .read(move |conn| queue::ever_built(conn, &r, &b, &c))
-                    .await?;
-                if built {
-                    continue;
-                }
-                let enqueued = self
-                    .enqueue(&repo.name, &branch.name, &branch.commit, None, "scan", None)
-                    .await;
+            // One read for every head, then the unbuilt ones queued a few
+            // at a time, so that their writes share commits: thousands of
+            // heads made without the hook must not hold up a start.
+            let (name, heads) = (repo.name.clone(), branches);
+            let unbuilt = self
+                .store
+                .read(move |conn| {
+                    let mut unbuilt = Vec::new();
+                    for branch in heads {
+                        if repos::validate_branch(&branch.name).is_ok()
+                            && !queue::ever_built(conn, &name, &branch.name, &branch.commit)?
+                        {
+                            unbuilt.push(branch);
+                        }
+                    }
+                    Ok(unbuilt)
+                })
+                .await?;
+            let repo_name = repo.name.as_str();
+            let mut results = futures_util::stream::iter(unbuilt)
+                .map(|branch| async move {
+                    let enqueued = self
+                        .enqueue(repo_name, &branch.name, &branch.commit, None, "scan", None)
+                        .await;
+                    (branch, enqueued)
+                })
+                .buffer_unordered(SCAN_ENQUEUES);
+            while let Some((branch, enqueued)) = results.next().await {
                 let (build, created) = match enqueued {
                     // A full disk must not stop the daemon from starting;
                     // the next start or scan queues what is left.

@@ -1021,6 +1021,34 @@ fn the_repository_view_is_rebuilt_at_start_with_the_pushes_made_meanwhile() {
 
 /// `GET /api/repos/{name}` with `Accept-Encoding: gzip`: the status, the
 /// `Content-Encoding` and the decoded body.
+/// A branch made in the repository without the hook (`git update-ref`) and
+/// then built through the API is in the view with that build at once, not
+/// only after the next scan.
+#[test]
+fn a_branch_made_without_the_hook_is_in_the_view_once_built_through_the_api() {
+    let daemon = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 86400\n");
+    daemon.create_repo("r");
+    let work = Work::clone(&daemon.repo_path("r"));
+    let c1 = work.commit("one");
+    work.push(&["HEAD:main"]);
+    common::create_branches(&daemon.repo_path("r"), [("side", c1.as_str())]);
+    let (_, view) = daemon.get("/api/repos/r");
+    assert!(branch_in(&view, "main").is_some(), "{view}");
+    assert!(
+        branch_in(&view, "side").is_none(),
+        "no hook told the daemon: {view}"
+    );
+    let (status, build) = daemon.post(
+        "/api/builds",
+        &json!({"repo": "r", "branch": "side", "commit": c1}),
+    );
+    assert_eq!(status, 201, "{build}");
+    let (_, view) = daemon.get("/api/repos/r");
+    let side = branch_in(&view, "side").expect("the built branch is listed");
+    assert_eq!(side["commit"], c1.as_str());
+    assert_eq!(side["latest_build"]["id"], build["id"], "{side}");
+}
+
 fn repo_view_gzip(daemon: &Daemon, name: &str) -> (u16, Option<String>, serde_json::Value) {
     use std::io::{Read, Write};
     let address = daemon.base().trim_start_matches("http://").to_string();
