@@ -11,15 +11,15 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Token;
+use crate::build::diagnosis::{self, CancelSource, FailureKind};
+use crate::build::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
 use crate::config::Config;
-use crate::diagnosis::{self, CancelSource, FailureKind};
 use crate::events::Events;
-use crate::logs::LogStore;
-use crate::metrics::Metrics;
-use crate::queue::{self, Attempt, Build, ListQuery, NewBuild, Status, format_ms, now_ms};
+use crate::http::auth::Token;
+use crate::ops::metrics::Metrics;
 use crate::repos::{self, RepoError, RepoFiles};
-use crate::store::{SqlResultExt, Store, StoreError};
+use crate::storage::logs::LogStore;
+use crate::storage::store::{SqlResultExt, Store, StoreError};
 
 /// A domain failure, mapped to HTTP once in `api::error`.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ pub struct BuildView {
     /// How many of its checks have ended, while it runs (once its checks
     /// are known).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<crate::progress::Progress>,
+    pub progress: Option<crate::build::progress::Progress>,
 }
 
 /// The taxonomy's reading of a build that did not pass.
@@ -223,17 +223,17 @@ pub struct App {
     /// Running builds' cancel handles, by build id.
     pub running: Mutex<HashMap<i64, CancelHandle>>,
     /// Running builds' live per-check progress.
-    pub progress: crate::progress::Live,
+    pub progress: crate::build::progress::Live,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
     /// What `GET /metrics` shows.
     pub metrics: Metrics,
     /// The last pre-flight's findings about the host's nix.
-    pub preflight: Mutex<crate::preflight::Report>,
+    pub preflight: Mutex<crate::build::preflight::Report>,
     /// The binary cache, when `cache_serve` or `cache_push` is configured.
     pub cache: Option<crate::cache::Cache>,
     /// What the repository API and badges show, kept current in memory.
-    pub views: Arc<crate::repo_views::RepoViews>,
+    pub views: Arc<crate::repos::views::RepoViews>,
 }
 
 /// Runs `job` on the blocking pool.
@@ -258,7 +258,7 @@ impl App {
         }
         let notices = if build.status == Status::Success {
             diagnosis::notices(
-                &crate::checks::host_system(),
+                &crate::build::checks::host_system(),
                 build.checks.as_ref(),
                 build.outputs.as_ref(),
             )
@@ -887,7 +887,7 @@ pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
         let grace = std::time::Duration::from_secs(app.config.kill_grace_secs);
         let logs = app.logs.clone();
         let (pgid, pstart, id, attempt) = (build.pgid, build.pstart, build.id, build.attempt);
-        let flake = crate::nix::flake_ref(
+        let flake = crate::build::nix::flake_ref(
             std::path::Path::new(&build.repo_path),
             &build.branch,
             &build.commit,
@@ -896,13 +896,17 @@ pub async fn recover_orphans(app: &Arc<App>) -> Result<usize, AppError> {
         );
         let stats = blocking(move || {
             if let Some(pgid) = pgid {
-                crate::process::end_orphan_group(pgid as i32, pstart.map(|s| s as u64), grace);
+                crate::build::process::end_orphan_group(
+                    pgid as i32,
+                    pstart.map(|s| s as u64),
+                    grace,
+                );
             }
             // Its group may never have been recorded (a kill between the
             // spawn and the write), and its introspection never is: find
             // them by the build's flake reference.
-            for group in crate::process::groups_with_arg(&flake) {
-                crate::process::end_orphan_group(group, None, grace);
+            for group in crate::build::process::groups_with_arg(&flake) {
+                crate::build::process::end_orphan_group(group, None, grace);
             }
             Ok(logs.seal_orphan(
                 id,

@@ -87,7 +87,7 @@ pub fn main() -> ExitCode {
         Command::Hook {
             hook: Hook::PreReceive,
         } => {
-            if crate::hook::pre_receive_main() {
+            if crate::repos::hook::pre_receive_main() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -96,7 +96,7 @@ pub fn main() -> ExitCode {
         Command::Hook {
             hook: Hook::PostReceive { socket, repo },
         } => {
-            crate::hook::main(&socket, &repo);
+            crate::repos::hook::main(&socket, &repo);
             ExitCode::SUCCESS
         }
         Command::Serve => match load(cli.config, RuntimeFiles::Read) {
@@ -107,7 +107,7 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    crate::telemetry::init(config.log_format);
+    crate::ops::telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

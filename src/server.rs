@@ -12,13 +12,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, App, AppError};
-use crate::auth::{LocalPeer, Token};
+use crate::build::process::Tools;
 use crate::config::Config;
 use crate::events::Events;
-use crate::logs::LogStore;
-use crate::process::Tools;
+use crate::http::auth::{LocalPeer, Token};
 use crate::repos::{HookTarget, RepoFiles};
-use crate::store::Store;
+use crate::storage::logs::LogStore;
+use crate::storage::store::Store;
 
 /// How often old logs are pruned.
 const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
@@ -83,8 +83,8 @@ pub async fn serve(
     let app = build_app(config.clone(), shutdown.clone()).await?;
     // Listening before anything is published: recovered orphans and the
     // first builds are counted and notified too.
-    crate::metrics::spawn(&app);
-    crate::notify::spawn(&app);
+    crate::ops::metrics::spawn(&app);
+    crate::ops::notify::spawn(&app);
     app::prepare_repos(&app).await?;
     let recovered = app::recover_orphans(&app).await?;
     if recovered > 0 {
@@ -113,21 +113,21 @@ pub async fn serve(
         config.public_url
     );
 
-    let router = crate::api::router(app.clone());
+    let router = crate::http::api::router(app.clone());
     let stall = Duration::from_secs(config.client_stall_timeout_secs);
-    let (cap, nofile) = crate::listener::connection_cap(config.max_connections as usize);
+    let (cap, nofile) = crate::http::listener::connection_cap(config.max_connections as usize);
     if cap < config.max_connections as usize {
         tracing::warn!(
             max_connections = config.max_connections,
             descriptor_limit = nofile,
-            reserved = crate::listener::FD_RESERVE,
+            reserved = crate::http::listener::FD_RESERVE,
             connections = cap,
             "The descriptor limit allows fewer connections than max_connections; \
              raise LimitNOFILE (ulimit -n)"
         );
     }
-    let gate = crate::listener::Gate::new(cap, config.max_connections_per_peer as usize);
-    let http = tokio::spawn(crate::listener::serve(
+    let gate = crate::http::listener::Gate::new(cap, config.max_connections_per_peer as usize);
+    let http = tokio::spawn(crate::http::listener::serve(
         tcp,
         stall,
         router.clone(),
@@ -136,7 +136,7 @@ pub async fn serve(
         |_| Extensions::new(),
     ));
     // The hook's socket is not capped: only our user and root can connect.
-    let local = tokio::spawn(crate::listener::serve(
+    let local = tokio::spawn(crate::http::listener::serve(
         unix,
         stall,
         router,
@@ -148,20 +148,20 @@ pub async fn serve(
             extensions
         },
     ));
-    let workers = crate::worker::spawn(&app);
+    let workers = crate::build::worker::spawn(&app);
     tracing::debug!(workers = workers.len(), "Build workers spawned");
     let pusher = crate::cache::push::spawn(&app);
     tokio::spawn(crate::cache::catch_up(app.clone()));
     spawn_retention(app.clone(), shutdown.clone());
-    crate::preflight::spawn(app.clone());
+    crate::build::preflight::spawn(app.clone());
     spawn_catch_up(app.clone(), shutdown.clone());
-    crate::systemd::spawn_watchdog(app.clone(), shutdown.clone());
-    crate::systemd::spawn_status(app.clone(), shutdown.clone());
+    crate::ops::systemd::spawn_watchdog(app.clone(), shutdown.clone());
+    crate::ops::systemd::spawn_status(app.clone(), shutdown.clone());
     let status = app.status_line().await.unwrap_or_else(|_| "ready".into());
-    crate::systemd::ready(&status);
+    crate::ops::systemd::ready(&status);
 
     shutdown.cancelled().await;
-    crate::systemd::stopping();
+    crate::ops::systemd::stopping();
     tracing::info!("Shutting down: stopping builds and handing them back to the queue");
     let bound = Duration::from_secs(config.shutdown_timeout_secs);
     let drained = tokio::time::timeout(bound, async {
@@ -246,7 +246,7 @@ async fn build_app(
         running: Mutex::new(Default::default()),
         progress: Default::default(),
         shutdown,
-        metrics: crate::metrics::Metrics::new(),
+        metrics: crate::ops::metrics::Metrics::new(),
         preflight: Mutex::new(Default::default()),
         cache,
         views: Default::default(),
@@ -342,7 +342,14 @@ fn spawn_retention(app: Arc<App>, stop: CancellationToken) {
                 _ = stop.cancelled() => return,
             }
             let days = app.config.log_retention_days;
-            match crate::logs::prune(&app.store, &app.logs, days, crate::queue::now_ms()).await {
+            match crate::storage::logs::prune(
+                &app.store,
+                &app.logs,
+                days,
+                crate::build::queue::now_ms(),
+            )
+            .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(count = n, days, "Deleted expired build logs"),
                 Err(e) => tracing::warn!(error = %e, "cannot prune old logs"),

@@ -195,7 +195,7 @@ fn raw(port: u16, request: &[u8]) -> (u16, HashMap<String, String>, Vec<u8>) {
         .get("transfer-encoding")
         .is_some_and(|t| t.contains("chunked"))
     {
-        body = procurator_ci::hook::dechunk(&body);
+        body = procurator_ci::repos::hook::dechunk(&body);
     }
     (status, headers, body)
 }
@@ -668,7 +668,8 @@ fn a_full_disk_fails_the_build_as_infrastructure_and_the_daemon_recovers() {
     // little to make it again.
     let free = fs.available();
     assert!(
-        free < procurator_ci::store::RESERVE_BYTES + 2 * procurator_ci::store::LOW_WATER_BYTES,
+        free < procurator_ci::storage::store::RESERVE_BYTES
+            + 2 * procurator_ci::storage::store::LOW_WATER_BYTES,
         "the disk is still full: {free} bytes free"
     );
     // Reads and events still work.

@@ -297,7 +297,7 @@ proptest! {
 
     #[test]
     fn hook_input_parses_to_exactly_the_branch_updates(input in hook_input()) {
-        let got: Vec<(String, String)> = procurator_ci::hook::parse_updates(&input)
+        let got: Vec<(String, String)> = procurator_ci::repos::hook::parse_updates(&input)
             .into_iter()
             .map(|u| (u.branch, u.commit))
             .collect();
@@ -314,10 +314,10 @@ proptest! {
     ]) {
         let socket = Path::new("/nonexistent/procurator-ci-fuzz.sock");
         let mut out = Vec::new();
-        procurator_ci::hook::post_receive(socket, "repo", &mut raw.as_slice(), &mut out);
+        procurator_ci::repos::hook::post_receive(socket, "repo", &mut raw.as_slice(), &mut out);
         let text = String::from_utf8(out).expect("the hook prints UTF-8");
-        let updates = procurator_ci::hook::parse_updates(&String::from_utf8_lossy(&raw));
-        let tags = procurator_ci::hook::pushed_tags(&String::from_utf8_lossy(&raw));
+        let updates = procurator_ci::repos::hook::parse_updates(&String::from_utf8_lossy(&raw));
+        let tags = procurator_ci::repos::hook::pushed_tags(&String::from_utf8_lossy(&raw));
         prop_assert_eq!(text.lines().count(), updates.len() + tags.len(), "{}", text);
         for line in text.lines() {
             prop_assert!(
@@ -871,14 +871,14 @@ proptest! {
 // ---------------------------------------------------------------------------
 // The read cookie
 
-fn read_token() -> &'static procurator_ci::auth::Token {
+fn read_token() -> &'static procurator_ci::http::auth::Token {
     // Its own directory: the configuration target checks that loading
     // creates nothing in scratch(), while this one may be creating the token.
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static TOKEN: OnceLock<procurator_ci::auth::Token> = OnceLock::new();
+    static TOKEN: OnceLock<procurator_ci::http::auth::Token> = OnceLock::new();
     TOKEN.get_or_init(|| {
         let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-        procurator_ci::auth::Token::load(None, &dir.path().join("api-token"))
+        procurator_ci::http::auth::Token::load(None, &dir.path().join("api-token"))
             .unwrap()
             .0
     })

@@ -632,8 +632,12 @@ fn flake_reference_is_accepted_by_nix() {
     let work = Work::clone(&daemon.repo_path("refs"));
     let commit = work.commit_flake(&[("ok", &passing("x"))]);
     work.push(&["HEAD:refs/heads/feature/a+b"]);
-    let flake =
-        procurator_ci::nix::flake_ref(&daemon.repo_path("refs"), "feature/a+b", &commit, false);
+    let flake = procurator_ci::build::nix::flake_ref(
+        &daemon.repo_path("refs"),
+        "feature/a+b",
+        &commit,
+        false,
+    );
     let out = common::run_ok(
         std::process::Command::new("nix")
             .args(["flake", "metadata", "--json", &flake])
@@ -1072,7 +1076,7 @@ fn repo_view_gzip(daemon: &Daemon, name: &str) -> (u16, Option<String>, serde_js
     };
     let body = &raw[split + 4..];
     let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        procurator_ci::hook::dechunk(body)
+        procurator_ci::repos::hook::dechunk(body)
     } else {
         body.to_vec()
     };

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::app::App;
-use crate::queue::{self, Build, format_ms, now_ms};
-use crate::store::{SqlResultExt, StoreError};
+use crate::build::queue::{self, Build, format_ms, now_ms};
+use crate::storage::store::{SqlResultExt, StoreError};
 use narinfo::{CacheKey, PathInfo};
 
 /// Successful builds recorded again at startup when an earlier instance

@@ -12,10 +12,10 @@ use tokio::task::JoinSet;
 
 use super::{Output, is_binary_cache};
 use crate::app::App;
-use crate::nix;
-use crate::process;
-use crate::queue::now_ms;
-use crate::store::{SqlResultExt, StoreError};
+use crate::build::nix;
+use crate::build::process;
+use crate::build::queue::now_ms;
+use crate::storage::store::{SqlResultExt, StoreError};
 
 /// Attempts before a push is given up (`failed`); with the backoff doubling
 /// up to an hour, about a day of trying.

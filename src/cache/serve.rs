@@ -164,7 +164,7 @@ fn dump(
     if !status.success() {
         return Err(std::io::Error::other(format!(
             "nix store dump-path {path} failed: {}",
-            crate::nix::first_error(stderr.as_bytes())
+            crate::build::nix::first_error(stderr.as_bytes())
         )));
     }
     app.metrics.cache_served(sent);

@@ -158,7 +158,7 @@ pub(super) fn validate(
     if let Some(path) = &config.api_token_file
         && runtime_files == RuntimeFiles::Read
     {
-        if let Some(mode) = crate::auth::exposed_mode(path) {
+        if let Some(mode) = crate::http::auth::exposed_mode(path) {
             return Err(invalid(
                 "api_token_file",
                 path.display().to_string(),

@@ -1,0 +1,363 @@
+//! The pre-flight: does this host's nix work as configured? Run at start and
+//! on a schedule, so that a misconfigured host is obvious before anyone
+//! pushes: its problems go to the journal, to `GET /api/health` as
+//! `warnings`, and to a banner on the page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::build::diagnosis;
+
+/// How often the pre-flight runs again after the first one at start.
+pub const PERIOD: Duration = Duration::from_secs(15 * 60);
+
+/// Longest a single nix command of the pre-flight may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Oldest nix with flakes (`nix flake check`) as procurator-ci runs them.
+const MIN_VERSION: (u64, u64) = (2, 4);
+
+/// A problem the pre-flight found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// Stable, for clients: `nix_unusable`, `nix_too_old`,
+    /// `nix_config_unreadable`, `flakes_disabled`, `build_users_missing`,
+    /// `sandbox_off`, `store_unreachable`, `trivial_build_failed`.
+    pub code: &'static str,
+    /// What is wrong and what to do, for people.
+    pub message: String,
+}
+
+/// The last pre-flight's findings.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `None` until the first pre-flight has finished.
+    pub checked_at: Option<String>,
+    /// `nix --version`'s answer.
+    pub nix_version: Option<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Runs the pre-flight now and then every [`PERIOD`] until shutdown,
+/// recording each report in `app.preflight` and the journal.
+pub fn spawn(app: Arc<App>) {
+    tokio::spawn(async move {
+        loop {
+            let report = run(&app).await;
+            if report.warnings.is_empty() {
+                tracing::info!(
+                    nix_version = report.nix_version.as_deref().unwrap_or("?"),
+                    "Pre-flight: nix works as configured"
+                );
+            }
+            for warning in &report.warnings {
+                tracing::warn!(code = warning.code, "Pre-flight: {}", warning.message);
+            }
+            let changed = {
+                let mut last = app.preflight.lock().expect("preflight report");
+                let changed = last.checked_at.is_none() || last.warnings != report.warnings;
+                *last = report.clone();
+                changed
+            };
+            if changed {
+                app.events.publish("health.changed", None, &report);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PERIOD) => {}
+                _ = app.shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// What one nix command said: its stdout, or why it failed.
+async fn nix(app: &App, args: &[&str]) -> Result<String, String> {
+    let mut command = tokio::process::Command::from(
+        app.repos
+            .tools()
+            .command(&app.config.nix_bin, args.iter().copied()),
+    );
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(COMMAND_TIMEOUT, command.output()).await {
+        Err(_) => return Err(format!("no answer within {} s", COMMAND_TIMEOUT.as_secs())),
+        Ok(Err(e)) => {
+            let described = crate::build::process::describe(&app.config.nix_bin, args);
+            return Err(
+                crate::build::process::spawn_error(&app.config.nix_bin, &described, e).to_string(),
+            );
+        }
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(crate::build::nix::first_error(&output.stderr))
+    }
+}
+
+/// Runs every check once.
+pub async fn run(app: &App) -> Report {
+    let mut report = Report {
+        checked_at: Some(crate::build::queue::format_ms(crate::build::queue::now_ms())),
+        ..Report::default()
+    };
+    let warn = |report: &mut Report, code, message: String| {
+        report.warnings.push(Warning { code, message });
+    };
+    let nix_bin = &app.config.nix_bin;
+    let version = match nix(app, &["--version"]).await {
+        Ok(version) => version_line(&version),
+        Err(error) => {
+            warn(
+                &mut report,
+                "nix_unusable",
+                format!(
+                    "nix cannot run (nix_bin `{nix_bin}`, environment: PROCURATOR_CI_NIX_BIN): {error}; no build can run"
+                ),
+            );
+            return report;
+        }
+    };
+    if let Some((major, minor)) = parse_version(&version)
+        && (major, minor) < MIN_VERSION
+    {
+        warn(
+            &mut report,
+            "nix_too_old",
+            format!(
+                "{version} is older than nix {}.{}, the first with `nix flake check`",
+                MIN_VERSION.0, MIN_VERSION.1
+            ),
+        );
+    }
+    report.nix_version = Some(version);
+    let features = "nix-command flakes";
+    match nix(
+        app,
+        &["show-config", "--extra-experimental-features", features],
+    )
+    .await
+    {
+        Ok(text) => {
+            let settings = Settings::parse(&text);
+            let uid = rustix::process::geteuid();
+            let groups = tokio::task::spawn_blocking(|| {
+                std::fs::read_to_string("/etc/group").unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            let remote = std::env::var("NIX_REMOTE").ok();
+            for (code, message) in settings.problems(uid.is_root(), &groups, remote.as_deref()) {
+                warn(&mut report, code, message);
+            }
+        }
+        Err(error) => warn(
+            &mut report,
+            "nix_config_unreadable",
+            format!("nix cannot read its configuration: {error}"),
+        ),
+    }
+    if let Err(error) = nix(
+        app,
+        &["store", "ping", "--extra-experimental-features", features],
+    )
+    .await
+    {
+        warn(
+            &mut report,
+            "store_unreachable",
+            format!("the Nix store cannot be reached: {error}"),
+        );
+    }
+    // Something new each time, so that it is really built.
+    let expr = format!(
+        "builtins.derivation {{ name = \"procurator-ci-preflight\"; system = builtins.currentSystem; \
+         builder = \"/bin/sh\"; args = [ \"-c\" \"echo {} > $out\" ]; }}",
+        crate::build::queue::now_ms()
+    );
+    if let Err(error) = nix(
+        app,
+        &[
+            "build",
+            "--no-link",
+            "--impure",
+            "--extra-experimental-features",
+            features,
+            "--expr",
+            &expr,
+        ],
+    )
+    .await
+    {
+        let why = diagnosis::rule_for(&error)
+            .map(|rule| format!("{}: ", rule.explanation()))
+            .unwrap_or_default();
+        warn(
+            &mut report,
+            "trivial_build_failed",
+            format!(
+                "nix cannot build a trivial derivation, so every check will fail: {why}{error}"
+            ),
+        );
+    }
+    report
+}
+
+/// The first line of `nix --version`'s answer, at most 200 characters: the
+/// report goes into every `GET /api/health`, and a wrapper or a broken
+/// `nix_bin` may print anything.
+fn version_line(output: &str) -> String {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// `nix (Nix) 2.8.0` → `(2, 8)`.
+fn parse_version(text: &str) -> Option<(u64, u64)> {
+    let number = text.split_whitespace().last()?;
+    let mut parts = number.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The settings of `nix show-config` the pre-flight looks at.
+#[derive(Debug, Default)]
+struct Settings {
+    build_users_group: String,
+    experimental_features: Vec<String>,
+    sandbox: String,
+    store: String,
+}
+
+impl Settings {
+    fn parse(text: &str) -> Settings {
+        let mut settings = Settings::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(" = ") else {
+                continue;
+            };
+            let value = value.trim().to_string();
+            match key.trim() {
+                "build-users-group" => settings.build_users_group = value,
+                "experimental-features" => {
+                    settings.experimental_features =
+                        value.split_whitespace().map(str::to_string).collect()
+                }
+                "sandbox" => settings.sandbox = value,
+                "store" => settings.store = value,
+                _ => {}
+            }
+        }
+        settings
+    }
+
+    /// What is wrong with these settings for a daemon running as root or
+    /// not, on a host whose `/etc/group` is `groups`, with `NIX_REMOTE`.
+    fn problems(
+        &self,
+        root: bool,
+        groups: &str,
+        nix_remote: Option<&str>,
+    ) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if !self.experimental_features.iter().any(|f| f == "flakes") {
+            problems.push((
+                "flakes_disabled",
+                "nix does not enable flakes even when asked (experimental-features lacks `flakes`)"
+                    .to_string(),
+            ));
+        }
+        // Only a root nix that builds itself (no Nix daemon) uses the group.
+        let local = !matches!(self.store.as_str(), "daemon" | "unix://")
+            && nix_remote.is_none_or(|r| r.is_empty() || r == "local");
+        let group = &self.build_users_group;
+        let exists = groups
+            .lines()
+            .any(|line| line.split(':').next() == Some(group.as_str()));
+        if root && local && !group.is_empty() && !exists {
+            problems.push((
+                "build_users_missing",
+                format!(
+                    "nix's build-users-group is `{group}` but the host has no such group, so every \
+                     build fails: create the group and its build users, or run single-user with \
+                     `build-users-group =` in NIX_CONFIG before the daemon starts"
+                ),
+            ));
+        }
+        if self.sandbox == "false" {
+            problems.push((
+                "sandbox_off",
+                "builds are not sandboxed (nix's `sandbox = false`): a check can read and change \
+                 whatever the build's user can, the daemon's API token and secrets included; \
+                 enable the sandbox or build through a Nix daemon with build users"
+                    .to_string(),
+            ));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOW_CONFIG: &str = "build-users-group = nixbld\nexperimental-features = flakes nix-command\n\
+        sandbox = true\nsandbox-fallback = true\nstore = auto\n";
+
+    #[test]
+    fn the_version_kept_is_one_short_line() {
+        assert_eq!(
+            version_line("\n nix (Nix) 2.8.0 \nmore\n"),
+            "nix (Nix) 2.8.0"
+        );
+        let loud = format!("{}\n", "x".repeat(1_000_000)).repeat(3);
+        assert_eq!(version_line(&loud).len(), 200);
+        assert_eq!(version_line(""), "");
+    }
+
+    #[test]
+    fn versions_are_read() {
+        assert_eq!(parse_version("nix (Nix) 2.8.0"), Some((2, 8)));
+        assert_eq!(parse_version("nix (Nix) 2.31.2\n"), Some((2, 31)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn a_missing_build_users_group_is_a_problem_only_for_a_root_nix_without_daemon() {
+        let settings = Settings::parse(SHOW_CONFIG);
+        let codes = |root, groups| -> Vec<&str> {
+            settings
+                .problems(root, groups, None)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
+        };
+        assert_eq!(codes(true, "root:x:0:\n"), ["build_users_missing"]);
+        assert!(codes(true, "root:x:0:\nnixbld:x:30000:nixbld1\n").is_empty());
+        assert!(codes(false, "root:x:0:\n").is_empty());
+        let daemon = Settings::parse(&SHOW_CONFIG.replace("store = auto", "store = daemon"));
+        assert!(daemon.problems(true, "", None).is_empty());
+        assert!(settings.problems(true, "", Some("daemon")).is_empty());
+    }
+
+    #[test]
+    fn no_sandbox_and_no_flakes_are_problems() {
+        let settings = Settings::parse(
+            "build-users-group = \nexperimental-features = nix-command\nsandbox = false\nstore = auto\n",
+        );
+        let problems = settings.problems(true, "", None);
+        let codes: Vec<&str> = problems.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, ["flakes_disabled", "sandbox_off"]);
+        assert!(problems[1].1.contains("API token"));
+    }
+}

@@ -1,0 +1,7 @@
+//! Operating the daemon: logging, the systemd lifecycle, Prometheus
+//! metrics and notifications of finished builds.
+
+pub mod metrics;
+pub mod notify;
+pub mod systemd;
+pub mod telemetry;

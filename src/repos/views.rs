@@ -1,0 +1,675 @@
+//! What the repository API and badges show, kept in memory (issue 15): each
+//! repository's branch heads, each head's latest build and the statistics of
+//! its last finished builds, and the serialised answer of
+//! `GET /api/repos/{name}`. A request costs a lock and a clone of bytes
+//! whatever the branches, and starts no process.
+//!
+//! A repository's view is loaded once from git and SQLite (at start, when it
+//! is created, or on its first request if that failed), then changed where
+//! the state changes: a push moves one head, a scan (periodic, or the hook's
+//! after a deletion) brings the heads to git's, and every write that changes
+//! a build applies it here on the database's writer thread just before its
+//! batch commits, in the order of the changes, so the view is never behind
+//! the database. Loads run as writer jobs too, so no build change can fall
+//! between a load and the changes after it. Only current heads keep build state, so memory follows
+//! the branches that exist, not every branch ever built.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::app::{App, AppError, BuildRef, Repo, blocking};
+use crate::build::queue::{self, Build, Status};
+use crate::ops::metrics::{
+    BuildStats, Finished, STATS_WINDOW, finished_builds, finished_per_branch,
+};
+use crate::repos::Branch;
+use crate::storage::store::StoreError;
+
+/// The newest finished builds by id, at most `STATS_WINDOW`, newest first:
+/// what the statistics are computed from, kept so that a build finishing
+/// updates them without a query.
+#[derive(Debug, Clone, Default)]
+struct Window(Vec<Finished>);
+
+impl Window {
+    fn new(mut finished: Vec<Finished>) -> Window {
+        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.id));
+        finished.dedup_by_key(|f| f.id);
+        finished.truncate(STATS_WINDOW as usize);
+        Window(finished)
+    }
+
+    /// Counts a build that has just finished, where its id puts it (the
+    /// statistics look at the newest ids, as the queries do).
+    fn add(&mut self, finished: Finished) {
+        let at = self.0.partition_point(|f| f.id > finished.id);
+        if at >= STATS_WINDOW as usize || self.0.get(at).is_some_and(|f| f.id == finished.id) {
+            return;
+        }
+        self.0.insert(at, finished);
+        self.0.truncate(STATS_WINDOW as usize);
+    }
+
+    fn stats(&self) -> BuildStats {
+        BuildStats::of(&self.0)
+    }
+}
+
+/// What `build` adds to the statistics: successes and failures only.
+fn finished(build: &Build) -> Option<Finished> {
+    matches!(build.status, Status::Success | Status::Failed).then(|| Finished {
+        id: build.id,
+        success: build.status == Status::Success,
+        duration_ms: build.duration_ms,
+    })
+}
+
+/// A newer build (or the same one, changed) replaces `latest`.
+fn newer(latest: &mut Option<BuildRef>, build: &Build) {
+    if latest.as_ref().is_none_or(|l| l.id <= build.id) {
+        *latest = Some(BuildRef::from(build));
+    }
+}
+
+/// One branch head and its builds.
+#[derive(Debug)]
+struct BranchState {
+    commit: String,
+    latest: Option<BuildRef>,
+    finished: Window,
+    /// This branch's part of the repository's answer.
+    json: Bytes,
+}
+
+/// A branch as `GET /api/repos/{name}` lists it.
+#[derive(Serialize)]
+struct BranchJson<'a> {
+    name: &'a str,
+    commit: &'a str,
+    latest_build: Option<&'a BuildRef>,
+    /// Success rate and median duration of the branch's last finished
+    /// builds.
+    stats: BuildStats,
+}
+
+impl BranchState {
+    fn new(name: &str, commit: String, (latest, finished): (Option<BuildRef>, Window)) -> Self {
+        let mut state = BranchState {
+            commit,
+            latest,
+            finished,
+            json: Bytes::new(),
+        };
+        state.render(name);
+        state
+    }
+
+    fn render(&mut self, name: &str) {
+        let json = BranchJson {
+            name,
+            commit: &self.commit,
+            latest_build: self.latest.as_ref(),
+            stats: self.finished.stats(),
+        };
+        self.json = serde_json::to_vec(&json)
+            .expect("a branch serialises")
+            .into();
+    }
+}
+
+/// One repository's view.
+#[derive(Debug)]
+struct RepoState {
+    repo: Repo,
+    /// By name, in git's order of refs.
+    branches: BTreeMap<String, BranchState>,
+    /// The newest build of any branch, deleted ones included.
+    last_build: Option<BuildRef>,
+    finished: Window,
+    /// The whole answer, made on the first request after a change.
+    answer: Option<Answer>,
+}
+
+/// A repository's answer, and its gzip encoding once a client asked for it.
+#[derive(Debug)]
+struct Answer {
+    json: Bytes,
+    gzip: Option<Bytes>,
+}
+
+/// `json` gzip-encoded, at the fastest level: ~1 MiB of JSON for 3,000
+/// branches becomes about a tenth, which is what a client then waits for.
+fn gzip(json: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(json.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(json).expect("writing to memory");
+    encoder.finish().expect("writing to memory").into()
+}
+
+impl RepoState {
+    fn answer(&mut self) -> Bytes {
+        if let Some(answer) = &self.answer {
+            return answer.json.clone();
+        }
+        #[derive(Serialize)]
+        struct Head<'a> {
+            #[serde(flatten)]
+            repo: &'a Repo,
+            /// The statistics over the repository's last finished builds.
+            stats: BuildStats,
+        }
+        let head = serde_json::to_vec(&Head {
+            repo: &self.repo,
+            stats: self.finished.stats(),
+        })
+        .expect("a repository serialises");
+        let size = self
+            .branches
+            .values()
+            .map(|b| b.json.len() + 1)
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(head.len() + size + 16);
+        // The head is an object: the branches go in before its brace.
+        out.extend_from_slice(&head[..head.len() - 1]);
+        out.extend_from_slice(b",\"branches\":[");
+        for (i, branch) in self.branches.values().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&branch.json);
+        }
+        out.extend_from_slice(b"]}");
+        let json = Bytes::from(out);
+        self.answer = Some(Answer {
+            json: json.clone(),
+            gzip: None,
+        });
+        json
+    }
+}
+
+/// What the database holds for a view being loaded: a whole repository
+/// (`repo` is set), or some of its branches.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    repo: Option<(Option<BuildRef>, Window)>,
+    branches: HashMap<String, (Option<BuildRef>, Window)>,
+}
+
+/// Reads, on the writer's connection, what the view of `repo` needs: its
+/// whole state when `whole`, else that of the branches `names`. Only the
+/// branches `names` keep their builds.
+fn load(
+    conn: &Connection,
+    repo: &str,
+    names: &[String],
+    whole: bool,
+) -> Result<Loaded, StoreError> {
+    if !whole {
+        let mut branches = HashMap::new();
+        for name in names {
+            let latest = queue::latest_of_branch(conn, repo, name)?;
+            let finished = finished_builds(conn, repo, Some(name), STATS_WINDOW)?;
+            branches.insert(
+                name.clone(),
+                (latest.as_ref().map(BuildRef::from), Window::new(finished)),
+            );
+        }
+        return Ok(Loaded {
+            repo: None,
+            branches,
+        });
+    }
+    let wanted: HashSet<&String> = names.iter().collect();
+    let mut latest: HashMap<String, BuildRef> = queue::latest_per_branch(conn, repo)?
+        .iter()
+        .filter(|b| wanted.contains(&b.branch))
+        .map(|b| (b.branch.clone(), BuildRef::from(b)))
+        .collect();
+    let mut finished = finished_per_branch(conn, repo, STATS_WINDOW)?;
+    let branches = names
+        .iter()
+        .map(|name| {
+            let window = Window::new(finished.remove(name).unwrap_or_default());
+            (name.clone(), (latest.remove(name), window))
+        })
+        .collect();
+    let last = queue::latest_of_repo(conn, repo)?;
+    let finished = finished_builds(conn, repo, None, STATS_WINDOW)?;
+    Ok(Loaded {
+        repo: Some((last.as_ref().map(BuildRef::from), Window::new(finished))),
+        branches,
+    })
+}
+
+/// Which heads a load brings.
+enum Heads {
+    /// All of them: branches not among them are gone.
+    All(Vec<Branch>),
+    /// One pushed head.
+    One(Branch),
+}
+
+/// Where a pushed head could be recorded.
+enum Pushed {
+    /// The branch was known; its head moved.
+    Moved,
+    /// A branch the view does not have: its builds must be loaded.
+    New,
+    /// The repository's view is not loaded; its load will read the head.
+    NotLoaded,
+}
+
+/// The views of every repository.
+#[derive(Debug, Default)]
+pub struct RepoViews {
+    repos: Mutex<BTreeMap<String, RepoState>>,
+    /// Changes of a repository's heads, one at a time: a scan's reading of
+    /// git and a push's head must not overtake each other.
+    heads_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RepoViews {
+    fn state(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RepoState>> {
+        self.repos.lock().expect("repository views")
+    }
+
+    fn heads_lock(&self, repo: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.heads_locks
+            .lock()
+            .expect("heads locks")
+            .entry(repo.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The answer of `GET /api/repos/{name}`, gzip-encoded when `gzip` is
+    /// asked for (the flag says whether it is); `None` when not loaded.
+    pub fn detail(&self, repo: &str, gzip_wanted: bool) -> Option<(Bytes, bool)> {
+        let json = {
+            let mut state = self.state();
+            let view = state.get_mut(repo)?;
+            let json = view.answer();
+            if !gzip_wanted {
+                return Some((json, false));
+            }
+            if let Some(zipped) = view.answer.as_ref().and_then(|a| a.gzip.clone()) {
+                return Some((zipped, true));
+            }
+            json
+        };
+        // Encoded outside the lock: the writer thread applies builds under it.
+        let zipped = gzip(&json);
+        let mut state = self.state();
+        if let Some(answer) = state.get_mut(repo).and_then(|v| v.answer.as_mut())
+            && answer.json.as_ptr() == json.as_ptr()
+        {
+            // Still the answer it encodes (held by `json`, its memory cannot
+            // have been reused by a newer one).
+            answer.gzip = Some(zipped.clone());
+        }
+        Some((zipped, true))
+    }
+
+    /// Whether `repo` has `branch` as far as the view knows; `None` when
+    /// the view is not loaded.
+    pub fn has_branch(&self, repo: &str, branch: &str) -> Option<bool> {
+        self.state()
+            .get(repo)
+            .map(|state| state.branches.contains_key(branch))
+    }
+
+    /// The status of the latest build of `branch`, `None` when the branch
+    /// does not exist or has no build; `None` outside when not loaded.
+    pub fn branch_status(&self, repo: &str, branch: &str) -> Option<Option<Status>> {
+        self.state().get(repo).map(|state| {
+            state
+                .branches
+                .get(branch)
+                .and_then(|b| b.latest.as_ref())
+                .map(|l| l.status)
+        })
+    }
+
+    /// The answer of `GET /api/repos`: every loaded repository with its
+    /// newest build, by name.
+    pub fn summaries(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Summary<'a> {
+            #[serde(flatten)]
+            repo: &'a Repo,
+            /// The newest build of any branch: the repository's current
+            /// state.
+            last_build: Option<&'a BuildRef>,
+        }
+        #[derive(Serialize)]
+        struct List<'a> {
+            repos: Vec<Summary<'a>>,
+        }
+        let state = self.state();
+        let list = List {
+            repos: state
+                .values()
+                .map(|s| Summary {
+                    repo: &s.repo,
+                    last_build: s.last_build.as_ref(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&list)
+            .expect("repositories serialise")
+            .into()
+    }
+
+    /// Branches among `heads` the view of `repo` has no state for; `None`
+    /// when the repository is not loaded.
+    fn unknown(&self, repo: &str, heads: &[Branch]) -> Option<Vec<String>> {
+        let state = self.state();
+        let known = &state.get(repo)?.branches;
+        Some(
+            heads
+                .iter()
+                .filter(|b| !known.contains_key(&b.name))
+                .map(|b| b.name.clone())
+                .collect(),
+        )
+    }
+
+    fn push_head(&self, repo: &str, branch: &str, commit: &str) -> Pushed {
+        let mut state = self.state();
+        let Some(repo) = state.get_mut(repo) else {
+            return Pushed::NotLoaded;
+        };
+        let Some(head) = repo.branches.get_mut(branch) else {
+            return Pushed::New;
+        };
+        if head.commit != commit {
+            head.commit = commit.to_string();
+            head.render(branch);
+            repo.answer = None;
+        }
+        Pushed::Moved
+    }
+
+    /// Installs what a load read, with the heads it was for. Runs on the
+    /// writer thread, in commit order.
+    fn install(&self, repo: Repo, heads: Heads, loaded: &mut Loaded) {
+        let mut state = self.state();
+        let name = repo.name.clone();
+        if let Some((last_build, finished)) = loaded.repo.take() {
+            let Heads::All(heads) = heads else {
+                return;
+            };
+            let branches = heads
+                .into_iter()
+                .map(|b| {
+                    let builds = loaded.branches.remove(&b.name).unwrap_or_default();
+                    let branch = BranchState::new(&b.name, b.commit, builds);
+                    (b.name, branch)
+                })
+                .collect();
+            state.insert(
+                name,
+                RepoState {
+                    repo,
+                    branches,
+                    last_build,
+                    finished,
+                    answer: None,
+                },
+            );
+            return;
+        }
+        // A partial load of a repository since deleted has nothing to add to.
+        let Some(view) = state.get_mut(&name) else {
+            return;
+        };
+        let mut changed = false;
+        let mut add = |view: &mut RepoState, b: Branch, loaded: &mut Loaded| match view
+            .branches
+            .get_mut(&b.name)
+        {
+            Some(known) if known.commit == b.commit => {}
+            Some(known) => {
+                known.commit = b.commit;
+                known.render(&b.name);
+                changed = true;
+            }
+            None => {
+                let builds = loaded.branches.remove(&b.name).unwrap_or_default();
+                let branch = BranchState::new(&b.name, b.commit, builds);
+                view.branches.insert(b.name, branch);
+                changed = true;
+            }
+        };
+        match heads {
+            Heads::One(b) => add(view, b, loaded),
+            Heads::All(heads) => {
+                let current: HashSet<&str> = heads.iter().map(|b| b.name.as_str()).collect();
+                let before = view.branches.len();
+                view.branches
+                    .retain(|name, _| current.contains(name.as_str()));
+                let removed = view.branches.len() != before;
+                for b in heads {
+                    add(view, b, loaded);
+                }
+                changed |= removed;
+            }
+        }
+        if changed {
+            view.answer = None;
+        }
+    }
+
+    /// Applies a committed change of `build`. Runs on the writer thread, in
+    /// commit order.
+    pub fn apply(&self, build: &Build) {
+        let mut state = self.state();
+        let Some(view) = state.get_mut(&build.repo) else {
+            return;
+        };
+        newer(&mut view.last_build, build);
+        let done = finished(build);
+        if let Some(done) = done {
+            view.finished.add(done);
+        }
+        if let Some(branch) = view.branches.get_mut(&build.branch) {
+            newer(&mut branch.latest, build);
+            if let Some(done) = done {
+                branch.finished.add(done);
+            }
+            branch.render(&build.branch);
+        }
+        view.answer = None;
+    }
+
+    /// Forgets a repository: deleted, or its view is no longer trusted (a
+    /// change applied to it failed to commit). A forgotten view is loaded
+    /// again by its next request or the next scan.
+    pub fn remove(&self, repo: &str) {
+        self.state().remove(repo);
+    }
+
+    /// The `apply` and `undo` of `Store::write_then` for a write that
+    /// changes a build.
+    pub fn track<T: ChangedBuild>(
+        self: &Arc<Self>,
+    ) -> (
+        impl FnOnce(&mut T) + Send + 'static,
+        impl FnOnce(&T) + Send + 'static,
+    ) {
+        let (views, undo) = (self.clone(), self.clone());
+        (
+            move |result: &mut T| {
+                if let Some(build) = result.changed() {
+                    views.apply(build);
+                }
+            },
+            move |result: &T| {
+                if let Some(build) = result.changed() {
+                    undo.remove(&build.repo);
+                }
+            },
+        )
+    }
+}
+
+/// A write's result that may be a build it changed.
+pub trait ChangedBuild {
+    /// The build the write changed, if any.
+    fn changed(&self) -> Option<&Build>;
+}
+
+impl ChangedBuild for Build {
+    fn changed(&self) -> Option<&Build> {
+        Some(self)
+    }
+}
+
+impl ChangedBuild for Option<Build> {
+    fn changed(&self) -> Option<&Build> {
+        self.as_ref()
+    }
+}
+
+/// An enqueue's result: the build, and whether it was created.
+impl ChangedBuild for (Build, bool) {
+    fn changed(&self) -> Option<&Build> {
+        self.1.then_some(&self.0)
+    }
+}
+
+impl App {
+    /// Reads the branch heads of `repo` from git and brings its view to
+    /// them, loading the view whole the first time. Returns the heads.
+    pub async fn refresh_view(&self, repo: &Repo) -> Result<Vec<Branch>, AppError> {
+        let lock = self.views.heads_lock(&repo.name);
+        let _held = lock.lock().await;
+        let files = self.repos.clone();
+        let path = PathBuf::from(&repo.path);
+        let heads = blocking(move || Ok(files.branches(&path)?)).await?;
+        let unknown = self.views.unknown(&repo.name, &heads);
+        let whole = unknown.is_none();
+        let names = unknown.unwrap_or_else(|| heads.iter().map(|b| b.name.clone()).collect());
+        let (views, row, all) = (self.views.clone(), repo.clone(), heads.clone());
+        let repo_name = repo.name.clone();
+        let (name, undo) = (repo.name.clone(), self.views.clone());
+        self.store
+            .write_then(
+                move |conn| load(conn, &name, &names, whole),
+                move |loaded| views.install(row, Heads::All(all), loaded),
+                move |_| undo.remove(&repo_name),
+            )
+            .await?;
+        Ok(heads)
+    }
+
+    /// Records a head the hook reported: `branch` of `repo` is now at
+    /// `commit`. A branch new to the view gets its earlier builds (a name
+    /// can be pushed again after a deletion) before the push's build is
+    /// queued.
+    pub(crate) async fn record_push(&self, repo: &Repo, branch: &str, commit: &str) {
+        let lock = self.views.heads_lock(&repo.name);
+        let _held = lock.lock().await;
+        if !matches!(
+            self.views.push_head(&repo.name, branch, commit),
+            Pushed::New
+        ) {
+            return;
+        }
+        let head = Branch {
+            name: branch.to_string(),
+            commit: commit.to_string(),
+        };
+        let (views, undo, row) = (self.views.clone(), self.views.clone(), repo.clone());
+        let (name, names) = (repo.name.clone(), vec![branch.to_string()]);
+        let repo_name = name.clone();
+        let loaded = self
+            .store
+            .write_then(
+                move |conn| load(conn, &name, &names, false),
+                move |loaded| views.install(row, Heads::One(head), loaded),
+                move |_| undo.remove(&repo_name),
+            )
+            .await;
+        if let Err(e) = loaded {
+            // The next scan reads the heads again.
+            tracing::warn!(repo = %repo.name, branch, error = %e, "cannot record a pushed head");
+        }
+    }
+
+    /// What `read` finds in the view of repository `name`, loading the view
+    /// if it is not (its load at start or creation failed).
+    async fn read_view<T>(
+        &self,
+        name: &str,
+        read: impl Fn(&RepoViews) -> Option<T>,
+    ) -> Result<T, AppError> {
+        crate::repos::validate_repo_name(name).map_err(|reason| {
+            AppError::invalid("name", format!("invalid repository name: {reason}"))
+        })?;
+        if let Some(found) = read(&self.views) {
+            return Ok(found);
+        }
+        let repo = self.find_repo(name).await?;
+        self.refresh_view(&repo).await?;
+        read(&self.views).ok_or_else(|| {
+            AppError::Internal(format!("the view of repository {name:?} did not load"))
+        })
+    }
+
+    /// The answer of `GET /api/repos/{name}`: the repository with its
+    /// branches, their latest builds and statistics.
+    /// Gzip-encoded when `gzip` is asked for; the flag says whether it is.
+    pub async fn repo_detail(&self, name: &str, gzip: bool) -> Result<(Bytes, bool), AppError> {
+        self.read_view(name, |views| views.detail(name, gzip)).await
+    }
+
+    /// The status of the latest build of `branch` of repository `name`;
+    /// `None` when the branch does not exist or has no build.
+    pub async fn branch_status(
+        &self,
+        name: &str,
+        branch: &str,
+    ) -> Result<Option<Status>, AppError> {
+        self.read_view(name, |views| views.branch_status(name, branch))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(id: i64, success: bool) -> Finished {
+        Finished {
+            id,
+            success,
+            duration_ms: Some(id),
+        }
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_ids_whatever_the_order_of_finishing() {
+        let mut window = Window::default();
+        for id in (1..=30).rev() {
+            window.add(done(id, id % 2 == 0));
+        }
+        window.add(done(25, false));
+        let ids: Vec<i64> = window.0.iter().map(|f| f.id).collect();
+        assert_eq!(ids, (11..=30).rev().collect::<Vec<_>>());
+        window.add(done(5, true));
+        assert_eq!(window.0.len(), STATS_WINDOW as usize);
+        assert_eq!(window.0.last().unwrap().id, 11);
+        let loaded = Window::new((1..=30).map(|id| done(id, id % 2 == 0)).collect());
+        assert_eq!(loaded.stats(), window.stats());
+    }
+}

@@ -1,0 +1,4 @@
+//! What the daemon keeps on disk: the SQLite database and the build logs.
+
+pub mod logs;
+pub mod store;
