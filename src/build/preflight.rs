@@ -195,7 +195,7 @@ pub async fn run(app: &App) -> Report {
     )
     .await
     {
-        let why = diagnosis::rule_for(&error)
+        let why = diagnosis::rules::rule_for(&error)
             .map(|rule| format!("{}: ", rule.explanation()))
             .unwrap_or_default();
         warn(

@@ -1,17 +1,9 @@
-//! Why a build did not pass, in the user's terms: the failure taxonomy.
-//!
-//! A build that does not pass gets one [`FailureKind`]; each kind has a
-//! short title and a one-line hint (the API and the page show both), and
-//! only the kinds that are not the user's code are retried. The kind is read
-//! from nix's structured log ([`crate::build::nixlog`]): every error message is
-//! matched against [`RULES`], the table of nix messages we know, and the
-//! most telling match wins (the host over the network over the code).
+//! The table of nix's error messages we know, and the failure kinds they
+//! stand for: [`FailureKind`] (title, hint, whether it is retried, which
+//! kind explains a build best) and [`RULES`], matched by [`rule_for`]. A new
+//! nix message to recognise is a row here, with its row in the test.
 
 use serde::Serialize;
-use serde_json::Value;
-
-use crate::build::checks::{CheckResult, CheckStatus};
-use crate::build::nixlog::{Event, LEVEL_ERROR, Message};
 
 /// Why a build failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,7 +108,7 @@ impl FailureKind {
     /// Which of two kinds explains a build better: the host and the CI before
     /// the network, the network before the code, the evaluation before a
     /// check (a check that cannot evaluate cannot build either).
-    fn rank(self) -> u8 {
+    pub(super) fn rank(self) -> u8 {
         match self {
             FailureKind::Host => 0,
             FailureKind::Infrastructure => 1,
@@ -317,7 +309,7 @@ pub static RULES: &[Rule] = &[
 ];
 
 /// Errors that only repeat or follow another one: they never decide.
-const ECHOES: [&str; 5] = [
+pub(super) const ECHOES: [&str; 5] = [
     "some errors were encountered during the evaluation",
     "interrupted by the user",
     "dependencies couldn't be built",
@@ -332,359 +324,18 @@ pub fn rule_for(message: &str) -> Option<&'static Rule> {
         .find(|rule| rule.contains.iter().all(|part| message.contains(part)))
 }
 
-/// One error nix reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NixError {
-    /// Its first line, without `error:` and colours, store paths of the
-    /// flake's source shortened to the file in the repository.
-    pub message: String,
-    /// `file:line:col` in the repository, when nix gives one.
-    pub location: Option<String>,
-    /// The flake output nix was checking when it happened.
-    pub output: Option<String>,
-}
-
-/// What nix's log says about a build, gathered event by event.
-#[derive(Debug, Default, Clone)]
-pub struct Diagnosis {
-    /// Errors in the order nix reported them.
-    pub errors: Vec<NixError>,
-    /// Derivations whose builder failed, in order, without duplicates.
-    pub failed_drvs: Vec<String>,
-    /// Whether any line was nix's structured log: a `nix_bin` that prints
-    /// none is not nix.
-    pub structured: bool,
-    /// git's `fatal:` lines since nix's last error: why a git input failed.
-    git_fatal: Vec<String>,
-    /// Open `checking flake output '…'` activities, innermost last.
-    checking: Vec<(u64, String)>,
-}
-
-/// How a failed build is explained.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub kind: FailureKind,
-    pub summary: String,
-    /// For a fetch: why (the rule's explanation, maybe empty) and nix's
-    /// message, which names the URL, repository or path that failed.
-    pub fetch: Option<(&'static str, String)>,
-}
-
-impl Verdict {
-    /// The summary of a fetch failure naming the input it is about:
-    /// `input 'nixpkgs' (github:NixOS/nixpkgs/nixos-25.11) could not be
-    /// fetched: …`.
-    pub fn naming(mut self, input: &crate::build::flake_inputs::Input) -> Verdict {
-        if let Some((why, message)) = &self.fetch {
-            let why = if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
-            };
-            self.summary = format!(
-                "input '{}' ({}) could not be fetched{why}: {message}",
-                input.name, input.reference
-            );
-        }
-        self
-    }
-}
-
-impl Diagnosis {
-    /// Looks at one event of nix's log.
-    pub fn event(&mut self, event: &Event) {
-        self.structured = true;
-        match event {
-            Event::Start { id, text, .. } => {
-                if let Some(output) = text
-                    .strip_prefix("checking flake output '")
-                    .and_then(|rest| rest.strip_suffix('\''))
-                {
-                    self.checking.push((*id, output.to_string()));
-                }
-            }
-            Event::Stop { id } => self.checking.retain(|(open, _)| open != id),
-            Event::Msg(message) if message.level == LEVEL_ERROR => self.message(message),
-            _ => {}
-        }
-    }
-
-    /// Looks at a line that is not nix's JSON (nix writes plain text before
-    /// its logger is set up, and so do the programs it runs).
-    pub fn plain(&mut self, line: &[u8]) {
-        let line = crate::build::nix::strip_ansi(&String::from_utf8_lossy(line));
-        let line = line.trim();
-        if line.starts_with("error:") {
-            self.add(line, None);
-        } else if line.starts_with("fatal:") && self.git_fatal.len() < 3 {
-            self.git_fatal.push(line.chars().take(200).collect());
-        }
-    }
-
-    fn message(&mut self, message: &Message) {
-        let plain = message.plain();
-        let location = match (&message.file, message.line, message.column) {
-            (Some(file), Some(line), Some(column)) => {
-                Some(format!("{}:{line}:{column}", repo_path(file)))
-            }
-            _ => trace_location(&plain),
-        };
-        self.add(&plain, location);
-    }
-
-    fn add(&mut self, text: &str, location: Option<String>) {
-        let first = text.lines().next().unwrap_or_default().trim();
-        let mut message = first
-            .strip_prefix("error (ignored):")
-            .unwrap_or(first)
-            .trim();
-        while let Some(rest) = message.strip_prefix("error:") {
-            message = rest.trim();
-        }
-        if message.is_empty() || ECHOES.iter().any(|echo| message.contains(echo)) {
-            return;
-        }
-        let fatal = std::mem::take(&mut self.git_fatal);
-        let message = if message.starts_with("program 'git' failed") && !fatal.is_empty() {
-            format!("{message} ({})", fatal.join("; "))
-        } else {
-            message.to_string()
-        };
-        let message = message.as_str();
-        if let Some(drv) = failed_drv(message)
-            && !self.failed_drvs.contains(&drv)
-        {
-            self.failed_drvs.push(drv);
-        }
-        let message: String = shorten_sources(message).chars().take(300).collect();
-        self.errors.push(NixError {
-            message,
-            location,
-            output: self.checking.last().map(|(_, output)| output.clone()),
-        });
-    }
-
-    /// The explanation of a nix run that failed, with the per-check results
-    /// when the flake's checks could be evaluated.
-    pub fn verdict(&self, checks: Option<&[CheckResult]>) -> Option<Verdict> {
-        let (error, rule) = self
-            .errors
-            .iter()
-            .filter_map(|e| Some((e, rule_for(&e.message)?)))
-            .min_by_key(|(_, rule)| rule.kind.rank())
-            .or_else(|| {
-                // An error of no known shape while no check failed: nix
-                // stopped while evaluating.
-                self.errors.first().map(|e| (e, &FALLBACK))
-            })?;
-        let summary = match rule.kind {
-            FailureKind::Check | FailureKind::Evaluation => {
-                user_summary(rule, error, checks, &self.failed_drvs)
-            }
-            _ => format!("{}: {}", rule.explanation(), error.message),
-        };
-        Some(Verdict {
-            kind: rule.kind,
-            summary,
-            fetch: (rule.kind == FailureKind::Fetch).then(|| (rule.explain, error.message.clone())),
-        })
-    }
-}
-
 /// How an error nobody has described yet is explained.
-const FALLBACK: Rule = Rule {
+pub(super) const FALLBACK: Rule = Rule {
     contains: &[],
     kind: FailureKind::Evaluation,
     explain: "the evaluation failed",
 };
 
-/// The summary of a failure of the user's code: the failed checks when they
-/// are known, otherwise the error with its place.
-fn user_summary(
-    rule: &Rule,
-    error: &NixError,
-    checks: Option<&[CheckResult]>,
-    failed_drvs: &[String],
-) -> String {
-    let names: Vec<String> = checks
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| match (c.status, &c.error) {
-            (CheckStatus::Failed, _) => Some(c.name.clone()),
-            (_, Some(_)) => Some(format!("{} (evaluation)", c.name)),
-            _ => None,
-        })
-        .collect();
-    let place = match (&error.location, &error.output) {
-        (Some(location), _) => format!("{location}: "),
-        (None, Some(output)) => format!("in output '{output}': "),
-        (None, None) => String::new(),
-    };
-    let explained = format!("{place}{}: {}", rule.explain, error.message);
-    if !names.is_empty() {
-        let failed = format!("failed checks: {}", names.join(", "));
-        return match rule.kind {
-            FailureKind::Evaluation => format!("{failed} — {explained}"),
-            _ => failed,
-        };
-    }
-    if rule.kind == FailureKind::Check && !failed_drvs.is_empty() {
-        let names: Vec<&str> = failed_drvs
-            .iter()
-            .map(|d| crate::build::checks::drv_name(d))
-            .collect();
-        return format!("failed: {}", names.join(", "));
-    }
-    explained
-}
-
-/// `builder for '/nix/store/…-x.drv' failed …` → the derivation's path.
-fn failed_drv(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("builder for '")
-        .or_else(|| message.strip_prefix("builder for \""))?;
-    let end = rest.find(['\'', '"'])?;
-    let drv = &rest[..end];
-    (drv.ends_with(".drv") && rest[end..].contains("failed")).then(|| drv.to_string())
-}
-
-/// `/nix/store/<hash>-source/dir/file.nix` → `dir/file.nix`: the flake's
-/// source is the repository, and its store path means nothing to the user.
-fn repo_path(file: &str) -> String {
-    match file.strip_prefix("/nix/store/").and_then(|rest| {
-        let (hash, rest) = rest.split_at_checked(32)?;
-        let in_source = rest.strip_prefix("-source/")?;
-        hash.bytes()
-            .all(|b| b.is_ascii_alphanumeric())
-            .then_some(in_source)
-    }) {
-        Some(path) => path.to_string(),
-        None => file.to_string(),
-    }
-}
-
-/// Every store path of a flake source in `text` shortened by [`repo_path`].
-fn shorten_sources(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("/nix/store/") {
-        out.push_str(&rest[..at]);
-        let path = &rest[at..];
-        let end = path
-            .find(|c: char| c == '\'' || c == '"' || c == ':' || c.is_whitespace())
-            .unwrap_or(path.len());
-        out.push_str(&repo_path(&path[..end]));
-        rest = &path[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The first `at /nix/store/…-source/file:line:col` of an error's trace.
-fn trace_location(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let place = line.trim().strip_prefix("at ")?.trim_end_matches(':');
-        let mut parts = place.rsplitn(3, ':');
-        let (column, line, file) = (parts.next()?, parts.next()?, parts.next()?);
-        (column.parse::<u64>().is_ok() && line.parse::<u64>().is_ok())
-            .then(|| format!("{}:{line}:{column}", repo_path(file)))
-    })
-}
-
-/// Who or what cancelled a build. (A shutdown cancels nothing: it hands
-/// running builds back to the queue.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelSource {
-    /// Someone pressed Cancel on the web page.
-    Page,
-    /// A client of the API.
-    Api,
-    /// A newer push to the same branch.
-    Superseded,
-}
-
-impl CancelSource {
-    /// The recorded reason of a cancellation by `self`; `newer` is the
-    /// superseding build.
-    pub fn reason(self, newer: Option<i64>) -> String {
-        match self {
-            CancelSource::Page => "cancelled from the web page".into(),
-            CancelSource::Api => "cancelled through the API".into(),
-            CancelSource::Superseded => format!("superseded by #{}", newer.unwrap_or_default()),
-        }
-    }
-
-    /// Who cancelled, read back from a recorded reason.
-    pub fn of(reason: &str) -> Option<CancelSource> {
-        [CancelSource::Page, CancelSource::Api]
-            .into_iter()
-            .find(|source| source.reason(None) == reason)
-            .or_else(|| {
-                reason
-                    .starts_with("superseded by #")
-                    .then_some(CancelSource::Superseded)
-            })
-    }
-
-    /// The one-line hint shown with a cancelled build.
-    pub fn hint(self) -> &'static str {
-        match self {
-            CancelSource::Page => {
-                "Someone pressed Cancel on the build's page. Rebuild to run it again."
-            }
-            CancelSource::Api => "A client cancelled it through the API. Rebuild to run it again.",
-            CancelSource::Superseded => {
-                "A newer commit was pushed to the branch; its build has the current result."
-            }
-        }
-    }
-}
-
-/// What a build that passed did not test: no checks for this host's system,
-/// or checks only for other systems.
-pub fn notices(system: &str, checks: Option<&Value>, outputs: Option<&Value>) -> Vec<String> {
-    let mut notices = Vec::new();
-    if checks.and_then(Value::as_array).is_some_and(Vec::is_empty) {
-        notices.push(format!("no checks for {system}: nothing was tested"));
-    }
-    if let Some(per_system) = outputs
-        .and_then(|o| o.get("checks"))
-        .and_then(Value::as_object)
-    {
-        for (other, names) in per_system {
-            let names: Vec<&str> = names
-                .as_array()
-                .map(|n| n.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            if other != system && !names.is_empty() {
-                notices.push(format!(
-                    "checks for {other} not checked on this host ({system}): {}",
-                    names.join(", ")
-                ));
-            }
-        }
-    }
-    notices
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::nixlog::parse;
-
-    /// The kind and explanation of one nix error line, through the whole
-    /// path: nix's JSON, the diagnosis, the verdict.
-    fn verdict_of(lines: &[&str]) -> Verdict {
-        let mut diagnosis = Diagnosis::default();
-        for line in lines {
-            match parse(line.as_bytes()) {
-                Some(event) => diagnosis.event(&event),
-                None => diagnosis.plain(line.as_bytes()),
-            }
-        }
-        diagnosis.verdict(None).expect("a verdict")
-    }
+    use crate::build::diagnosis::shorten_sources;
+    use crate::build::diagnosis::tests::verdict_of;
 
     /// One row of the table: the message nix prints, the kind, and words
     /// the summary must contain.
@@ -883,93 +534,6 @@ mod tests {
     }
 
     #[test]
-    fn a_syntax_error_says_where() {
-        let verdict = verdict_of(&[
-            r#"@nix {"action":"msg","column":11,"file":"/nix/store/aawlnpgb61qfwd02fpj9vsn6v4c3aa3z-source/flake.nix","level":0,"line":4,"msg":"\u001b[31;1merror:\u001b[0m syntax error, unexpected '='\n\n       at x","raw_msg":"syntax error, unexpected '='"}"#,
-        ]);
-        assert_eq!(verdict.kind, FailureKind::Evaluation);
-        assert_eq!(
-            verdict.summary,
-            "flake.nix:4:11: a syntax error: syntax error, unexpected '='"
-        );
-    }
-
-    #[test]
-    fn an_ignored_error_takes_its_place_from_the_trace_and_its_output() {
-        let verdict = verdict_of(&[
-            r#"@nix {"action":"start","id":2,"level":5,"text":"checking flake output 'checks'","type":0}"#,
-            r#"@nix {"action":"msg","level":0,"msg":"error (ignored): \u001b[31;1merror:\u001b[0m infinite recursion encountered\n\n       \u001b[34;1mat \u001b[35;1m/nix/store/rlrqwaxjljz16gkpv759zl4yr1xbmvj1-source/flake.nix:2:31\u001b[0m:\n\n  1| {"}"#,
-            r#"@nix {"action":"stop","id":2}"#,
-            r#"@nix {"action":"msg","column":null,"file":null,"level":0,"line":null,"msg":"\u001b[31;1merror:\u001b[0m some errors were encountered during the evaluation","raw_msg":"some errors were encountered during the evaluation"}"#,
-        ]);
-        assert_eq!(verdict.kind, FailureKind::Evaluation);
-        assert_eq!(
-            verdict.summary,
-            "flake.nix:2:31: an infinite recursion: infinite recursion encountered"
-        );
-        let throw = verdict_of(&[
-            r#"@nix {"action":"start","id":2,"level":5,"text":"checking flake output 'checks'","type":0}"#,
-            r#"@nix {"action":"msg","level":0,"msg":"error (ignored): \u001b[31;1merror:\u001b[0m broken on purpose"}"#,
-        ]);
-        assert_eq!(
-            throw.summary,
-            "in output 'checks': the evaluation failed: broken on purpose"
-        );
-    }
-
-    #[test]
-    fn the_host_outranks_the_code_and_warnings_and_echoes_never_decide() {
-        let verdict = verdict_of(&[
-            r#"@nix {"action":"msg","level":0,"msg":"warning: the group 'nixbld' specified in 'build-users-group' does not exist"}"#,
-            r#"@nix {"action":"msg","level":1,"msg":"warning: error: unable to download 'https://x': Couldn't resolve host name (6); retrying in 273 ms"}"#,
-            "error: builder for '/nix/store/wn879cdnxjr8085n60zcl37zjljbmc3j-a.drv' failed with exit code 1",
-            r#"@nix {"action":"msg","level":0,"msg":"error: the group 'nixbld' specified in 'build-users-group' does not exist"}"#,
-            r#"@nix {"action":"msg","level":0,"msg":"error: interrupted by the user"}"#,
-        ]);
-        assert_eq!(verdict.kind, FailureKind::Host);
-        let mut only_echoes = Diagnosis::default();
-        only_echoes.plain(b"error: interrupted by the user");
-        only_echoes.plain(b"warning: something");
-        assert_eq!(only_echoes.verdict(None), None);
-    }
-
-    #[test]
-    fn gits_fatal_lines_say_why_a_git_input_failed_and_the_input_is_named() {
-        let verdict = verdict_of(&[
-            "fatal: '/nonexistent/dep' does not appear to be a git repository",
-            "fatal: Could not read from remote repository.",
-            r#"@nix {"action":"msg","column":null,"file":null,"level":0,"line":null,"msg":"\u001b[31;1merror:\u001b[0m program 'git' failed with exit code 128","raw_msg":"program 'git' failed with exit code 128"}"#,
-        ]);
-        assert_eq!(verdict.kind, FailureKind::Fetch);
-        assert_eq!(
-            verdict.summary,
-            "an input could not be fetched: no such repository: program 'git' failed with exit code 128 \
-             (fatal: '/nonexistent/dep' does not appear to be a git repository; fatal: Could not read from remote repository.)"
-        );
-        let inputs = crate::build::flake_inputs::Inputs::read(
-            Some(
-                "{ inputs.dep.url = \"git+file:///nonexistent/dep\"; outputs = { self, dep }: { }; }",
-            ),
-            None,
-        );
-        let (_, message) = verdict.fetch.clone().unwrap();
-        let named = verdict.naming(inputs.owner_of(&message).unwrap());
-        assert!(
-            named.summary.starts_with(
-                "input 'dep' (git+file:///nonexistent/dep) could not be fetched: no such repository: program 'git' failed"
-            ),
-            "{}",
-            named.summary
-        );
-        // Only a fetch failure is renamed.
-        let host = verdict_of(&[
-            r#"@nix {"action":"msg","level":0,"msg":"error: the group 'nixbld' specified in 'build-users-group' does not exist"}"#,
-        ]);
-        let input = inputs.owner_of("/nonexistent/dep").unwrap();
-        assert_eq!(host.clone().naming(input), host);
-    }
-
-    #[test]
     fn only_what_is_not_the_users_code_is_retried() {
         let retried: Vec<&str> = FailureKind::ALL
             .into_iter()
@@ -981,31 +545,5 @@ mod tests {
             assert_eq!(FailureKind::parse(kind.as_str()), Some(kind));
             assert!(!kind.title().is_empty() && !kind.hint().contains('\n'));
         }
-    }
-
-    #[test]
-    fn cancel_sources_read_back_from_their_reasons() {
-        for source in [
-            CancelSource::Page,
-            CancelSource::Api,
-            CancelSource::Superseded,
-        ] {
-            assert_eq!(CancelSource::of(&source.reason(Some(7))), Some(source));
-        }
-        assert_eq!(CancelSource::Superseded.reason(Some(7)), "superseded by #7");
-        assert_eq!(CancelSource::of("cancelled"), None);
-    }
-
-    #[test]
-    fn passing_builds_say_what_was_not_tested() {
-        let outputs = serde_json::json!({"checks": {"aarch64-linux": ["a"], "x86_64-linux": []}});
-        assert_eq!(
-            notices("x86_64-linux", Some(&serde_json::json!([])), Some(&outputs)),
-            [
-                "no checks for x86_64-linux: nothing was tested",
-                "checks for aarch64-linux not checked on this host (x86_64-linux): a"
-            ]
-        );
-        assert!(notices("x86_64-linux", Some(&serde_json::json!([{}])), None).is_empty());
     }
 }
