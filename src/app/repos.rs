@@ -1,0 +1,242 @@
+//! The domain operations on repositories: creating (with its hook),
+//! listing, finding and deleting them, and at startup adopting those found
+//! on disk and creating the declared ones ([`prepare_repos`]).
+
+use std::sync::Arc;
+
+use super::{App, AppError, Repo, blocking};
+use crate::build::queue::{format_ms, now_ms};
+use crate::repos::{self, RepoError};
+use crate::storage::store::SqlResultExt;
+
+impl App {
+    fn repo_json(&self, name: String, path: String, description: String, created: i64) -> Repo {
+        Repo {
+            ssh_url: self
+                .config
+                .ssh_push_base
+                .as_ref()
+                .map(|base| format!("{base}{path}")),
+            declared: self.config.repos.contains_key(&name),
+            name,
+            path,
+            description,
+            created_at: format_ms(created),
+        }
+    }
+
+    pub(super) async fn repo_row(&self, name: &str) -> Result<Option<Repo>, AppError> {
+        let key = name.to_string();
+        let row = self
+            .store
+            .read(move |conn| {
+                use rusqlite::OptionalExtension;
+                conn.prepare_cached(
+                    "SELECT name, path, description, created_at FROM repos WHERE name = ?1",
+                )
+                .db()?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+                .db()
+            })
+            .await?;
+        Ok(row.map(|(n, p, d, c)| self.repo_json(n, p, d, c)))
+    }
+
+    /// Creates a repository with its hook.
+    pub async fn create_repo(
+        self: &Arc<Self>,
+        name: String,
+        description: String,
+    ) -> Result<Repo, AppError> {
+        validate_description(&description)?;
+        repos::validate_repo_name(&name).map_err(|reason| {
+            AppError::from(RepoError::InvalidName {
+                name: name.clone(),
+                reason,
+            })
+        })?;
+        self.refuse_when_disk_full()?;
+        let files = self.repos.clone();
+        let (n, d) = (name.clone(), description.clone());
+        let path = blocking(move || Ok(files.create(&n, &d)?)).await?;
+        let repo = self.insert_repo_row(&name, &path, &description).await;
+        if let Err(e) = &repo {
+            tracing::error!(repo = %name, error = %e, "cannot record a new repository; removing it");
+            let files = self.repos.clone();
+            let n = name.clone();
+            let _ = blocking(move || Ok(files.delete(&n)?)).await;
+        }
+        let repo = repo?;
+        if let Err(e) = self.refresh_view(&repo).await {
+            // Its first request or the next scan loads it.
+            tracing::warn!(repo = %repo.name, error = %e, "cannot load the view of a new repository");
+        }
+        tracing::info!(repo = %repo.name, path = %repo.path, "Repository created");
+        self.events.publish("repo.created", None, &repo);
+        Ok(repo)
+    }
+
+    pub(super) async fn insert_repo_row(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        description: &str,
+    ) -> Result<Repo, AppError> {
+        let (n, p, d) = (
+            name.to_string(),
+            path.display().to_string(),
+            description.to_string(),
+        );
+        let created = self
+            .store
+            .write(move |conn| {
+                let now = now_ms();
+                conn.prepare_cached(
+                    "INSERT INTO repos (name, path, description, created_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET path = excluded.path, description = excluded.description",
+                )
+                .db()?
+                .execute(rusqlite::params![n, p, d, now])
+                .db()?;
+                conn.query_row("SELECT created_at FROM repos WHERE name = ?1", [&n], |r| r.get(0))
+                    .db()
+            })
+            .await?;
+        Ok(self.repo_json(
+            name.to_string(),
+            path.display().to_string(),
+            description.to_string(),
+            created,
+        ))
+    }
+
+    /// Every managed repository.
+    pub async fn list_repos(&self) -> Result<Vec<Repo>, AppError> {
+        let rows: Vec<(String, String, String, i64)> = self
+            .store
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT name, path, description, created_at FROM repos ORDER BY name",
+                    )
+                    .db()?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .db()?;
+                rows.collect::<Result<Vec<_>, _>>().db()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, p, d, c)| self.repo_json(n, p, d, c))
+            .collect())
+    }
+
+    /// The recorded repository `name`.
+    pub(crate) async fn find_repo(&self, name: &str) -> Result<Repo, AppError> {
+        repos::validate_repo_name(name).map_err(|reason| {
+            AppError::invalid("name", format!("invalid repository name: {reason}"))
+        })?;
+        self.repo_row(name)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("repository {name:?} not found")))
+    }
+
+    /// Deletes a repository; its builds stay readable.
+    pub async fn delete_repo(&self, name: &str, confirm: Option<&str>) -> Result<(), AppError> {
+        let repo = self.find_repo(name).await?;
+        if confirm != Some(name) {
+            return Err(AppError::invalid(
+                "confirm",
+                format!(
+                    "deleting a repository cannot be undone: repeat its name as ?confirm={name}"
+                ),
+            ));
+        }
+        let files = self.repos.clone();
+        let n = name.to_string();
+        let deleted = blocking(move || Ok(files.delete(&n)?)).await;
+        match deleted {
+            Ok(()) | Err(AppError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let n = name.to_string();
+        self.store
+            .write(move |conn| {
+                conn.execute("DELETE FROM repos WHERE name = ?1", [n])
+                    .db()?;
+                Ok(())
+            })
+            .await?;
+        self.views.remove(name);
+        tracing::warn!(repo = %name, path = %repo.path, "Repository deleted");
+        self.events.publish("repo.deleted", None, &repo);
+        Ok(())
+    }
+}
+
+fn validate_description(description: &str) -> Result<(), AppError> {
+    crate::text::check(description, crate::text::MAX_DESCRIPTION_CHARS, true)
+        .map_err(|why| AppError::invalid("description", format!("description {why}")))
+}
+
+/// Startup: records repositories present on disk, creates the declared
+/// ones, syncs descriptions and (re)installs every hook. Nothing is deleted.
+pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
+    let files = app.repos.clone();
+    let on_disk = blocking(move || Ok(files.list_on_disk()?)).await?;
+    let known = app.list_repos().await?;
+    for name in &on_disk {
+        let path = app.repos.path_of(name)?;
+        let files = app.repos.clone();
+        let (n, p) = (name.clone(), path.clone());
+        blocking(move || Ok(files.install_hook(&p, &n)?)).await?;
+        if !known.iter().any(|r| &r.name == name) {
+            let file = path.join("description");
+            let description = blocking(move || Ok(std::fs::read_to_string(file).ok()))
+                .await?
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.starts_with("Unnamed repository"))
+                .unwrap_or_default();
+            // Held to the API's rule; a description it refuses is dropped.
+            let description = match validate_description(&description) {
+                Ok(()) => description,
+                Err(e) => {
+                    tracing::warn!(repo = %name, error = %e, "ignoring the description found on disk");
+                    String::new()
+                }
+            };
+            app.insert_repo_row(name, &path, &description).await?;
+            tracing::info!(repo = %name, "Adopted a repository found on disk");
+        }
+    }
+    for (name, decl) in &app.config.repos {
+        if on_disk.contains(name) {
+            let path = app.repos.path_of(name)?;
+            // Unchanged descriptions cost no write (and no fsync) per start.
+            let recorded = known.iter().any(|r| {
+                &r.name == name
+                    && r.description == decl.description
+                    && r.path == path.display().to_string()
+            });
+            let files = app.repos.clone();
+            let (p, d) = (path.clone(), decl.description.clone());
+            blocking(move || {
+                let current = std::fs::read_to_string(p.join("description")).unwrap_or_default();
+                if current != format!("{d}\n") {
+                    files.write_description(&p, &d)?;
+                }
+                Ok(())
+            })
+            .await?;
+            if !recorded {
+                app.insert_repo_row(name, &path, &decl.description).await?;
+            }
+        } else {
+            app.create_repo(name.clone(), decl.description.clone())
+                .await?;
+        }
+    }
+    Ok(())
+}
