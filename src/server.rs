@@ -16,7 +16,8 @@ use crate::build::process::Tools;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::auth::{LocalPeer, Token};
-use crate::repos::{HookTarget, RepoFiles};
+use crate::repos::RepoFiles;
+use crate::repos::install::HookTarget;
 use crate::storage::logs::LogStore;
 use crate::storage::store::Store;
 

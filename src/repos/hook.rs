@@ -215,7 +215,9 @@ fn run_chained(input: &[u8], out: &mut impl Write) {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let dir = git_dir.join("hooks").join(crate::repos::CHAINED_HOOKS_DIR);
+    let dir = git_dir
+        .join("hooks")
+        .join(crate::repos::install::CHAINED_HOOKS_DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
