@@ -129,19 +129,49 @@ struct RepoState {
     /// The newest build of any branch, deleted ones included.
     last_build: Option<BuildRef>,
     finished: Window,
-    /// The whole answer, made on the first request after a change.
+    /// The branches in page order and the default page, made on the first
+    /// request after a change.
     answer: Option<Answer>,
 }
 
-/// A repository's answer, and its gzip encoding once a client asked for it.
+/// How many branches a page of the repository view lists unless asked.
+pub const BRANCH_PAGE_DEFAULT: usize = 100;
+/// The most branches one page of the repository view lists.
+pub const BRANCH_PAGE_MAX: usize = 1000;
+
+/// Which branches of the repository view to list: `limit` of them from
+/// `offset`, in page order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchPage {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Default for BranchPage {
+    fn default() -> Self {
+        BranchPage {
+            offset: 0,
+            limit: BRANCH_PAGE_DEFAULT,
+        }
+    }
+}
+
+/// A repository's answer as of its last change: its fixed part, every
+/// branch in page order, and the default page (what nearly every request
+/// asks for) with its gzip encoding once a client asked for it.
 #[derive(Debug)]
 struct Answer {
+    /// The repository, its statistics, its default branch and how many
+    /// branches it has: a JSON object without its closing brace.
+    head: Bytes,
+    /// Each branch's JSON, newest build first.
+    order: Vec<Bytes>,
     json: Bytes,
     gzip: Option<Bytes>,
 }
 
-/// `json` gzip-encoded, at the fastest level: ~1 MiB of JSON for 3,000
-/// branches becomes about a tenth, which is what a client then waits for.
+/// `json` gzip-encoded, at the fastest level: JSON of branches compresses
+/// to about a tenth, which is what a client then waits for.
 fn gzip(json: &[u8]) -> Bytes {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(
@@ -152,45 +182,85 @@ fn gzip(json: &[u8]) -> Bytes {
     encoder.finish().expect("writing to memory").into()
 }
 
+/// The answer listing the branches `listed`, the `start`th on of `total`
+/// in page order, after `head`.
+fn page_json(head: &[u8], listed: &[Bytes], start: usize, total: usize) -> Bytes {
+    let end = start + listed.len();
+    let next = if end < total {
+        end.to_string()
+    } else {
+        "null".to_string()
+    };
+    let size = listed.iter().map(|b| b.len() + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(head.len() + size + 96);
+    out.extend_from_slice(head);
+    out.extend_from_slice(
+        format!(",\"branches_offset\":{start},\"branches_next_offset\":{next},\"branches\":[")
+            .as_bytes(),
+    );
+    for (i, branch) in listed.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(branch);
+    }
+    out.extend_from_slice(b"]}");
+    out.into()
+}
+
+/// The range of `total` branches that `page` lists.
+fn range_of(page: BranchPage, total: usize) -> std::ops::Range<usize> {
+    let start = page.offset.min(total);
+    start..start.saturating_add(page.limit).min(total)
+}
+
+/// The branch the repository's headline and badge are about: `main` when
+/// it exists (the badge's default), else the first by name.
+const DEFAULT_BRANCH: &str = "main";
+
 impl RepoState {
-    fn answer(&mut self) -> Bytes {
-        if let Some(answer) = &self.answer {
-            return answer.json.clone();
-        }
-        #[derive(Serialize)]
-        struct Head<'a> {
-            #[serde(flatten)]
-            repo: &'a Repo,
-            /// The statistics over the repository's last finished builds.
-            stats: BuildStats,
-        }
-        let head = serde_json::to_vec(&Head {
-            repo: &self.repo,
-            stats: self.finished.stats(),
-        })
-        .expect("a repository serialises");
-        let size = self
-            .branches
-            .values()
-            .map(|b| b.json.len() + 1)
-            .sum::<usize>();
-        let mut out = Vec::with_capacity(head.len() + size + 16);
-        // The head is an object: the branches go in before its brace.
-        out.extend_from_slice(&head[..head.len() - 1]);
-        out.extend_from_slice(b",\"branches\":[");
-        for (i, branch) in self.branches.values().enumerate() {
-            if i > 0 {
-                out.push(b',');
+    fn answer(&mut self) -> &mut Answer {
+        let answer = self.answer.get_or_insert_with(|| {
+            #[derive(Serialize)]
+            struct Head<'a> {
+                #[serde(flatten)]
+                repo: &'a Repo,
+                /// The statistics over the repository's last finished builds.
+                stats: BuildStats,
+                branches_total: usize,
             }
-            out.extend_from_slice(&branch.json);
-        }
-        out.extend_from_slice(b"]}");
-        let json = Bytes::from(out);
-        self.answer = Some(Answer {
-            json: json.clone(),
-            gzip: None,
+            let head = serde_json::to_vec(&Head {
+                repo: &self.repo,
+                stats: self.finished.stats(),
+                branches_total: self.branches.len(),
+            })
+            .expect("a repository serialises");
+            let default = self
+                .branches
+                .get(DEFAULT_BRANCH)
+                .or_else(|| self.branches.values().next());
+            let mut fixed = head[..head.len() - 1].to_vec();
+            fixed.extend_from_slice(b",\"default_branch\":");
+            match default {
+                Some(branch) => fixed.extend_from_slice(&branch.json),
+                None => fixed.extend_from_slice(b"null"),
+            }
+            // The branch with the newest build first, as a forge lists them;
+            // never built last. The map is by name, and the sort is stable:
+            // ties stay by name, so pages do not shuffle between requests.
+            let mut ranked: Vec<&BranchState> = self.branches.values().collect();
+            ranked.sort_by_key(|b| std::cmp::Reverse(b.latest.as_ref().map(|l| l.id)));
+            let order: Vec<Bytes> = ranked.into_iter().map(|b| b.json.clone()).collect();
+            let first = range_of(BranchPage::default(), order.len());
+            let json = page_json(&fixed, &order[first], 0, order.len());
+            Answer {
+                head: fixed.into(),
+                order,
+                json,
+                gzip: None,
+            }
         });
-        json
+        answer
     }
 }
 
@@ -289,20 +359,35 @@ impl RepoViews {
             .clone()
     }
 
-    /// The answer of `GET /api/repos/{name}`, gzip-encoded when `gzip` is
-    /// asked for (the flag says whether it is); `None` when not loaded.
-    pub fn detail(&self, repo: &str, gzip_wanted: bool) -> Option<(Bytes, bool)> {
+    /// The answer of `GET /api/repos/{name}` listing the branches `page`
+    /// asks for, gzip-encoded when `gzip` is asked for (the flag says
+    /// whether it is); `None` when not loaded. The default page is made once
+    /// per change; another is put together per request, outside the lock.
+    pub fn detail(&self, repo: &str, page: BranchPage, gzip_wanted: bool) -> Option<(Bytes, bool)> {
         let json = {
             let mut state = self.state();
-            let view = state.get_mut(repo)?;
-            let json = view.answer();
+            let answer = state.get_mut(repo)?.answer();
+            if page != BranchPage::default() {
+                let head = answer.head.clone();
+                let total = answer.order.len();
+                let range = range_of(page, total);
+                let start = range.start;
+                let listed = answer.order[range].to_vec();
+                drop(state);
+                let json = page_json(&head, &listed, start, total);
+                return Some(if gzip_wanted {
+                    (gzip(&json), true)
+                } else {
+                    (json, false)
+                });
+            }
             if !gzip_wanted {
-                return Some((json, false));
+                return Some((answer.json.clone(), false));
             }
-            if let Some(zipped) = view.answer.as_ref().and_then(|a| a.gzip.clone()) {
-                return Some((zipped, true));
+            if let Some(zipped) = &answer.gzip {
+                return Some((zipped.clone(), true));
             }
-            json
+            answer.json.clone()
         };
         // Encoded outside the lock: the writer thread applies builds under it.
         let zipped = gzip(&json);
@@ -617,10 +702,17 @@ impl App {
     }
 
     /// The answer of `GET /api/repos/{name}`: the repository with its
-    /// branches, their latest builds and statistics.
+    /// default branch and the page `page` of its branches, their latest
+    /// builds and statistics.
     /// Gzip-encoded when `gzip` is asked for; the flag says whether it is.
-    pub async fn repo_detail(&self, name: &str, gzip: bool) -> Result<(Bytes, bool), AppError> {
-        self.read_view(name, |views| views.detail(name, gzip)).await
+    pub async fn repo_detail(
+        &self,
+        name: &str,
+        page: BranchPage,
+        gzip: bool,
+    ) -> Result<(Bytes, bool), AppError> {
+        self.read_view(name, |views| views.detail(name, page, gzip))
+            .await
     }
 
     /// The status of the latest build of `branch` of repository `name`;
