@@ -220,7 +220,7 @@ const DEFAULT_BRANCH: &str = "main";
 
 impl RepoState {
     fn answer(&mut self) -> &mut Answer {
-        let answer = self.answer.get_or_insert_with(|| {
+        self.answer.get_or_insert_with(|| {
             #[derive(Serialize)]
             struct Head<'a> {
                 #[serde(flatten)]
@@ -259,8 +259,7 @@ impl RepoState {
                 json,
                 gzip: None,
             }
-        });
-        answer
+        })
     }
 }
 

@@ -1593,16 +1593,22 @@ fn the_page_for_daily_use() {
     browser.open_fresh(&format!("{}/#/repos/wide", wide.base()));
     browser.wait_visible("#branches-more");
     browser.click("#branches-more");
-    browser.wait("the second page of branches", Duration::from_secs(20), |b| {
-        (branch_rows(b).len() == 131 && !b.visible("#branches-more")).then_some(())
-    });
+    browser.wait(
+        "the second page of branches",
+        Duration::from_secs(20),
+        |b| (branch_rows(b).len() == 131 && !b.visible("#branches-more")).then_some(()),
+    );
     let (_, all) = wide.get("/api/repos/wide?branches_limit=1000");
     assert_eq!(branch_rows(&browser), branch_names(&all));
     let focused = browser.js(
         "return document.activeElement.closest('tr')?.dataset.branch ?? null;",
         json!([]),
     );
-    assert_eq!(focused, json!(branch_names(&all)[100]), "focus on the first added");
+    assert_eq!(
+        focused,
+        json!(branch_names(&all)[100]),
+        "focus on the first added"
+    );
 
     // Cancelling asks first; "keep it" keeps it.
     w.commit_flake(&[("slow", &ticking(60))]);
