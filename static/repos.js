@@ -27,6 +27,35 @@ function statsCells(stats) {
   ];
 }
 
+/** Branches per page of the repository view, and the most one page lists. */
+const PAGE = 100;
+const PAGE_MAX = 1000;
+
+/** One branch of the repository view's table. */
+function branchRow(repoName, b) {
+  return h(
+    "tr",
+    { "data-branch": b.name },
+    h("td", {}, h("a", { href: buildsHash({ repo: repoName, branch: b.name }), text: b.name })),
+    h("td", {}, h("code", { title: b.commit, text: shortCommit(b.commit) })),
+    h(
+      "td",
+      {},
+      b.latest_build
+        ? h(
+            "a",
+            { href: `#/builds/${b.latest_build.id}`, class: "latest" },
+            statusPill(b.latest_build.status),
+            h("span", { text: ` #${b.latest_build.id}` }),
+            b.latest_build.subject ? h("span", { class: "subject", text: ` ${b.latest_build.subject}` }) : null,
+            b.latest_build.commit !== b.commit ? h("span", { class: "muted", text: ` (of ${shortCommit(b.latest_build.commit)})` }) : null,
+          )
+        : h("span", { class: "muted", text: "never built" }),
+    ),
+    ...statsCells(b.stats),
+  );
+}
+
 // ------------------------------------------------------ repositories view
 
 function repoNameProblem(name) {
@@ -221,6 +250,8 @@ export class RepoView extends View {
     this.kind = "repo";
     this.name = name;
     this.timer = 0;
+    /** Names of the branches listed, over the pages loaded. */
+    this.shown = null;
   }
 
   render() {
@@ -245,7 +276,15 @@ export class RepoView extends View {
     return this.loading(async () => {
       let repo;
       try {
-        repo = await api(`/api/repos/${encodeURIComponent(this.name)}`);
+        // A reload keeps the branches the reader opened, also those of a
+        // "Show more" answered while it was on its way.
+        const wanted = () => Math.min(Math.max(this.shown ? this.shown.size : 0, PAGE), PAGE_MAX);
+        let limit;
+        do {
+          limit = wanted();
+          const query = limit > PAGE ? `?branches_limit=${limit}` : "";
+          repo = await api(`/api/repos/${encodeURIComponent(this.name)}${query}`);
+        } while (!this.destroyed && wanted() > limit);
       } catch (e) {
         if (!this.destroyed) this.body.replaceChildren(errorBox(e, () => this.reload()));
         return;
@@ -257,14 +296,21 @@ export class RepoView extends View {
 
   show(repo) {
     const origin = location.origin;
-    const main = repo.branches.some((b) => b.name === "main") || !repo.branches.length ? "main" : repo.branches[0].name;
+    // The default branch comes with every page: the headline is about it
+    // whichever branches are listed.
+    const main = repo.default_branch ? repo.default_branch.name : "main";
     const badgePath = `/api/repos/${encodeURIComponent(repo.name)}/badge.svg?branch=${encodeURIComponent(main)}`;
     const markdown = `[![build](${origin}${badgePath})](${origin}/#/repos/${encodeURIComponent(repo.name)})`;
     const badge = h("img", { class: "badge", alt: `Build status of ${main}`, width: 100, height: 20 });
     this.loadBadge(badge, badgePath);
-    const latest = repo.branches.find((b) => b.name === main);
+    const latest = repo.default_branch;
     const headStatus = latest && latest.latest_build ? latest.latest_build.status : null;
     setTitle(repo.name, headStatus);
+    this.shown = new Set(repo.branches.map((b) => b.name));
+    this.tbody = h("tbody", {}, repo.branches.map((b) => branchRow(repo.name, b)));
+    this.moreButton = h("button", { type: "button", id: "branches-more", class: "ghost", onclick: () => this.loadMore() });
+    this.moreEnd = h("div", { class: "branches-end" }, this.moreButton);
+    this.paged(repo);
     this.body.replaceChildren(
       h(
         "div",
@@ -302,48 +348,23 @@ export class RepoView extends View {
         h(
           "div",
           { class: "card-head" },
-          h("h2", { id: "branches-title", text: "Branches" }),
+          h("h2", { id: "branches-title", text: `Branches (${repo.branches_total})` }),
           h("a", { href: buildsHash({ repo: repo.name }), text: "All builds of this repository →" }),
         ),
         repo.branches.length
-          ? h(
-              "div",
-              { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Branches" },
+          ? [
               h(
-              "table",
-              { class: "branches" },
-              h("thead", {}, h("tr", {}, ["Branch", "Head", "Latest build", "Success rate", "Median duration"].map((t) => h("th", { scope: "col", text: t })))),
-              h(
-                "tbody",
-                {},
-                repo.branches.map((b) =>
-                  h(
-                    "tr",
-                    { "data-branch": b.name },
-                    h("td", {}, h("a", { href: buildsHash({ repo: repo.name, branch: b.name }), text: b.name })),
-                    h("td", {}, h("code", { title: b.commit, text: shortCommit(b.commit) })),
-                    h(
-                      "td",
-                      {},
-                      b.latest_build
-                        ? h(
-                            "a",
-                            { href: `#/builds/${b.latest_build.id}`, class: "latest" },
-                            statusPill(b.latest_build.status),
-                            h("span", { text: ` #${b.latest_build.id}` }),
-                            b.latest_build.subject ? h("span", { class: "subject", text: ` ${b.latest_build.subject}` }) : null,
-                            b.latest_build.commit !== b.commit
-                              ? h("span", { class: "muted", text: ` (of ${shortCommit(b.latest_build.commit)})` })
-                              : null,
-                          )
-                        : h("span", { class: "muted", text: "never built" }),
-                    ),
-                    ...statsCells(b.stats),
-                  ),
+                "div",
+                { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Branches" },
+                h(
+                  "table",
+                  { class: "branches" },
+                  h("thead", {}, h("tr", {}, ["Branch", "Head", "Latest build", "Success rate", "Median duration"].map((t) => h("th", { scope: "col", text: t })))),
+                  this.tbody,
                 ),
               ),
-              ),
-            )
+              this.moreEnd,
+            ]
           : h("p", { class: "muted", text: "No branches yet: push one." }),
       ),
       repo.declared
@@ -356,6 +377,37 @@ export class RepoView extends View {
             h("button", { type: "button", id: "repo-delete", class: "danger", text: "Delete repository…", onclick: () => this.remove(repo) }),
           ),
     );
+  }
+
+  /** Where the next page starts and how many branches are left. */
+  paged(page) {
+    this.nextOffset = page.branches_next_offset;
+    const left = page.branches_total - this.shown.size;
+    this.moreEnd.hidden = this.nextOffset === null || left <= 0;
+    this.moreButton.textContent = `Show more branches (${left} more)`;
+  }
+
+  /** The next page of branches, after those shown. */
+  async loadMore() {
+    const button = this.moreButton;
+    button.disabled = true;
+    let page;
+    try {
+      page = await api(`/api/repos/${encodeURIComponent(this.name)}?branches_offset=${this.nextOffset}&branches_limit=${PAGE}`);
+    } catch (e) {
+      toast(`Branches not loaded: ${e.message}`, "error");
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    if (this.destroyed || button !== this.moreButton) return;
+    // A build between two pages can move a branch: each is listed once.
+    const rows = page.branches.filter((b) => !this.shown.has(b.name)).map((b) => branchRow(this.name, b));
+    for (const b of page.branches) this.shown.add(b.name);
+    this.tbody.append(...rows);
+    this.paged(page);
+    // Keyboard users go on from the first branch added when the button goes.
+    if (this.moreEnd.hidden && rows.length) rows[0].querySelector("a").focus();
   }
 
   /** Deletes the repository once its name is typed; its builds stay. */

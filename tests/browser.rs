@@ -1297,6 +1297,25 @@ fn huge_failing(lines: u64, error_at: u64) -> String {
     )
 }
 
+/// The branches the repository view's table lists, in its order.
+fn branch_rows(browser: &Browser) -> Vec<String> {
+    let names = browser.js(
+        "return [...document.querySelectorAll('table.branches tbody tr')].map(r => r.dataset.branch);",
+        json!([]),
+    );
+    serde_json::from_value(names).unwrap()
+}
+
+/// The branch names a repository view lists.
+fn branch_names(view: &Value) -> Vec<String> {
+    view["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn the_page_for_daily_use() {
     let _one = one_browser_at_a_time();
@@ -1345,6 +1364,24 @@ fn the_page_for_daily_use() {
     let spent_build = broken.wait_final(spent);
     assert_eq!(spent_build["failure_kind"], "host", "{spent_build}");
     assert_eq!(spent_build["attempt"], 2, "{spent_build}");
+
+    // A repository with more branches than a page: main pushed first, so
+    // its build is the oldest and main is not on the first page.
+    let wide = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 3600");
+    wide.create_repo("wide");
+    let ww = Work::clone(&wide.repo_path("wide"));
+    ww.commit("main");
+    ww.push(&["HEAD:main"]);
+    ww.commit("wide");
+    let refspecs: Vec<String> = (0..130)
+        .map(|i| format!("HEAD:refs/heads/w-{i:03}"))
+        .collect();
+    ww.push(&refspecs.iter().map(String::as_str).collect::<Vec<_>>());
+    // Heads the hook had no time for (a loaded machine) are caught up.
+    assert_eq!(wide.post("/api/repos/wide/scan", &json!({})).0, 200);
+    let (_, first) = wide.get("/api/repos/wide");
+    assert_eq!(first["branches_total"], 131, "{first}");
+    assert!(!branch_names(&first).contains(&"main".to_string()));
 
     let mut browser = Browser::start();
     let base = d.base();
@@ -1400,6 +1437,11 @@ fn the_page_for_daily_use() {
             "spent",
             format!("{}/#/builds/{spent}", broken.base()),
             ".duration-total",
+        ),
+        (
+            "wide",
+            format!("{}/#/repos/wide", wide.base()),
+            "#branches-more",
         ),
     ];
     // Every view is looked at before failing, so one run shows every problem.
@@ -1474,6 +1516,28 @@ fn the_page_for_daily_use() {
                         );
                         assert!(!outputs.contains("Not introspected yet"), "{look}");
                     }
+                    "wide" => {
+                        assert_eq!(
+                            browser.text("#branches-more").as_deref(),
+                            Some("Show more branches (31 more)"),
+                            "{look}"
+                        );
+                        assert_eq!(branch_rows(&browser).len(), 100, "{look}");
+                        assert_eq!(
+                            browser.text("#branches-title").as_deref(),
+                            Some("Branches (131)"),
+                            "{look}"
+                        );
+                        // The headline is about main, on no page shown.
+                        let snippet = browser.js(
+                            "return document.getElementById('badge-markdown').value;",
+                            json!([]),
+                        );
+                        assert!(
+                            snippet.as_str().unwrap().contains("badge.svg?branch=main"),
+                            "{look}: {snippet}"
+                        );
+                    }
                     _ => unreachable!(),
                 }
                 if browser.sideways() > 0 {
@@ -1526,6 +1590,28 @@ fn the_page_for_daily_use() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     browser.set_media(false, false);
+
+    // "Show more branches" lists the next page after the first, each branch
+    // once and in the server's order, then goes.
+    browser.open_fresh(&format!("{}/#/repos/wide", wide.base()));
+    browser.wait_visible("#branches-more");
+    browser.click("#branches-more");
+    browser.wait(
+        "the second page of branches",
+        Duration::from_secs(20),
+        |b| (branch_rows(b).len() == 131 && !b.visible("#branches-more")).then_some(()),
+    );
+    let (_, all) = wide.get("/api/repos/wide?branches_limit=1000");
+    assert_eq!(branch_rows(&browser), branch_names(&all));
+    let focused = browser.js(
+        "return document.activeElement.closest('tr')?.dataset.branch ?? null;",
+        json!([]),
+    );
+    assert_eq!(
+        focused,
+        json!(branch_names(&all)[100]),
+        "focus on the first added"
+    );
 
     // Cancelling asks first; "keep it" keeps it.
     w.commit_flake(&[("slow", &ticking(60))]);

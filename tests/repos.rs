@@ -1011,7 +1011,9 @@ fn the_repository_view_is_rebuilt_at_start_with_the_pushes_made_meanwhile() {
     daemon.spawn();
     let b3 = daemon.build_of("main", &c3);
     let view = daemon.get("/api/repos/kept").1;
-    assert_eq!(branch_names(&view), ["main", "offline"], "{view}");
+    let mut names = branch_names(&view);
+    names.sort();
+    assert_eq!(names, ["main", "offline"], "{view}");
     let main = branch_in(&view, "main").unwrap();
     assert_eq!(main["commit"], c3.as_str());
     assert_eq!(main["latest_build"]["id"], b3);
@@ -1116,4 +1118,143 @@ fn the_repository_view_is_gzipped_for_clients_that_accept_it_and_stays_current()
     assert_eq!(after["branches"][0]["commit"], c2.as_str(), "{after}");
     let (status, encoding, _) = repo_view_gzip(&daemon, "nothing-here");
     assert_eq!((status, encoding), (404, None));
+}
+
+/// The names a page of the repository view lists, in its order.
+fn page_names(daemon: &Daemon, query: &str) -> (serde_json::Value, Vec<String>) {
+    let (status, page) = daemon.get(&format!("/api/repos/paged{query}"));
+    assert_eq!(status, 200, "{query}: {page}");
+    let names = branch_names(&page);
+    (page, names)
+}
+
+/// The repository view lists a page of branches, the newest build first
+/// (ties by name), with how many there are, the default branch whatever the
+/// page, and pages that together list every branch exactly once.
+#[test]
+fn the_repository_view_pages_its_branches_newest_build_first() {
+    let daemon = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n");
+    daemon.create_repo("paged");
+    let work = Work::clone(&daemon.repo_path("paged"));
+    let main_commit = work.commit("main");
+    work.push(&["HEAD:main"]);
+    let main_build = daemon.build_of("main", &main_commit);
+    // 250 more branches in one push, after main: main's build is the
+    // oldest, so main is on no page but the last.
+    let commit = work.commit("wide");
+    let refspecs: Vec<String> = (0..250)
+        .map(|i| format!("HEAD:refs/heads/b-{i:03}"))
+        .collect();
+    let pushed = work.push(&refspecs.iter().map(String::as_str).collect::<Vec<_>>());
+    let latest = |branch: &str| -> i64 {
+        builds_of(&daemon, "paged")
+            .iter()
+            .filter(|b| b["branch"] == branch)
+            .map(|b| b["id"].as_i64().unwrap())
+            .max()
+            .unwrap_or_else(|| panic!("no build of {branch}"))
+    };
+    // The hook has a few seconds for all 250 heads; on a loaded machine it
+    // leaves the rest to the catch-up, which a scan runs now.
+    let (status, _) = daemon.post("/api/repos/paged/scan", &json!({}));
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let builds = loop {
+        let builds = builds_of(&daemon, "paged");
+        if builds.len() >= 251 {
+            break builds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} builds after the push: {pushed}\n{}",
+            builds.len(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut expected: Vec<(i64, String)> = std::iter::once("main".to_string())
+        .chain((0..250).map(|i| format!("b-{i:03}")))
+        .map(|name| {
+            let id = builds
+                .iter()
+                .filter(|b| b["branch"] == name.as_str())
+                .map(|b| b["id"].as_i64().unwrap())
+                .max()
+                .unwrap_or_else(|| panic!("no build of {name}"));
+            (-id, name)
+        })
+        .collect();
+    expected.sort();
+    let expected: Vec<String> = expected.into_iter().map(|(_, name)| name).collect();
+    assert_eq!(expected.last().map(String::as_str), Some("main"));
+
+    // The default page: the first 100, and the default branch although it
+    // is not among them.
+    let (first, names) = page_names(&daemon, "");
+    assert_eq!(first["branches_total"], 251, "{first}");
+    assert_eq!(first["branches_offset"], 0);
+    assert_eq!(first["branches_next_offset"], 100);
+    assert_eq!(names, expected[..100], "newest build first");
+    assert!(!names.contains(&"main".to_string()));
+    let default = &first["default_branch"];
+    assert_eq!(default["name"], "main", "{default}");
+    assert_eq!(default["commit"], main_commit.as_str());
+    assert_eq!(default["latest_build"]["id"], main_build, "{default}");
+    assert_eq!(
+        page_names(&daemon, "?branches_offset=0&branches_limit=100").0,
+        first,
+        "the default page asked for explicitly"
+    );
+
+    // Pages of 60 list every branch once, in the same order.
+    let mut paged = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let (page, names) =
+            page_names(&daemon, &format!("?branches_offset={at}&branches_limit=60"));
+        assert_eq!(page["branches_offset"], at);
+        assert_eq!(page["branches_total"], 251);
+        assert_eq!(page["default_branch"]["name"], "main");
+        assert!(names.len() <= 60 && !names.is_empty(), "{page}");
+        paged.extend(names);
+        offset = page["branches_next_offset"].as_i64();
+    }
+    assert_eq!(paged, expected, "the pages list every branch once");
+    let (all, names) = page_names(&daemon, "?branches_limit=1000");
+    assert_eq!(names, expected);
+    assert_eq!(all["branches_next_offset"], serde_json::Value::Null);
+    let (past, names) = page_names(&daemon, "?branches_offset=5000");
+    assert!(names.is_empty());
+    assert_eq!(past["branches_total"], 251);
+    assert_eq!(past["branches_next_offset"], serde_json::Value::Null);
+
+    // A branch pushed again comes first.
+    let again = work.commit("again");
+    work.push(&["HEAD:refs/heads/b-000"]);
+    let (_, names) = page_names(&daemon, "?branches_limit=3");
+    assert_eq!(names[0], "b-000");
+    assert_eq!(latest("b-000"), daemon.build_of("b-000", &again));
+    assert_ne!(commit, again);
+
+    // Bad values name their field.
+    for (query, field) in [
+        ("branches_offset=-1", "branches_offset"),
+        ("branches_offset=x", "branches_offset"),
+        ("branches_limit=0", "branches_limit"),
+        ("branches_limit=1001", "branches_limit"),
+        ("branches_limit=ten", "branches_limit"),
+    ] {
+        let (status, body) = daemon.get(&format!("/api/repos/paged?{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+    let (status, body) = daemon.get("/api/repos/paged?branches_page=2");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("branches_page"),
+        "{body}"
+    );
 }

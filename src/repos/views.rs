@@ -1,7 +1,7 @@
 //! What the repository API and badges show, kept in memory (issue 15): each
 //! repository's branch heads, each head's latest build and the statistics of
-//! its last finished builds, and the serialised answer of
-//! `GET /api/repos/{name}`. A request costs a lock and a clone of bytes
+//! its last finished builds, and the serialised answers of
+//! `GET /api/repos/{name}` (`page`). A request costs a lock and a clone of bytes
 //! whatever the branches, and starts no process.
 //!
 //! A repository's view is loaded once from git and SQLite (at start, when it
@@ -29,6 +29,11 @@ use crate::ops::metrics::{
 };
 use crate::repos::Branch;
 use crate::storage::store::StoreError;
+
+mod page;
+
+use page::{Answer, gzip, page_json, range_of};
+pub use page::{BRANCH_PAGE_DEFAULT, BRANCH_PAGE_MAX, BranchPage};
 
 /// The newest finished builds by id, at most `STATS_WINDOW`, newest first:
 /// what the statistics are computed from, kept so that a build finishing
@@ -131,69 +136,9 @@ struct RepoState {
     /// The newest build of any branch, deleted ones included.
     last_build: Option<BuildRef>,
     finished: Window,
-    /// The whole answer, made on the first request after a change.
+    /// The branches in page order and the default page, made on the first
+    /// request after a change.
     answer: Option<Answer>,
-}
-
-/// A repository's answer, and its gzip encoding once a client asked for it.
-#[derive(Debug)]
-struct Answer {
-    json: Bytes,
-    gzip: Option<Bytes>,
-}
-
-/// `json` gzip-encoded, at the fastest level: ~1 MiB of JSON for 3,000
-/// branches becomes about a tenth, which is what a client then waits for.
-fn gzip(json: &[u8]) -> Bytes {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(json.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(json).expect("writing to memory");
-    encoder.finish().expect("writing to memory").into()
-}
-
-impl RepoState {
-    fn answer(&mut self) -> Bytes {
-        if let Some(answer) = &self.answer {
-            return answer.json.clone();
-        }
-        #[derive(Serialize)]
-        struct Head<'a> {
-            #[serde(flatten)]
-            repo: &'a Repo,
-            /// The statistics over the repository's last finished builds.
-            stats: BuildStats,
-        }
-        let head = serde_json::to_vec(&Head {
-            repo: &self.repo,
-            stats: self.finished.stats(),
-        })
-        .expect("a repository serialises");
-        let size = self
-            .branches
-            .values()
-            .map(|b| b.json.len() + 1)
-            .sum::<usize>();
-        let mut out = Vec::with_capacity(head.len() + size + 16);
-        // The head is an object: the branches go in before its brace.
-        out.extend_from_slice(&head[..head.len() - 1]);
-        out.extend_from_slice(b",\"branches\":[");
-        for (i, branch) in self.branches.values().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&branch.json);
-        }
-        out.extend_from_slice(b"]}");
-        let json = Bytes::from(out);
-        self.answer = Some(Answer {
-            json: json.clone(),
-            gzip: None,
-        });
-        json
-    }
 }
 
 /// What the database holds for a view being loaded: a whole repository
@@ -291,20 +236,35 @@ impl RepoViews {
             .clone()
     }
 
-    /// The answer of `GET /api/repos/{name}`, gzip-encoded when `gzip` is
-    /// asked for (the flag says whether it is); `None` when not loaded.
-    pub fn detail(&self, repo: &str, gzip_wanted: bool) -> Option<(Bytes, bool)> {
+    /// The answer of `GET /api/repos/{name}` listing the branches `page`
+    /// asks for, gzip-encoded when `gzip` is asked for (the flag says
+    /// whether it is); `None` when not loaded. The default page is made once
+    /// per change; another is put together per request, outside the lock.
+    pub fn detail(&self, repo: &str, page: BranchPage, gzip_wanted: bool) -> Option<(Bytes, bool)> {
         let json = {
             let mut state = self.state();
-            let view = state.get_mut(repo)?;
-            let json = view.answer();
+            let answer = state.get_mut(repo)?.answer();
+            if page != BranchPage::default() {
+                let head = answer.head.clone();
+                let total = answer.order.len();
+                let range = range_of(page, total);
+                let start = range.start;
+                let listed = answer.order[range].to_vec();
+                drop(state);
+                let json = page_json(&head, &listed, start, total);
+                return Some(if gzip_wanted {
+                    (gzip(&json), true)
+                } else {
+                    (json, false)
+                });
+            }
             if !gzip_wanted {
-                return Some((json, false));
+                return Some((answer.json.clone(), false));
             }
-            if let Some(zipped) = view.answer.as_ref().and_then(|a| a.gzip.clone()) {
-                return Some((zipped, true));
+            if let Some(zipped) = &answer.gzip {
+                return Some((zipped.clone(), true));
             }
-            json
+            answer.json.clone()
         };
         // Encoded outside the lock: the writer thread applies builds under it.
         let zipped = gzip(&json);
@@ -627,10 +587,17 @@ impl App {
     }
 
     /// The answer of `GET /api/repos/{name}`: the repository with its
-    /// branches, their latest builds and statistics.
+    /// default branch and the page `page` of its branches, their latest
+    /// builds and statistics.
     /// Gzip-encoded when `gzip` is asked for; the flag says whether it is.
-    pub async fn repo_detail(&self, name: &str, gzip: bool) -> Result<(Bytes, bool), AppError> {
-        self.read_view(name, |views| views.detail(name, gzip)).await
+    pub async fn repo_detail(
+        &self,
+        name: &str,
+        page: BranchPage,
+        gzip: bool,
+    ) -> Result<(Bytes, bool), AppError> {
+        self.read_view(name, |views| views.detail(name, page, gzip))
+            .await
     }
 
     /// The status of the latest build of `branch` of repository `name`;

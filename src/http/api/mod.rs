@@ -35,6 +35,7 @@ use crate::app::App;
 use crate::build::diagnosis::CancelSource;
 use crate::build::queue::{ListQuery, Status};
 use crate::http::auth::LocalPeer;
+use crate::repos::views::{BRANCH_PAGE_MAX, BranchPage};
 use crate::storage::logs::window::{MAX_WINDOW, StripAnsi, Want, Window};
 
 /// Largest request body accepted.
@@ -386,14 +387,48 @@ async fn create_repo(
     Ok((StatusCode::CREATED, axum::Json(repo)))
 }
 
-/// The repository view: ~1 MiB of JSON for 3,000 branches, so it is sent
-/// gzip-encoded to clients that accept it (browsers do).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoQuery {
+    branches_offset: Option<String>,
+    branches_limit: Option<String>,
+}
+
+fn parse_branch_page(query: &RepoQuery) -> Result<BranchPage, ApiError> {
+    let mut page = BranchPage::default();
+    if let Some(raw) = query.branches_offset.as_deref() {
+        page.offset = raw.parse::<usize>().map_err(|_| {
+            ApiError::invalid(
+                "branches_offset",
+                "branches_offset must be a non-negative integer",
+            )
+        })?;
+    }
+    if let Some(raw) = query.branches_limit.as_deref() {
+        page.limit = raw
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=BRANCH_PAGE_MAX).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "branches_limit",
+                    format!("branches_limit must be an integer from 1 to {BRANCH_PAGE_MAX}"),
+                )
+            })?;
+    }
+    Ok(page)
+}
+
+/// The repository view: a page of branches (100 unless asked, ~33 KiB of
+/// JSON), sent gzip-encoded to clients that accept it (browsers do).
 async fn get_repo(
     State(app): AppState,
     Path(name): Path<String>,
+    Query(query): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (body, gzipped) = app.repo_detail(&name, accepts_gzip(&headers)).await?;
+    let page = parse_branch_page(&query)?;
+    let (body, gzipped) = app.repo_detail(&name, page, accepts_gzip(&headers)).await?;
     let mut response = json_bytes(body).into_response();
     let h = response.headers_mut();
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
