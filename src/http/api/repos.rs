@@ -1,0 +1,182 @@
+//! Repositories: list, create, view (a page of branches), delete, scan,
+//! and the status badge.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::repos::views::{BRANCH_PAGE_MAX, BranchPage};
+
+use super::{ApiError, ApiResult, AppState, Json, Path, Query};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateRepo {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// Serialised JSON, sent as it is.
+fn json_bytes(bytes: Bytes) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], bytes)
+}
+
+pub(super) async fn list_repos(State(app): AppState) -> ApiResult<impl IntoResponse> {
+    Ok(json_bytes(app.views.summaries()))
+}
+
+pub(super) async fn create_repo(
+    State(app): AppState,
+    Json(body): Json<CreateRepo>,
+) -> ApiResult<impl IntoResponse> {
+    let repo = app.create_repo(body.name, body.description).await?;
+    Ok((StatusCode::CREATED, axum::Json(repo)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepoQuery {
+    branches_offset: Option<String>,
+    branches_limit: Option<String>,
+}
+
+fn parse_branch_page(query: &RepoQuery) -> Result<BranchPage, ApiError> {
+    let mut page = BranchPage::default();
+    if let Some(raw) = query.branches_offset.as_deref() {
+        page.offset = raw.parse::<usize>().map_err(|_| {
+            ApiError::invalid(
+                "branches_offset",
+                "branches_offset must be a non-negative integer",
+            )
+        })?;
+    }
+    if let Some(raw) = query.branches_limit.as_deref() {
+        page.limit = raw
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=BRANCH_PAGE_MAX).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "branches_limit",
+                    format!("branches_limit must be an integer from 1 to {BRANCH_PAGE_MAX}"),
+                )
+            })?;
+    }
+    Ok(page)
+}
+
+/// The repository view: a page of branches (100 unless asked, ~33 KiB of
+/// JSON), sent gzip-encoded to clients that accept it (browsers do).
+pub(super) async fn get_repo(
+    State(app): AppState,
+    Path(name): Path<String>,
+    Query(query): Query<RepoQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let page = parse_branch_page(&query)?;
+    let (body, gzipped) = app.repo_detail(&name, page, accepts_gzip(&headers)).await?;
+    let mut response = json_bytes(body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzipped {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
+}
+
+/// Whether `Accept-Encoding` admits gzip (`gzip` with no `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    confirm: Option<String>,
+}
+
+pub(super) async fn delete_repo(
+    State(app): AppState,
+    Path(name): Path<String>,
+    Query(query): Query<DeleteQuery>,
+) -> ApiResult<impl IntoResponse> {
+    app.delete_repo(&name, query.confirm.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn scan_repo(
+    State(app): AppState,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let queued = app.scan(Some(&name)).await?;
+    Ok(axum::Json(json!({ "queued": queued })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BadgeQuery {
+    branch: Option<String>,
+}
+
+pub(super) async fn badge(
+    State(app): AppState,
+    Path(name): Path<String>,
+    Query(query): Query<BadgeQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let branch = query.branch.unwrap_or_else(|| "main".into());
+    crate::repos::validate_branch(&branch)
+        .map_err(|r| ApiError::invalid("branch", format!("invalid branch name: {r}")))?;
+    let status = app.branch_status(&name, &branch).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::http::web::badge_svg(status),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn gzip_is_sent_only_to_clients_that_accept_it() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            accepts_gzip(&headers)
+        };
+        assert!(with("gzip"));
+        assert!(with("gzip, deflate, br, zstd"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("gzip; q=0.0, br"));
+        assert!(!with("br, zstd"));
+        assert!(!with("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+}
