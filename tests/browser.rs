@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use common::{Daemon, Work, free_port, passing};
+use common::{Daemon, Work, branch_names, free_port, passing};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -1304,16 +1304,6 @@ fn branch_rows(browser: &Browser) -> Vec<String> {
         json!([]),
     );
     serde_json::from_value(names).unwrap()
-}
-
-/// The branch names a repository view lists.
-fn branch_names(view: &Value) -> Vec<String> {
-    view["branches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Work, git, passing};
+use common::{Daemon, Work, branch_names, git, passing};
 use serde_json::json;
 
 fn builds_of(daemon: &Daemon, repo: &str) -> Vec<serde_json::Value> {
@@ -839,15 +839,6 @@ fn branch_in(view: &serde_json::Value, name: &str) -> Option<serde_json::Value> 
         .iter()
         .find(|b| b["name"] == name)
         .cloned()
-}
-
-fn branch_names(view: &serde_json::Value) -> Vec<String> {
-    view["branches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The repository view and list answer from state the daemon keeps in

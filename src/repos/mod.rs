@@ -247,19 +247,11 @@ impl RepoFiles {
         commit: &str,
         path: &str,
     ) -> Result<Option<String>, RepoError> {
-        validate_commit(commit).map_err(|reason| RepoError::InvalidName {
-            name: commit.to_string(),
-            reason,
-        })?;
-        match self.tools.git(
-            repo,
-            &[
-                "cat-file",
-                "blob",
-                "--end-of-options",
-                &format!("{commit}:{path}"),
-            ],
-        ) {
+        let object = object_at(commit, path)?;
+        match self
+            .tools
+            .git(repo, &["cat-file", "blob", "--end-of-options", &object])
+        {
             Ok(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
             Err(CommandError::Failed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -269,19 +261,11 @@ impl RepoFiles {
     /// Whether `commit` has a `.gitmodules` at its root: then its flake must
     /// be fetched with its submodules.
     pub fn has_submodules(&self, repo: &Path, commit: &str) -> Result<bool, RepoError> {
-        validate_commit(commit).map_err(|reason| RepoError::InvalidName {
-            name: commit.to_string(),
-            reason,
-        })?;
-        match self.tools.git(
-            repo,
-            &[
-                "cat-file",
-                "-e",
-                "--end-of-options",
-                &format!("{commit}:.gitmodules"),
-            ],
-        ) {
+        let object = object_at(commit, ".gitmodules")?;
+        match self
+            .tools
+            .git(repo, &["cat-file", "-e", "--end-of-options", &object])
+        {
             Ok(_) => Ok(true),
             Err(CommandError::Failed { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -325,4 +309,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `commit:path`, as git names a file of a commit, once `commit` is known to
+/// be a commit id (never an option or a revision expression).
+fn object_at(commit: &str, path: &str) -> Result<String, RepoError> {
+    validate_commit(commit).map_err(|reason| RepoError::InvalidName {
+        name: commit.to_string(),
+        reason,
+    })?;
+    Ok(format!("{commit}:{path}"))
 }

@@ -509,6 +509,16 @@ pub fn create_branches<'a>(bare: &Path, branches: impl IntoIterator<Item = (&'a 
     );
 }
 
+/// The branch names a repository view lists, in its order.
+pub fn branch_names(view: &Value) -> Vec<String> {
+    view["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Runs git in `dir`, asserting success; returns stdout and stderr.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
