@@ -2,6 +2,15 @@
 //! repositories and real `nix flake check` with an offline configuration.
 #![allow(dead_code)]
 
+mod git;
+mod system;
+
+// Every test binary includes this harness and uses a part of it.
+#[allow(unused_imports)]
+pub use git::*;
+#[allow(unused_imports)]
+pub use system::*;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -462,53 +471,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Sends a signal by name with `kill`.
-pub fn signal(pid: i32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-/// Runs `command`, asserting success (the failure names the command and
-/// shows its stderr); returns its stdout.
-pub fn run_ok(command: &mut Command) -> String {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Creates branches (name, commit) in the bare repository `bare` with one
-/// `git update-ref --stdin`, without hooks: the daemon builds only branches
-/// a repository has, and thousands of pushes would take minutes.
-pub fn create_branches<'a>(bare: &Path, branches: impl IntoIterator<Item = (&'a str, &'a str)>) {
-    let mut input = String::new();
-    for (name, commit) in branches {
-        input.push_str(&format!("create refs/heads/{name} {commit}\n"));
-    }
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(bare)
-        .args(["update-ref", "--stdin"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "git update-ref --stdin failed"
-    );
-}
-
 /// The branch names a repository view lists, in its order.
 pub fn branch_names(view: &Value) -> Vec<String> {
     view["branches"]
@@ -519,108 +481,9 @@ pub fn branch_names(view: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Runs git in `dir`, asserting success; returns stdout and stderr.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.org",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "git {args:?} failed: {text}");
-    text
-}
-
-/// A working clone of a managed repository.
-pub struct Work {
-    pub dir: TempDir,
-}
-
-impl Work {
-    /// Clones `repo` (a bare repository path).
-    pub fn clone(repo: &Path) -> Work {
-        let dir = tempfile::tempdir().unwrap();
-        git(dir.path(), &["init", "-q", "-b", "main"]);
-        git(
-            dir.path(),
-            &["remote", "add", "origin", repo.to_str().unwrap()],
-        );
-        Work { dir }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes `flake.nix` with `checks` (name → shell script) and commits;
-    /// returns the commit id.
-    pub fn commit_flake(&self, checks: &[(&str, &str)]) -> String {
-        std::fs::write(self.path().join("flake.nix"), flake(checks)).unwrap();
-        self.commit("flake")
-    }
-
-    /// Commits everything; returns the commit id.
-    pub fn commit(&self, message: &str) -> String {
-        git(self.path(), &["add", "-A"]);
-        git(
-            self.path(),
-            &["commit", "-q", "--allow-empty", "-m", message],
-        );
-        git(self.path(), &["rev-parse", "HEAD"]).trim().to_string()
-    }
-
-    /// Pushes and returns git's output (the hook's lines included).
-    pub fn push(&self, args: &[&str]) -> String {
-        let mut all = vec!["push", "origin"];
-        all.extend_from_slice(args);
-        git(self.path(), &all)
-    }
-}
-
-/// A flake whose checks run the given shell scripts with /bin/sh, offline.
-pub fn flake(checks: &[(&str, &str)]) -> String {
-    let mut body = String::new();
-    for (name, script) in checks {
-        body.push_str(&format!(
-            "      {name} = derivation {{ name = \"{name}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
-             args = [ \"-c\" {script:?} ]; }};\n"
-        ));
-    }
-    format!(
-        "{{\n  outputs = {{ self }}: {{\n    checks.x86_64-linux = {{\n{body}    }};\n  }};\n}}\n"
-    )
-}
-
-/// A passing check script: prints, then creates `$out`.
-pub fn passing(text: &str) -> String {
-    format!("echo {text}; echo ok > $out")
-}
-
 /// The ids of builds in `builds`.
 pub fn ids(builds: &[Value]) -> Vec<i64> {
     builds.iter().map(|b| b["id"].as_i64().unwrap()).collect()
-}
-
-/// Something unique to this call, so a check's derivation is new to Nix.
-pub fn nonce(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos}", std::process::id())
 }
 
 /// Waits until `path` exists with content; returns it.
@@ -667,121 +530,4 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// Commits a flake with one check running `script`, pushes it to `branch`,
-/// waits for the build to end and returns it.
-pub fn build_one(daemon: &Daemon, work: &Work, branch: &str, script: &str) -> Value {
-    let commit = work.commit_flake(&[("check", script)]);
-    work.push(&[&format!("HEAD:refs/heads/{branch}")]);
-    daemon.wait_final(daemon.build_of(branch, &commit))
-}
-
-/// A passing check script whose derivation is new to Nix.
-pub fn ok_script() -> String {
-    passing(&nonce("ok"))
-}
-
-/// A failing check script whose derivation is new to Nix.
-pub fn failing_script() -> String {
-    format!("echo {}; exit 1", nonce("bad"))
-}
-
-/// `(state, ppid, pgrp, session)` of a process, from `/proc/<pid>/stat`.
-pub fn proc_stat(pid: i32) -> Option<(char, i32, i32, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    Some((
-        fields[0].chars().next()?,
-        fields[1].parse().ok()?,
-        fields[2].parse().ok()?,
-        fields[3].parse().ok()?,
-    ))
-}
-
-/// A process's command line, arguments separated by spaces.
-pub fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// Every process id on the machine.
-pub fn all_pids() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-/// A field of `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
-pub fn proc_status(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Open file descriptors of a process.
-pub fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// A tmpfs mounted on a directory for the life of the guard (root only:
-/// `None` when it cannot be mounted).
-pub struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    pub fn available(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills all but `leave` bytes of the filesystem of `path`.
-pub fn fill(path: &Path, fs: &Tmpfs, leave: u64) {
-    let size = fs.available().saturating_sub(leave);
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x55u8; 1 << 20];
-    let mut written = 0;
-    while written < size {
-        let n = (size - written).min(chunk.len() as u64) as usize;
-        if file.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        written += n as u64;
-    }
-    let _ = file.sync_all();
 }
