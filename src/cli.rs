@@ -106,10 +106,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Threads of the runtime's blocking pool. Its jobs are short (SQLite
+/// reads, at most 8 at once; log frames, at most 4; git reads) and never
+/// wait on one another, so a small pool serves them all. Tokio's default
+/// (512) let a burst of hundreds of log clients grow the pool by dozens of
+/// threads that then idled for seconds.
+const BLOCKING_THREADS: usize = 32;
+
 fn serve(config: Config) -> ExitCode {
     crate::ops::telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,
