@@ -18,10 +18,16 @@ pub fn create_branches<'a>(bare: &Path, branches: impl IntoIterator<Item = (&'a 
     for (name, commit) in branches {
         input.push_str(&format!("create refs/heads/{name} {commit}\n"));
     }
+    git_stdin(bare, &["update-ref", "--stdin"], &input);
+}
+
+/// Runs git on the bare repository `bare` with `input` on its stdin,
+/// asserting success.
+pub fn git_stdin(bare: &Path, args: &[&str], input: &str) {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(bare)
-        .args(["update-ref", "--stdin"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -31,10 +37,7 @@ pub fn create_branches<'a>(bare: &Path, branches: impl IntoIterator<Item = (&'a 
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "git update-ref --stdin failed"
-    );
+    assert!(child.wait().unwrap().success(), "git {args:?} failed");
 }
 
 /// Runs git in `dir`, asserting success; returns stdout and stderr.

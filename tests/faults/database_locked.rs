@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{self, Daemon};
-use crate::{assert_healthy, database, fast_commits, integrity_ok, script, status_of};
+use crate::common::Daemon;
+use crate::{
+    assert_healthy, branch_per_commit, database, fast_commits, integrity_ok, script, status_of,
+};
 
 #[test]
 fn a_database_locked_past_the_busy_timeout_gives_503_loses_nothing_and_resumes() {
@@ -22,14 +24,7 @@ fn a_database_locked_past_the_busy_timeout_gives_503_loses_nothing_and_resumes()
     ));
     daemon.create_repo("r");
     let commits = fast_commits(&daemon.repo_path("r"), 6, "locked");
-    let names: Vec<String> = (0..commits.len()).map(|i| format!("b{i}")).collect();
-    common::create_branches(
-        &daemon.repo_path("r"),
-        names
-            .iter()
-            .map(String::as_str)
-            .zip(commits.iter().map(String::as_str)),
-    );
+    branch_per_commit(&daemon.repo_path("r"), &commits);
     let enqueue = |daemon: &Daemon, i: usize| {
         daemon.post(
             "/api/builds",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{self, Daemon};
-use crate::{Rng, database, fast_commits, integrity_ok, script};
+use crate::{Rng, branch_per_commit, database, fast_commits, integrity_ok, script};
 
 #[test]
 fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
@@ -31,14 +31,7 @@ fn ten_thousand_concurrent_enqueues_with_kill_9_lose_no_acknowledged_build() {
     // The daemon builds only branches the repository has. (The scan at the
     // restart queues the ones not yet requested: each request then answers
     // with that build, and it is still one build per branch.)
-    let names: Vec<String> = (0..TOTAL).map(|i| format!("b{i}")).collect();
-    common::create_branches(
-        &daemon.repo_path("r"),
-        names
-            .iter()
-            .map(String::as_str)
-            .zip(commits.iter().map(String::as_str)),
-    );
+    branch_per_commit(&daemon.repo_path("r"), &commits);
     let base = daemon.base();
     let token = daemon.token();
     let next = Arc::new(AtomicUsize::new(0));

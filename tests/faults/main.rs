@@ -19,9 +19,8 @@ mod nix_unavailable;
 mod slow_clients;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Daemon;
@@ -117,20 +116,7 @@ fn fast_commits(bare: &Path, count: usize, label: &str) -> Vec<String> {
             message.len()
         ));
     }
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(bare)
-        .args(["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    common::git_stdin(bare, &["fast-import", "--quiet"], &input);
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(bare)
@@ -144,6 +130,19 @@ fn fast_commits(bare: &Path, count: usize, label: &str) -> Vec<String> {
         .collect();
     assert_eq!(commits.len(), count);
     commits
+}
+
+/// Makes branch `b<i>` point at `commits[i]`, for each commit: the daemon
+/// builds only branches the repository has.
+fn branch_per_commit(bare: &Path, commits: &[String]) {
+    let names: Vec<String> = (0..commits.len()).map(|i| format!("b{i}")).collect();
+    common::create_branches(
+        bare,
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(commits.iter().map(String::as_str)),
+    );
 }
 
 fn assert_healthy(daemon: &mut Daemon) {
