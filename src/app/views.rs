@@ -115,7 +115,10 @@ impl Explanation {
         Some(Explanation {
             kind: kind.as_str(),
             title: kind.title(),
-            hint: kind.hint(),
+            hint: crate::build::diagnosis::rules::hint_for(
+                kind,
+                build.failure_summary.as_deref().unwrap_or_default(),
+            ),
             retried: kind.retried(),
             cancelled_by: None,
         })

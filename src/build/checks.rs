@@ -157,7 +157,8 @@ impl Renderer {
                 }
             }
             Event::Msg(message) if message.level <= LEVEL_INFO => {
-                out.extend_from_slice(message.text.as_bytes());
+                let text = crate::build::nixlog::withhold_hashes(&message.text);
+                out.extend_from_slice(text.as_bytes());
                 out.push(b'\n');
             }
             _ => {}
@@ -223,14 +224,33 @@ pub struct CheckResult {
     pub error: Option<String>,
 }
 
-/// Combines the evaluated checks with what the build did. `failed_drvs` are
-/// the derivations nix reported as failed; `output_exists` tells whether an
-/// output path is valid in the store (checked by the caller).
+/// What is known of a build's derivations when it ends, for [`results`].
+#[derive(Debug)]
+pub struct Ended<'a> {
+    /// Every derivation whose build nix started, as the log showed it.
+    pub builds: &'a HashMap<String, DrvBuild>,
+    /// Derivations nix named as failed in its errors.
+    pub failed_drvs: &'a [String],
+    /// Derivations the live tracker saw end before nix stopped their
+    /// activity (nix 2.8 stops them all at the end): when, and whether
+    /// they failed.
+    pub seen_ending: &'a HashMap<String, (i64, bool)>,
+    /// When the build was stopped (cancel, timeout, silence), if it was:
+    /// an activity nix stopped after that was cut short, not finished.
+    pub stopped_at: Option<i64>,
+}
+
+/// Combines the evaluated checks with what the build did, asking the store
+/// where the log cannot tell (`output_exists`: whether an output path is
+/// valid in the store, checked by the caller; nix removes the output of a
+/// build that failed). A check whose output is in the store passed (or was
+/// already there: cached); one whose build started and ended without it
+/// failed; one never started, or cut short by a stop, was not built. The
+/// same on every Nix, whatever its messages say.
 pub fn results(
     system: &str,
     map: &CheckMap,
-    builds: &HashMap<String, DrvBuild>,
-    failed_drvs: &[String],
+    ended: &Ended,
     output_exists: impl Fn(&str) -> bool,
 ) -> Vec<CheckResult> {
     map.iter()
@@ -255,18 +275,32 @@ pub fn results(
             };
             result.drv_path = Some(paths.drv.clone());
             result.out_path = Some(paths.out.clone());
-            let build = builds.get(&paths.drv);
+            let build = ended.builds.get(&paths.drv);
+            let seen = ended.seen_ending.get(&paths.drv).copied();
+            // The earliest sign of its end: nix's stop, unless it came
+            // after the build was stopped, or the tracker's sighting.
+            let finished = build
+                .and_then(|b| b.finished_ms)
+                .filter(|at| ended.stopped_at.is_none_or(|stop| *at < stop));
+            let ended_at = match (finished, seen.map(|(at, _)| at)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(build) = build {
                 result.log_offset = Some(build.log_offset);
-                result.duration_ms = build.finished_ms.map(|f| f - build.started_ms);
+                result.duration_ms = ended_at.map(|at| (at - build.started_ms).max(0));
             }
-            result.status = if failed_drvs.contains(&paths.drv) {
+            let failed =
+                ended.failed_drvs.contains(&paths.drv) || seen.is_some_and(|(_, failed)| failed);
+            result.status = if output_exists(&paths.out) {
+                if build.is_some() {
+                    CheckStatus::Passed
+                } else {
+                    CheckStatus::Cached
+                }
+            } else if failed || (build.is_some() && ended_at.is_some()) {
                 result.log_excerpt = build.map(|b| Vec::from(b.excerpt.clone()).join("\n"));
                 CheckStatus::Failed
-            } else if build.is_some_and(|b| b.finished_ms.is_some()) && output_exists(&paths.out) {
-                CheckStatus::Passed
-            } else if build.is_none() && output_exists(&paths.out) {
-                CheckStatus::Cached
             } else {
                 CheckStatus::NotBuilt
             };
@@ -442,11 +476,16 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        let seen = HashMap::new();
         let results = results(
             "x86_64-linux",
             &map,
-            &renderer.builds,
-            &[DRV_FAIL.into()],
+            &Ended {
+                builds: &renderer.builds,
+                failed_drvs: &[DRV_FAIL.into()],
+                seen_ending: &seen,
+                stopped_at: None,
+            },
             |out| matches!(out, "/out/pass" | "/out/cached"),
         );
         let status: BTreeMap<&str, CheckStatus> = results

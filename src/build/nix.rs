@@ -147,23 +147,41 @@ pub fn show_args(extra: &[String], flake: &str) -> Vec<String> {
     flake_command(&["show", "--json"], extra, flake)
 }
 
-/// Removes ANSI escape sequences (nix colours its errors).
+/// Removes terminal escapes: CSI sequences (colours, `ESC [ … final`), OSC
+/// sequences (hyperlinks, titles: `ESC ] … BEL` or `ESC ] … ESC \`) and
+/// the other two-character escapes. Nix colours its messages even in
+/// `--log-format internal-json` from 2.2x on, and may link paths with OSC 8.
 pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
                 for c in chars.by_ref() {
                     if ('@'..='~').contains(&c) {
                         break;
                     }
                 }
             }
-            continue;
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\u{1b}' {
+                        if chars.peek() == Some(&'\\') {
+                            chars.next();
+                        }
+                        break;
+                    }
+                }
+            }
+            _ => {}
         }
-        out.push(c);
     }
     out
 }
@@ -227,6 +245,16 @@ fn unwrap_children(value: &Value) -> &Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_terminal_escape_is_stripped() {
+        // As nix 2.34 prints an error, with an OSC 8 link of each kind of
+        // terminator and a lone two-character escape.
+        let coloured = "\u{1b}[31;1merror:\u{1b}[0m \u{1b}]8;;file:///x\u{7}path\u{1b}]8;;\u{7} \
+                        \u{1b}]8;;file:///y\u{1b}\\other\u{1b}]8;;\u{1b}\\ \u{1b}=done";
+        assert_eq!(strip_ansi(coloured), "error: path other done");
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
 
     #[test]
     fn the_reproducing_command_pastes_into_a_shell() {

@@ -75,6 +75,54 @@ impl Message {
     pub fn plain(&self) -> String {
         crate::build::nix::strip_ansi(&self.text)
     }
+
+    /// The error itself, without `error:`, trace or code excerpt: nix's
+    /// `raw_msg` where it gives one, else read from the text (see
+    /// [`error_of`]).
+    pub fn error(&self) -> String {
+        match &self.raw {
+            Some(raw) if !raw.trim().is_empty() => raw.trim().to_string(),
+            _ => error_of(&self.plain()),
+        }
+    }
+}
+
+/// The error proper of an error's plain text, whichever way nix lays it
+/// out: `error: X` (2.8, also after `error (ignored): `), or a trace of
+/// `… while …` lines with the error as the last `error: X` (2.1x on, where
+/// `nix flake check` gives no `raw_msg` for the errors it goes past). The
+/// lines that continue it are kept; its `at` line, code excerpt and blank
+/// lines are not.
+pub fn error_of(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let strip = |line: &str| -> Option<String> {
+        let mut rest = line.trim();
+        rest = rest.strip_prefix("error (ignored):").unwrap_or(rest).trim();
+        let mut found = false;
+        while let Some(after) = rest.strip_prefix("error:") {
+            rest = after.trim();
+            found = true;
+        }
+        found.then(|| rest.to_string())
+    };
+    let Some((start, first)) = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, line)| strip(line).filter(|e| !e.is_empty()).map(|e| (i, e)))
+    else {
+        return text.trim().to_string();
+    };
+    let mut error = first;
+    for line in &lines[start + 1..] {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("at ") || line.starts_with('…') {
+            break;
+        }
+        error.push('\n');
+        error.push_str(line);
+    }
+    error
 }
 
 impl Event {
@@ -122,6 +170,58 @@ pub fn parse(line: &[u8]) -> Option<Event> {
     })
 }
 
+/// `text` with every hash nix says it "got" withheld: the hash of an
+/// input's contents (`NAR hash mismatch in input …, got 'sha256-…'`, and
+/// nix 2.3x's `mismatch in field '…' of input '{…}', got '{…}'` whose JSON
+/// carries it) or of a fixed-output build (`got:    sha256-…`). A pusher may
+/// point an input at a file they cannot read; its hash must not come back
+/// to them in the summary or the public log.
+pub fn withhold_hashes(text: &str) -> String {
+    const WITHHELD: &str = "(withheld by procurator-ci)";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let quoted = rest.find("got '");
+        let colon = rest.find("got:");
+        let at = match (quoted, colon) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(at) => at,
+                None => break,
+            },
+        };
+        if quoted == Some(at) {
+            let open = at + "got '".len();
+            out.push_str(&rest[..open]);
+            let after = &rest[open..];
+            match after.find('\'') {
+                Some(close) => {
+                    out.push_str(WITHHELD);
+                    rest = &after[close..];
+                }
+                None => {
+                    out.push_str(WITHHELD);
+                    rest = "";
+                }
+            }
+        } else {
+            let open = at + "got:".len();
+            out.push_str(&rest[..open]);
+            let after = &rest[open..];
+            let spaces = after.len() - after.trim_start_matches([' ', '\t']).len();
+            out.push_str(&after[..spaces]);
+            let hash = &after[spaces..];
+            let end = hash
+                .find(|c: char| c.is_whitespace() || c == '\u{1b}')
+                .unwrap_or(hash.len());
+            out.push_str(WITHHELD);
+            rest = &hash[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +266,52 @@ mod tests {
                 .unwrap()
                 .ends_with("-source/flake.nix")
         );
+    }
+
+    #[test]
+    fn the_error_is_found_in_every_layout() {
+        // 2.8: the error on the first line, after `error (ignored):`.
+        assert_eq!(
+            error_of(
+                "error (ignored): error: infinite recursion encountered\n\n       at /nix/store/x-source/flake.nix:1:31:\n\n            1| x"
+            ),
+            "infinite recursion encountered"
+        );
+        // 2.26: a trace first, the error last, then its place.
+        assert_eq!(
+            error_of(
+                "error (ignored): error:\n       … while checking the derivation 'checks.x86_64-linux.a'\n         at /nix/store/x-source/flake.nix:1:43:\n            1| x\n\n       error: infinite recursion encountered\n       at /nix/store/x-source/flake.nix:1:31:"
+            ),
+            "infinite recursion encountered"
+        );
+        // Continuation lines stay with it.
+        assert_eq!(
+            error_of("error: Cannot build 'x.drv'.\n       Reason: builder failed.\n\n  1| x"),
+            "Cannot build 'x.drv'.\nReason: builder failed."
+        );
+        // Nothing that looks like an error: the whole text.
+        assert_eq!(error_of("  something else  "), "something else");
+    }
+
+    #[test]
+    fn hashes_nix_got_are_withheld() {
+        assert_eq!(
+            withhold_hashes(
+                "NAR hash mismatch in input 'git+file:///x' (/nix/store/y-source), expected 'sha256-AAA=', got 'sha256-bZs='"
+            ),
+            "NAR hash mismatch in input 'git+file:///x' (/nix/store/y-source), expected 'sha256-AAA=', got '(withheld by procurator-ci)'"
+        );
+        assert_eq!(
+            withhold_hashes(
+                "mismatch in field 'lastModified' of input '{\"narHash\":\"sha256-AAA=\"}', got '{\"narHash\":\"sha256-real=\"}'"
+            ),
+            "mismatch in field 'lastModified' of input '{\"narHash\":\"sha256-AAA=\"}', got '(withheld by procurator-ci)'"
+        );
+        assert_eq!(
+            withhold_hashes("  specified: sha256-AAA=\n     got:    sha256-real=\nmore"),
+            "  specified: sha256-AAA=\n     got:    (withheld by procurator-ci)\nmore"
+        );
+        assert_eq!(withhold_hashes("nothing to hide"), "nothing to hide");
     }
 
     #[test]

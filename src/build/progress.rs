@@ -293,6 +293,13 @@ impl Tracker {
         }
     }
 
+    /// Derivations seen ending before nix stopped their activity: when,
+    /// and whether they failed (for the final results' durations and
+    /// statuses: nix 2.8 stops every build's activity at the end).
+    pub fn seen_ending(&self) -> HashMap<String, (i64, bool)> {
+        self.state.lock().expect("check progress").ended.clone()
+    }
+
     /// Waits until something changed since the last wait returned.
     pub async fn changed(&self) {
         self.changed.notified().await
@@ -342,7 +349,9 @@ impl Tracker {
                     Some(b) if (b.finished_ms.is_some() || ended.is_some()) && valid => {
                         LiveStatus::Passed
                     }
-                    // Stopped, and nix has not said how yet.
+                    // Nix stopped its build and the store has no output:
+                    // it failed, whatever nix says of it (or when).
+                    Some(b) if b.finished_ms.is_some() => LiveStatus::Failed,
                     Some(_) => LiveStatus::Running,
                     None if valid => LiveStatus::Cached,
                     None => LiveStatus::Queued,
@@ -409,7 +418,7 @@ mod tests {
         assert_eq!(s.progress, Progress { done: 2, total: 5 });
 
         // `fast` ends with its output in the store; `bad` stops without
-        // one, and is running until nix says it failed.
+        // one: the store says it failed before nix does.
         std::fs::write(dir.path().join("fast"), "").unwrap();
         let fast = DrvBuild {
             finished_ms: Some(1500),
@@ -432,7 +441,7 @@ mod tests {
         );
         let s = tracker.snapshot().unwrap();
         assert_eq!(status(&s, "fast"), LiveStatus::Passed);
-        assert_eq!(status(&s, "bad"), LiveStatus::Running);
+        assert_eq!(status(&s, "bad"), LiveStatus::Failed);
         assert_eq!(status(&s, "slow"), LiveStatus::Running);
         let fast = s.checks.iter().find(|c| c.name == "fast").unwrap();
         assert_eq!(

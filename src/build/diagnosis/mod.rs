@@ -16,26 +16,47 @@
 
 mod cancel;
 mod notices;
+#[cfg(test)]
+mod rows;
 pub mod rules;
 
 pub use cancel::CancelSource;
 pub use notices::notices;
 pub use rules::FailureKind;
-use rules::{ECHOES, FALLBACK, Rule, rule_for};
+use rules::{Rule, rule_for};
+
+use std::collections::HashSet;
 
 use crate::build::checks::{CheckResult, CheckStatus};
-use crate::build::nixlog::{Event, LEVEL_ERROR, Message};
+use crate::build::nixlog::{ACT_BUILD, Event, LEVEL_ERROR, Message};
 
 /// One error nix reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NixError {
-    /// Its first line, without `error:` and colours, store paths of the
-    /// flake's source shortened to the file in the repository.
+    /// The error itself on one line, without `error:`, trace and colours,
+    /// store paths of the flake's source shortened to the file in the
+    /// repository, and any hash nix "got" withheld.
     pub message: String,
     /// `file:line:col` in the repository, when nix gives one.
     pub location: Option<String>,
     /// The flake output nix was checking when it happened.
     pub output: Option<String>,
+    /// What nix's trace says it was doing, when it says.
+    pub doing: Doing,
+}
+
+/// What nix was doing when an error happened, from the structure of its
+/// message (its place and trace) rather than the error's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doing {
+    /// Fetching or locking an input (`… while fetching the input`).
+    Fetching,
+    /// Evaluating the flake: the error has a place in it, a trace of
+    /// evaluation, happened while an output was checked, or is one that
+    /// `nix flake check` went past (`error (ignored)`).
+    Evaluating,
+    /// Nothing in the message says.
+    Unknown,
 }
 
 /// What nix's log says about a build, gathered event by event.
@@ -43,7 +64,8 @@ pub struct NixError {
 pub struct Diagnosis {
     /// Errors in the order nix reported them.
     pub errors: Vec<NixError>,
-    /// Derivations whose builder failed, in order, without duplicates.
+    /// Derivations whose build failed, in order, without duplicates: those
+    /// nix started building and then named in an error.
     pub failed_drvs: Vec<String>,
     /// Whether any line was nix's structured log: a `nix_bin` that prints
     /// none is not nix.
@@ -52,6 +74,8 @@ pub struct Diagnosis {
     git_fatal: Vec<String>,
     /// Open `checking flake output '…'` activities, innermost last.
     checking: Vec<(u64, String)>,
+    /// Derivations nix started building.
+    started: HashSet<String>,
 }
 
 /// How a failed build is explained.
@@ -89,12 +113,23 @@ impl Diagnosis {
     pub fn event(&mut self, event: &Event) {
         self.structured = true;
         match event {
-            Event::Start { id, text, .. } => {
+            Event::Start {
+                id,
+                kind,
+                text,
+                fields,
+                ..
+            } => {
                 if let Some(output) = text
                     .strip_prefix("checking flake output '")
                     .and_then(|rest| rest.strip_suffix('\''))
                 {
                     self.checking.push((*id, output.to_string()));
+                }
+                if *kind == ACT_BUILD
+                    && let Some(drv) = fields.first().and_then(|f| f.as_str())
+                {
+                    self.started.insert(drv.to_string());
                 }
             }
             Event::Stop { id } => self.checking.retain(|(open, _)| open != id),
@@ -109,7 +144,8 @@ impl Diagnosis {
         let line = crate::build::nix::strip_ansi(&String::from_utf8_lossy(line));
         let line = line.trim();
         if line.starts_with("error:") {
-            self.add(line, None);
+            let error = crate::build::nixlog::error_of(line);
+            self.add(&error, None, Doing::Unknown);
         } else if line.starts_with("fatal:") && self.git_fatal.len() < 3 {
             self.git_fatal.push(line.chars().take(200).collect());
         }
@@ -117,64 +153,116 @@ impl Diagnosis {
 
     fn message(&mut self, message: &Message) {
         let plain = message.plain();
+        // Nix 2.3x sends some warnings at the error level.
+        if plain.starts_with("warning:") {
+            return;
+        }
         let location = match (&message.file, message.line, message.column) {
             (Some(file), Some(line), Some(column)) => {
+                // From 2.2x on, `file` ends in the place itself.
+                let file = file
+                    .strip_suffix(&format!(":{line}:{column}"))
+                    .unwrap_or(file);
                 Some(format!("{}:{line}:{column}", repo_path(file)))
             }
             _ => trace_location(&plain),
         };
-        self.add(&plain, location);
+        let doing = if plain.contains("… while fetching the input")
+            || plain.contains("… while updating the lock file")
+        {
+            Doing::Fetching
+        } else if plain.starts_with("error (ignored):")
+            || plain.contains("… while ")
+            || !self.checking.is_empty()
+            || location.as_deref().is_some_and(|l| !l.starts_with('/'))
+        {
+            Doing::Evaluating
+        } else {
+            Doing::Unknown
+        };
+        let mut error = message.error();
+        // Nix 2.8 meets a builtin of a later Nix as a missing attribute;
+        // the code excerpt shows it was one of `builtins`.
+        if let Some(name) = error
+            .strip_prefix("attribute '")
+            .and_then(|rest| rest.strip_suffix("' missing"))
+            && plain.contains(&format!("builtins.{name}"))
+        {
+            error = format!("{error}: builtins.{name} is not in the host's Nix");
+        }
+        self.add(&error, location, doing);
     }
 
-    fn add(&mut self, text: &str, location: Option<String>) {
-        let first = text.lines().next().unwrap_or_default().trim();
-        let mut message = first
-            .strip_prefix("error (ignored):")
-            .unwrap_or(first)
-            .trim();
-        while let Some(rest) = message.strip_prefix("error:") {
-            message = rest.trim();
-        }
-        if message.is_empty() || ECHOES.iter().any(|echo| message.contains(echo)) {
+    fn add(&mut self, error: &str, location: Option<String>, doing: Doing) {
+        // One line: nix 2.3x continues an error on the lines below it.
+        let message = error.split_whitespace().collect::<Vec<_>>().join(" ");
+        if message.is_empty() || rules::is_echo(&message) {
             return;
         }
         let fatal = std::mem::take(&mut self.git_fatal);
-        let message = if message.starts_with("program 'git' failed") && !fatal.is_empty() {
+        let gitish = message.contains("'git'")
+            || message.contains("Git ")
+            || (doing == Doing::Fetching && !fatal.is_empty());
+        let message = if gitish && !fatal.is_empty() {
             format!("{message} ({})", fatal.join("; "))
         } else {
-            message.to_string()
+            message
         };
-        let message = message.as_str();
-        if let Some(drv) = failed_drv(message)
-            && !self.failed_drvs.contains(&drv)
-        {
-            self.failed_drvs.push(drv);
+        for drv in store_drvs(&message) {
+            if self.started.contains(&drv) && !self.failed_drvs.contains(&drv) {
+                self.failed_drvs.push(drv);
+            }
         }
-        let message: String = shorten_sources(message).chars().take(300).collect();
+        let message = crate::build::nixlog::withhold_hashes(&shorten_sources(&message));
+        let message: String = message.chars().take(300).collect();
         self.errors.push(NixError {
             message,
             location,
             output: self.checking.last().map(|(_, output)| output.clone()),
+            doing,
         });
     }
 
     /// The explanation of a nix run that failed, with the per-check results
-    /// when the flake's checks could be evaluated.
+    /// when the flake's checks could be evaluated. `None` when nix reported
+    /// no error at all.
     pub fn verdict(&self, checks: Option<&[CheckResult]>) -> Option<Verdict> {
-        let (error, rule) = self
+        let matched = self
             .errors
             .iter()
             .filter_map(|e| Some((e, rule_for(&e.message)?)))
-            .min_by_key(|(_, rule)| rule.kind.rank())
-            .or_else(|| {
-                // An error of no known shape while no check failed: nix
-                // stopped while evaluating.
-                self.errors.first().map(|e| (e, &FALLBACK))
-            })?;
+            .min_by_key(|(_, rule)| rule.kind.rank());
+        let checks_failed = checks
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.status == CheckStatus::Failed);
+        let (error, rule) = match matched {
+            Some(found) => found,
+            // No row knows the words: what nix was doing decides. A build
+            // that nix started and that failed is a check's failure
+            // whatever nix calls it; then the place of the error.
+            None => {
+                let first = self.errors.first()?;
+                if !self.failed_drvs.is_empty() || checks_failed {
+                    (first, &rules::BUILD_FAILED)
+                } else if let Some(fetching) =
+                    self.errors.iter().find(|e| e.doing == Doing::Fetching)
+                {
+                    (fetching, &rules::FETCH_FAILED)
+                } else if let Some(evaluating) =
+                    self.errors.iter().find(|e| e.doing == Doing::Evaluating)
+                {
+                    (evaluating, &rules::EVALUATION_FAILED)
+                } else {
+                    (first, &rules::UNRECOGNISED)
+                }
+            }
+        };
         let summary = match rule.kind {
             FailureKind::Check | FailureKind::Evaluation => {
                 user_summary(rule, error, checks, &self.failed_drvs)
             }
+            FailureKind::Unrecognised => error.message.clone(),
             _ => format!("{}: {}", rule.explanation(), error.message),
         };
         Some(Verdict {
@@ -183,6 +271,24 @@ impl Diagnosis {
             fetch: (rule.kind == FailureKind::Fetch).then(|| (rule.explain, error.message.clone())),
         })
     }
+}
+
+/// Every `/nix/store/…​.drv` path in `text`.
+fn store_drvs(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("/nix/store/") {
+        let path = &rest[at..];
+        let end = path
+            .find(|c: char| c == '\'' || c == '"' || c == '^' || c == '!' || c.is_whitespace())
+            .unwrap_or(path.len());
+        let drv = path[..end].trim_end_matches(['.', ',', ':']);
+        if drv.ends_with(".drv") {
+            found.push(drv.to_string());
+        }
+        rest = &path[end..];
+    }
+    found
 }
 
 /// The summary of a failure of the user's code: the failed checks when they
@@ -225,19 +331,17 @@ fn user_summary(
     explained
 }
 
-/// `builder for '/nix/store/…-x.drv' failed …` → the derivation's path.
-fn failed_drv(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("builder for '")
-        .or_else(|| message.strip_prefix("builder for \""))?;
-    let end = rest.find(['\'', '"'])?;
-    let drv = &rest[..end];
-    (drv.ends_with(".drv") && rest[end..].contains("failed")).then(|| drv.to_string())
-}
-
-/// `/nix/store/<hash>-source/dir/file.nix` → `dir/file.nix`: the flake's
-/// source is the repository, and its store path means nothing to the user.
+/// A file of the flake's source as the user knows it, in the repository:
+/// `/nix/store/<hash>-source/dir/file.nix` (nix before 2.2x) and
+/// `«git+file:///…?ref=…&rev=…»/dir/file.nix` (nix 2.3x names the source by
+/// its flake reference) are both `dir/file.nix`; the store path or the URL
+/// means nothing to the user.
 fn repo_path(file: &str) -> String {
+    if let Some(rest) = file.strip_prefix("«git+file:")
+        && let Some((_, path)) = rest.split_once("»/")
+    {
+        return path.to_string();
+    }
     match file.strip_prefix("/nix/store/").and_then(|rest| {
         let (hash, rest) = rest.split_at_checked(32)?;
         let in_source = rest.strip_prefix("-source/")?;
@@ -250,16 +354,30 @@ fn repo_path(file: &str) -> String {
     }
 }
 
-/// Every store path of a flake source in `text` shortened by [`repo_path`].
+/// Every file of a flake source in `text` shortened by [`repo_path`].
 fn shorten_sources(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find("/nix/store/") {
+    while let Some(at) = next_source(rest) {
         out.push_str(&rest[..at]);
         let path = &rest[at..];
         let end = path
             .find(|c: char| c == '\'' || c == '"' || c == ':' || c.is_whitespace())
             .unwrap_or(path.len());
+        // A URL's own colon (`«git+file:///…»`) is not the end.
+        let end = match path.strip_prefix("«git+file:") {
+            Some(url) => url
+                .find('»')
+                .map(|close| {
+                    let after = "«git+file:".len() + close + '»'.len_utf8();
+                    after
+                        + path[after..]
+                            .find(|c: char| c == '\'' || c == '"' || c == ':' || c.is_whitespace())
+                            .unwrap_or(path.len() - after)
+                })
+                .unwrap_or(end),
+            None => end,
+        };
         out.push_str(&repo_path(&path[..end]));
         rest = &path[end..];
     }
@@ -267,15 +385,39 @@ fn shorten_sources(text: &str) -> String {
     out
 }
 
-/// The first `at /nix/store/…-source/file:line:col` of an error's trace.
+/// Where the next store path or `«git+file:…»` source in `text` starts.
+fn next_source(text: &str) -> Option<usize> {
+    match (text.find("/nix/store/"), text.find("«git+file:")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The place of an error from its trace: the first `at file:line:col`
+/// after the error itself (2.8 puts it there), else the innermost frame of
+/// the trace above it (2.1x on).
 fn trace_location(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
+    let lines: Vec<&str> = text.lines().collect();
+    let place = |line: &&str| -> Option<String> {
         let place = line.trim().strip_prefix("at ")?.trim_end_matches(':');
         let mut parts = place.rsplitn(3, ':');
         let (column, line, file) = (parts.next()?, parts.next()?, parts.next()?);
         (column.parse::<u64>().is_ok() && line.parse::<u64>().is_ok())
             .then(|| format!("{}:{line}:{column}", repo_path(file)))
-    })
+    };
+    let error = lines
+        .iter()
+        .rposition(|line| {
+            let line = line.trim();
+            let line = line.strip_prefix("error (ignored):").unwrap_or(line).trim();
+            line.strip_prefix("error:")
+                .is_some_and(|rest| !rest.trim().is_empty())
+        })
+        .unwrap_or(0);
+    lines[error..]
+        .iter()
+        .find_map(place)
+        .or_else(|| lines[..error].iter().rev().find_map(place))
 }
 
 #[cfg(test)]

@@ -24,11 +24,14 @@ pub enum FailureKind {
     /// The CI itself failed: disk full, a process killed, log storage, the
     /// daemon stopping unexpectedly.
     Infrastructure,
+    /// Nix reported an error that neither its words nor its place tell
+    /// apart: shown as nix printed it, never called ours by default.
+    Unrecognised,
 }
 
 impl FailureKind {
     /// Every kind, in the order the README's table lists them.
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 8] = [
         FailureKind::Evaluation,
         FailureKind::Check,
         FailureKind::Fetch,
@@ -36,6 +39,7 @@ impl FailureKind {
         FailureKind::Timeout,
         FailureKind::Silence,
         FailureKind::Infrastructure,
+        FailureKind::Unrecognised,
     ];
 
     /// The name stored in the database and used in the API.
@@ -48,6 +52,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Silence => "silence",
             FailureKind::Infrastructure => "infrastructure",
+            FailureKind::Unrecognised => "unrecognised",
         }
     }
 
@@ -66,6 +71,7 @@ impl FailureKind {
             FailureKind::Timeout => "Timed out",
             FailureKind::Silence => "Silent for too long",
             FailureKind::Infrastructure => "The CI itself failed",
+            FailureKind::Unrecognised => "Nix reported an error procurator-ci does not recognise",
         }
     }
 
@@ -93,6 +99,9 @@ impl FailureKind {
             FailureKind::Infrastructure => {
                 "Not your code: the CI failed (disk full, a process killed, the daemon stopped). Retried automatically."
             }
+            FailureKind::Unrecognised => {
+                "Nix's own words are shown; it may be the code or the host, so it is not retried: `nix flake check` on your machine tells which. Rebuild once the cause is fixed."
+            }
         }
     }
 
@@ -116,6 +125,7 @@ impl FailureKind {
             FailureKind::Evaluation => 3,
             FailureKind::Check => 4,
             FailureKind::Timeout | FailureKind::Silence => 5,
+            FailureKind::Unrecognised => 6,
         }
     }
 }
@@ -129,6 +139,9 @@ pub struct Rule {
     /// The explanation in the user's terms; nix's own words follow it. For
     /// a fetch, why the input could not be fetched (or nothing).
     pub explain: &'static str,
+    /// What to do, where the kind's own hint would send the user the wrong
+    /// way.
+    pub hint: Option<&'static str>,
 }
 
 impl Rule {
@@ -142,180 +155,277 @@ impl Rule {
     }
 }
 
+/// The hint of the rules that say the host's Nix is older than the flake
+/// needs.
+const OLD_NIX: &str = "Not your code: the CI host's Nix is older than this flake needs (the message says what is missing); its administrator upgrades it (the health page names the version). Retried automatically.";
+/// The hint of a commit without a flake.
+const NO_FLAKE: &str =
+    "Add a flake.nix at the root of the repository (`nix flake init` makes one) and push again.";
+
 /// The nix error messages we recognise, most specific first (the first
 /// matching row decides). README.md shows the same table; every row has a
-/// test below.
+/// test below, and the messages of every Nix in the version matrix are
+/// tested against it (`tests/nix-messages/`).
 pub static RULES: &[Rule] = &[
     Rule {
         contains: &["specified in 'build-users-group' does not exist"],
         kind: FailureKind::Host,
         explain: "the host's nix setting build-users-group names a group that does not exist",
+        hint: None,
     },
     Rule {
         contains: &["experimental Nix feature", "is disabled"],
         kind: FailureKind::Host,
         explain: "the host's nix does not have flakes enabled",
+        hint: None,
     },
     Rule {
         contains: &["cannot connect to socket at"],
         kind: FailureKind::Host,
         explain: "the Nix daemon is not reachable",
+        hint: None,
     },
     Rule {
         contains: &["cannot open connection to remote store"],
         kind: FailureKind::Host,
         explain: "the Nix daemon is not reachable",
+        hint: None,
     },
     Rule {
         contains: &["unable to start the daemon"],
         kind: FailureKind::Host,
         explain: "the Nix daemon is not reachable",
+        hint: None,
     },
     Rule {
         contains: &["opening lock file", "Permission denied"],
         kind: FailureKind::Host,
         explain: "the Nix store is not writable by the daemon's user",
+        hint: None,
+    },
+    Rule {
+        contains: &["not in the host's Nix"],
+        kind: FailureKind::Host,
+        explain: "the host's Nix is too old for this flake: it lacks a builtin the flake uses",
+        hint: Some(OLD_NIX),
+    },
+    Rule {
+        contains: &["requires Nix", ">="],
+        kind: FailureKind::Host,
+        explain: "the flake needs a newer Nix than the host's",
+        hint: Some(OLD_NIX),
+    },
+    Rule {
+        contains: &["has unsupported version"],
+        kind: FailureKind::Host,
+        explain: "the host's Nix is too old for this flake.lock",
+        hint: Some(OLD_NIX),
     },
     Rule {
         contains: &["No space left on device"],
         kind: FailureKind::Infrastructure,
         explain: "the disk is full",
+        hint: None,
     },
     Rule {
         contains: &["Nix daemon disconnected"],
         kind: FailureKind::Infrastructure,
         explain: "the Nix daemon went away during the build",
+        hint: None,
     },
     Rule {
-        contains: &["unable to download", "Couldn't resolve host name"],
+        contains: &["unable to download", "resolve host"],
         kind: FailureKind::Fetch,
         explain: "the CI host has no network (the host name does not resolve)",
+        hint: None,
     },
     Rule {
         contains: &["unable to download", "HTTP error 404"],
         kind: FailureKind::Fetch,
         explain: "no such repository, ref or file",
+        hint: None,
     },
     Rule {
         contains: &["unable to download", "HTTP error 401"],
         kind: FailureKind::Fetch,
         explain: "authentication is needed",
+        hint: None,
     },
     Rule {
         contains: &["unable to download", "HTTP error 403"],
         kind: FailureKind::Fetch,
         explain: "access is denied",
+        hint: None,
     },
     Rule {
         contains: &["unable to download"],
         kind: FailureKind::Fetch,
         explain: "",
+        hint: None,
     },
     Rule {
         contains: &["Cannot find Git revision"],
         kind: FailureKind::Fetch,
         explain: "no such git revision",
+        hint: None,
     },
-    // git's own `fatal:` lines, which nix prints before its error, follow
-    // the error in parentheses.
     Rule {
-        contains: &["program 'git' failed", "Could not resolve host"],
+        contains: &["Could not resolve host"],
         kind: FailureKind::Fetch,
         explain: "the CI host has no network (the host name does not resolve)",
+        hint: None,
     },
     Rule {
-        contains: &[
-            "program 'git' failed",
-            "does not appear to be a git repository",
-        ],
+        contains: &["does not appear to be a git repository"],
         kind: FailureKind::Fetch,
         explain: "no such repository",
+        hint: None,
     },
     Rule {
-        contains: &["program 'git' failed", "couldn't find remote ref"],
+        contains: &["Git repository", "does not exist"],
+        kind: FailureKind::Fetch,
+        explain: "no such repository",
+        hint: None,
+    },
+    Rule {
+        contains: &["couldn't find remote ref"],
         kind: FailureKind::Fetch,
         explain: "no such ref",
+        hint: None,
     },
     Rule {
-        contains: &["program 'git' failed", "could not read Username"],
+        contains: &["could not read Username"],
         kind: FailureKind::Fetch,
         explain: "authentication is needed",
+        hint: None,
     },
     Rule {
-        contains: &["program 'git' failed", "Authentication failed"],
+        contains: &["Authentication failed"],
         kind: FailureKind::Fetch,
         explain: "authentication is needed",
+        hint: None,
     },
     Rule {
         contains: &["program 'git' failed"],
         kind: FailureKind::Fetch,
         explain: "git failed",
+        hint: None,
+    },
+    Rule {
+        contains: &["resolving Git reference"],
+        kind: FailureKind::Fetch,
+        explain: "no such ref",
+        hint: None,
     },
     Rule {
         contains: &["getting status of 'flake.nix'", "No such file or directory"],
         kind: FailureKind::Evaluation,
         explain: "the commit has no flake.nix at the root of the repository",
+        hint: Some(NO_FLAKE),
+    },
+    Rule {
+        contains: &["path 'flake.nix' does not exist"],
+        kind: FailureKind::Evaluation,
+        explain: "the commit has no flake.nix at the root of the repository",
+        hint: Some(NO_FLAKE),
     },
     Rule {
         contains: &["json.exception.parse_error"],
         kind: FailureKind::Evaluation,
         explain: "flake.lock is not valid JSON",
+        hint: None,
     },
     Rule {
         contains: &["NAR hash mismatch in input"],
         kind: FailureKind::Evaluation,
         explain: "flake.lock does not match an input's contents",
+        hint: None,
+    },
+    Rule {
+        contains: &["mismatch in field", "of input"],
+        kind: FailureKind::Evaluation,
+        explain: "flake.lock does not match an input's contents",
+        hint: None,
     },
     Rule {
         contains: &["lock file"],
         kind: FailureKind::Evaluation,
         explain: "flake.lock is not usable",
+        hint: None,
     },
     Rule {
         contains: &["syntax error"],
         kind: FailureKind::Evaluation,
         explain: "a syntax error",
+        hint: None,
     },
     Rule {
         contains: &["undefined variable"],
         kind: FailureKind::Evaluation,
         explain: "an undefined variable",
+        hint: None,
     },
     Rule {
         contains: &["infinite recursion encountered"],
         kind: FailureKind::Evaluation,
         explain: "an infinite recursion",
+        hint: None,
     },
     Rule {
         contains: &["evaluation aborted with the following error message"],
         kind: FailureKind::Evaluation,
         explain: "the flake called builtins.abort",
+        hint: None,
     },
     Rule {
         contains: &["getting status of", "No such file or directory"],
         kind: FailureKind::Evaluation,
         explain: "a file the flake imports does not exist",
+        hint: None,
+    },
+    Rule {
+        contains: &["path '", "does not exist"],
+        kind: FailureKind::Evaluation,
+        explain: "a file the flake imports does not exist",
+        hint: None,
     },
     Rule {
         contains: &["is not a derivation"],
         kind: FailureKind::Evaluation,
         explain: "a check is not a derivation",
+        hint: None,
     },
     Rule {
         contains: &["builder for '", "failed"],
         kind: FailureKind::Check,
         explain: "a check's build failed",
+        hint: None,
+    },
+    Rule {
+        contains: &["Cannot build '"],
+        kind: FailureKind::Check,
+        explain: "a check's build failed",
+        hint: None,
     },
 ];
 
 /// Errors that only repeat or follow another one: they never decide.
-pub(super) const ECHOES: [&str; 5] = [
+const ECHOES: [&str; 5] = [
     "some errors were encountered during the evaluation",
     "interrupted by the user",
     "dependencies couldn't be built",
+    "dependencies of derivation",
     "dependency failed",
-    "build of '",
 ];
+
+/// Whether an error only repeats or follows another one (`build of '…'
+/// failed` repeats the failure of the build it names; nix 2.8 adds a
+/// `(use '--show-trace' …)` line).
+pub(super) fn is_echo(message: &str) -> bool {
+    message.starts_with("build of '")
+        || message.starts_with("(use '--show-trace'")
+        || ECHOES.iter().any(|echo| message.contains(echo))
+}
 
 /// The row of [`RULES`] an error message matches.
 pub fn rule_for(message: &str) -> Option<&'static Rule> {
@@ -324,214 +434,52 @@ pub fn rule_for(message: &str) -> Option<&'static Rule> {
         .find(|rule| rule.contains.iter().all(|part| message.contains(part)))
 }
 
-/// How an error nobody has described yet is explained.
-pub(super) const FALLBACK: Rule = Rule {
+/// What to do about a failure of `kind` explained as `summary`: the hint of
+/// the rule that explained it where it has one of its own, else the kind's.
+pub fn hint_for(kind: FailureKind, summary: &str) -> &'static str {
+    RULES
+        .iter()
+        .find(|rule| rule.kind == kind && rule.hint.is_some() && summary.contains(rule.explain))
+        .and_then(|rule| rule.hint)
+        .unwrap_or(kind.hint())
+}
+
+/// How an error no row knows is explained when nix had started a build
+/// that then failed: a check's failure, whatever nix's words.
+pub(super) const BUILD_FAILED: Rule = Rule {
+    contains: &[],
+    kind: FailureKind::Check,
+    explain: "a check's build failed",
+    hint: None,
+};
+
+/// An error no row knows, in nix's trace of fetching an input.
+pub(super) const FETCH_FAILED: Rule = Rule {
+    contains: &[],
+    kind: FailureKind::Fetch,
+    explain: "",
+    hint: None,
+};
+
+/// An error no row knows, placed in the flake's evaluation.
+pub(super) const EVALUATION_FAILED: Rule = Rule {
     contains: &[],
     kind: FailureKind::Evaluation,
     explain: "the evaluation failed",
+    hint: None,
+};
+
+/// An error no row knows and nothing places.
+pub(super) const UNRECOGNISED: Rule = Rule {
+    contains: &[],
+    kind: FailureKind::Unrecognised,
+    explain: "",
+    hint: None,
 };
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::diagnosis::shorten_sources;
-    use crate::build::diagnosis::tests::verdict_of;
-
-    /// One row of the table: the message nix prints, the kind, and words
-    /// the summary must contain.
-    fn row(message: &str, kind: FailureKind, words: &[&str]) {
-        let line = format!(
-            "@nix {}",
-            serde_json::json!({"action": "msg", "level": 0, "msg": format!("\u{1b}[31;1merror:\u{1b}[0m {message}")})
-        );
-        let verdict = verdict_of(&[&line]);
-        assert_eq!(verdict.kind, kind, "{message}: {verdict:?}");
-        for word in words {
-            assert!(
-                verdict.summary.contains(word),
-                "{message}: {word:?} not in {:?}",
-                verdict.summary
-            );
-        }
-    }
-
-    #[test]
-    fn every_rule_has_a_row() {
-        // (message as nix prints it, the rule's first fragment it proves)
-        let rows: &[(&str, FailureKind, &[&str])] = &[
-            (
-                "the group 'nixbld' specified in 'build-users-group' does not exist",
-                FailureKind::Host,
-                &["build-users-group", "nixbld"],
-            ),
-            (
-                "experimental Nix feature 'flakes' is disabled; use '--extra-experimental-features flakes' to override",
-                FailureKind::Host,
-                &["flakes"],
-            ),
-            (
-                "cannot connect to socket at '/nix/var/nix/daemon-socket/socket': Connection refused",
-                FailureKind::Host,
-                &["Nix daemon is not reachable"],
-            ),
-            (
-                "cannot open connection to remote store 'daemon': error: reading from file: Connection reset by peer",
-                FailureKind::Host,
-                &["not reachable"],
-            ),
-            (
-                "unable to start the daemon: x",
-                FailureKind::Host,
-                &["not reachable"],
-            ),
-            (
-                "opening lock file '/nix/var/nix/db/big-lock': Permission denied",
-                FailureKind::Host,
-                &["not writable"],
-            ),
-            (
-                "writing to file: No space left on device",
-                FailureKind::Infrastructure,
-                &["disk is full"],
-            ),
-            (
-                "Nix daemon disconnected unexpectedly (maybe it crashed?)",
-                FailureKind::Infrastructure,
-                &["went away"],
-            ),
-            (
-                "unable to download 'https://api.github.com/repos/NixOS/nixpkgs/commits/nixos-25.11': Couldn't resolve host name (6)",
-                FailureKind::Fetch,
-                &["no network", "api.github.com"],
-            ),
-            (
-                "unable to download 'https://api.github.com/repos/o/r/commits/nope': HTTP error 404",
-                FailureKind::Fetch,
-                &["no such repository, ref"],
-            ),
-            (
-                "unable to download 'https://x/y': HTTP error 401",
-                FailureKind::Fetch,
-                &["authentication"],
-            ),
-            (
-                "unable to download 'https://x/y': HTTP error 403",
-                FailureKind::Fetch,
-                &["access is denied"],
-            ),
-            (
-                "unable to download 'https://x/y': Timeout was reached (28)",
-                FailureKind::Fetch,
-                &["could not be fetched", "Timeout"],
-            ),
-            (
-                "Cannot find Git revision 'abc' in ref 'main' of repository 'https://x/y'!",
-                FailureKind::Fetch,
-                &["no such git revision"],
-            ),
-            (
-                "program 'git' failed with exit code 128 (fatal: unable to access 'https://git.example.org/x.git/': Could not resolve host: git.example.org)",
-                FailureKind::Fetch,
-                &[
-                    "could not be fetched: the CI host has no network",
-                    "git.example.org",
-                ],
-            ),
-            (
-                "program 'git' failed with exit code 128 (fatal: '/srv/none' does not appear to be a git repository)",
-                FailureKind::Fetch,
-                &["could not be fetched: no such repository", "/srv/none"],
-            ),
-            (
-                "program 'git' failed with exit code 128 (fatal: couldn't find remote ref refs/heads/nope)",
-                FailureKind::Fetch,
-                &["no such ref", "refs/heads/nope"],
-            ),
-            (
-                "program 'git' failed with exit code 128 (fatal: could not read Username for 'https://git.example.org': terminal prompts disabled)",
-                FailureKind::Fetch,
-                &["authentication is needed"],
-            ),
-            (
-                "program 'git' failed with exit code 128 (fatal: Authentication failed for 'https://git.example.org/x.git/')",
-                FailureKind::Fetch,
-                &["authentication is needed"],
-            ),
-            (
-                "program 'git' failed with exit code 128",
-                FailureKind::Fetch,
-                &["could not be fetched: git failed"],
-            ),
-            (
-                "getting status of '/nix/store/049hdymiq47jsc3rzf7m78yy5cpajy7p-source/flake.nix': No such file or directory",
-                FailureKind::Evaluation,
-                &["no flake.nix"],
-            ),
-            (
-                "[json.exception.parse_error.101] parse error at line 2, column 1: syntax error while parsing object",
-                FailureKind::Evaluation,
-                &["flake.lock is not valid JSON"],
-            ),
-            (
-                "NAR hash mismatch in input 'github:o/r/abc' (/nix/store/x-source), expected 'sha256-a', got 'sha256-b'",
-                FailureKind::Evaluation,
-                &["flake.lock does not match"],
-            ),
-            (
-                "lock file contains mutable lock 'path:/x'",
-                FailureKind::Evaluation,
-                &["flake.lock is not usable"],
-            ),
-            (
-                "syntax error, unexpected '='",
-                FailureKind::Evaluation,
-                &["syntax error"],
-            ),
-            (
-                "undefined variable 'nope'",
-                FailureKind::Evaluation,
-                &["undefined variable", "nope"],
-            ),
-            (
-                "infinite recursion encountered",
-                FailureKind::Evaluation,
-                &["infinite recursion"],
-            ),
-            (
-                "evaluation aborted with the following error message: 'aborted on purpose'",
-                FailureKind::Evaluation,
-                &["builtins.abort", "aborted on purpose"],
-            ),
-            (
-                "getting status of '/nix/store/dicdg7ndrm7469zm83p0nmfm763la3j2-source/missing.nix': No such file or directory",
-                FailureKind::Evaluation,
-                &["imports does not exist", "'missing.nix'"],
-            ),
-            (
-                "flake attribute 'checks.x86_64-linux.a' is not a derivation",
-                FailureKind::Evaluation,
-                &["not a derivation"],
-            ),
-            (
-                "builder for '/nix/store/wn879cdnxjr8085n60zcl37zjljbmc3j-a-fail.drv' failed with exit code 3",
-                FailureKind::Check,
-                &["failed: a-fail"],
-            ),
-        ];
-        for (message, kind, words) in rows {
-            row(message, *kind, words);
-        }
-        // Every rule of the table is proved by the row of its own
-        // message: a rule no row reaches would be dead.
-        for (index, rule) in RULES.iter().enumerate() {
-            assert!(
-                rows.iter()
-                    .any(|(m, _, _)| std::ptr::eq(rule_for(&shorten_sources(m)).unwrap(), rule)),
-                "rule {index} ({:?}) has no row",
-                rule.contains
-            );
-        }
-    }
 
     #[test]
     fn only_what_is_not_the_users_code_is_retried() {

@@ -183,6 +183,7 @@ pub(super) async fn execute(
                 log_error.lock().expect("log error").clone().unwrap_or_default())),
         }
     };
+    let stopped_ms = now_ms();
     let grace = Duration::from_secs(config.kill_grace_secs);
     let status = match &waited {
         Ok(status) => status.as_ref().ok().copied(),
@@ -246,10 +247,18 @@ pub(super) async fn execute(
         Some(Ok(map)) => map,
         _ => None,
     };
+    let stopped_at = waited.as_ref().err().map(|_| stopped_ms);
     let checks = match check_map {
-        Some(map) => {
-            Some(per_check(map, pumped.builds, pumped.diagnosis.failed_drvs.clone()).await)
-        }
+        Some(map) => Some(
+            per_check(
+                map,
+                pumped.builds,
+                pumped.diagnosis.failed_drvs.clone(),
+                tracker.seen_ending(),
+                stopped_at,
+            )
+            .await,
+        ),
         None => None,
     };
     let exit_code = status.and_then(|s| s.code());
@@ -279,10 +288,21 @@ pub(super) async fn execute(
                     process::describe_status(status)
                 ),
             ),
-            None => infra(format!(
+            // Killed: the host or we did it (the OOM killer, a signal of
+            // ours); nix did not end by itself.
+            None if status.code().is_none() => infra(format!(
                 "nix ended with {} without reporting an error",
                 process::describe_status(status)
             )),
+            // Ended by itself with no error and no failed check: nothing
+            // says whose fault it is, so nothing is retried.
+            None => failed(
+                FailureKind::Unrecognised,
+                format!(
+                    "nix ended with {} without an error message (its log shows what it did)",
+                    process::describe_status(status)
+                ),
+            ),
         },
     };
     if let Some(checks) = checks {
@@ -330,9 +350,17 @@ async fn per_check(
     map: CheckMap,
     builds: HashMap<String, DrvBuild>,
     failed_drvs: Vec<String>,
+    seen_ending: HashMap<String, (i64, bool)>,
+    stopped_at: Option<i64>,
 ) -> Vec<CheckResult> {
     tokio::task::spawn_blocking(move || {
-        checks::results(&checks::host_system(), &map, &builds, &failed_drvs, |out| {
+        let ended = checks::Ended {
+            builds: &builds,
+            failed_drvs: &failed_drvs,
+            seen_ending: &seen_ending,
+            stopped_at,
+        };
+        checks::results(&checks::host_system(), &map, &ended, |out| {
             std::path::Path::new(out).exists()
         })
     })
