@@ -14,6 +14,15 @@ fn check<'a>(build: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no result for {name}: {build}"))
 }
 
+/// A check's status, when the build has per-check results yet.
+fn status_of<'a>(build: &'a Value, name: &str) -> Option<&'a str> {
+    build["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)?["status"]
+        .as_str()
+}
+
 #[test]
 fn three_checks_one_failing_one_cached() {
     let daemon = Daemon::start("");
@@ -173,9 +182,10 @@ fn checks_progress_live_while_the_build_runs(config: &str) {
     work.push(&["HEAD:main"]);
     let id = daemon.build_of("main", &commit);
 
-    // While `slow` waits: the others have ended, each as it did.
+    // While `slow` waits: the others have ended, each as it did. (With
+    // one build at a time, nix may end the third before it starts `slow`.)
     let build = daemon.wait_build(id, std::time::Duration::from_secs(90), |b| {
-        b["progress"]["done"] == 3
+        b["progress"]["done"] == 3 && status_of(b, "slow") == Some("running")
     });
     assert_eq!(build["status"], "running", "{build}");
     assert_eq!(
@@ -237,4 +247,63 @@ fn checks_progress_live_while_the_build_runs(config: &str) {
     assert_eq!(check(&build, "bad")["status"], "failed", "{build}");
     assert_eq!(check(&build, "cached")["status"], "cached", "{build}");
     assert_eq!(build["failure_summary"], "failed checks: bad", "{build}");
+}
+
+/// Pushes a failing check, a passing one and one held until `marker`
+/// exists; returns the build.
+fn push_fast_beside_held(daemon: &Daemon, repo: &str, marker: &std::path::Path) -> i64 {
+    daemon.create_repo(repo);
+    let work = Work::clone(&daemon.repo_path(repo));
+    let n = nonce(repo);
+    let held = format!(
+        "while [ ! -e {} ]; do /bin/sleep 0.1; done; echo held {n}; echo ok > $out",
+        marker.display()
+    );
+    let bad = format!("echo failing {n} >&2; exit 3");
+    let fast = common::passing(&format!("fast {n}"));
+    let commit = work.commit_flake(&[("bad", &bad), ("fast", &fast), ("held", &held)]);
+    work.push(&["HEAD:main"]);
+    daemon.build_of("main", &commit)
+}
+
+/// Nix 2.8 stops every build's activity only when all have ended: the
+/// stored durations come from when each was seen ending, not that stop.
+#[test]
+fn each_check_keeps_its_own_duration_when_the_build_ends() {
+    let daemon = Daemon::start("nix_extra_args = [\"--max-jobs\", \"4\"]");
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("release");
+    let id = push_fast_beside_held(&daemon, "durations", &marker);
+    daemon.wait_build(id, std::time::Duration::from_secs(90), |b| {
+        b["progress"]["done"] == 2 && status_of(b, "held") == Some("running")
+    });
+    // Held well past the others' end.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::fs::write(&marker, "").unwrap();
+    let build = daemon.wait_final(id);
+    let duration = |name| check(&build, name)["duration_ms"].as_i64().unwrap();
+    assert!(duration("held") >= 3000, "{build}");
+    for fast in ["bad", "fast"] {
+        assert!(duration(fast) < 3000, "{fast}: {build}");
+    }
+}
+
+/// A check seen failing stays failed when the build is cancelled after;
+/// the one cut short was not built.
+#[test]
+fn a_cancel_keeps_the_failures_already_seen() {
+    let daemon = Daemon::start("nix_extra_args = [\"--max-jobs\", \"4\"]");
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("never");
+    let id = push_fast_beside_held(&daemon, "cancelled", &marker);
+    daemon.wait_build(id, std::time::Duration::from_secs(90), |b| {
+        status_of(b, "bad") == Some("failed") && status_of(b, "held") == Some("running")
+    });
+    let (status, answer) = daemon.post(&format!("/api/builds/{id}/cancel"), &Value::Null);
+    assert!(status == 200 || status == 202, "{status} {answer}");
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "cancelled", "{build}");
+    assert_eq!(check(&build, "bad")["status"], "failed", "{build}");
+    assert_eq!(check(&build, "fast")["status"], "passed", "{build}");
+    assert_eq!(check(&build, "held")["status"], "not_built", "{build}");
 }

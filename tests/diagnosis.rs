@@ -241,7 +241,8 @@ fn corpus(scratch: &std::path::Path) -> Vec<Case> {
             kind: Some("fetch"),
             words: vec![
                 "input 'dep' (git+file:///nonexistent/procurator-ci-dep) could not be fetched: no such repository",
-                "does not appear to be a git repository",
+                // Nix 2.8 and 2.26 quote git, 2.34 says it itself.
+                "/nonexistent/procurator-ci-dep",
             ],
         },
         Case {
@@ -252,7 +253,8 @@ fn corpus(scratch: &std::path::Path) -> Vec<Case> {
             ],
             status: "failed",
             kind: Some("evaluation"),
-            words: vec!["flake.lock does not match an input's contents", "NAR hash mismatch", "sha256-AAAA"],
+            // Nix 2.3x compares the lock's other fields first.
+            words: vec!["flake.lock does not match an input's contents", "sha256-AAAA"],
         },
         Case {
             name: "broken-flake-lock",
@@ -505,6 +507,38 @@ fn the_preflight_of_a_working_host_warns_only_that_builds_are_not_sandboxed() {
     );
     assert!(
         daemon.log().contains("\"code\":\"sandbox_off\""),
+        "the journal has the warning: {}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_nix_outside_the_tested_versions_is_named_in_health_and_the_journal() {
+    // The real nix, but saying it is a release after the tested ones.
+    let scratch = tempfile::tempdir().unwrap();
+    let wrapper = scratch.path().join("nix-from-the-future");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'nix (Nix) 2.99.1'; exit 0; }\nexec nix \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!("nix_bin = {:?}", wrapper.display().to_string()));
+    let health = health_after_preflight(&daemon);
+    assert_eq!(codes(&health), ["nix_untested", "sandbox_off"], "{health}");
+    let untested = &health["warnings"][0]["message"];
+    let message = untested.as_str().unwrap();
+    assert!(
+        message.starts_with("nix (Nix) 2.99.1 is not a Nix procurator-ci is tested with")
+            && message.contains("Nix 2.8, 2.26, 2.34"),
+        "{message}"
+    );
+    assert!(
+        daemon.log().contains("\"code\":\"nix_untested\""),
         "the journal has the warning: {}",
         daemon.log()
     );

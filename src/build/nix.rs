@@ -128,18 +128,21 @@ pub fn attr(name: &str) -> String {
     }
 }
 
-/// The first error line of nix's stderr, without colours or the `error:`
-/// prefix.
+/// The error of nix's stderr on one line, without colours, `error:`,
+/// trace or code excerpt (see [`crate::build::nixlog::error_of`]; from 2.1x
+/// on, nix puts a trace before it), any hash nix "got" withheld; the end of
+/// stderr when no line is an error.
 pub fn first_error(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    text.lines()
-        .map(strip_ansi)
-        .find_map(|l| {
-            l.trim_start()
-                .strip_prefix("error:")
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| crate::build::process::tail(stderr, 300))
+    let text = strip_ansi(&String::from_utf8_lossy(stderr));
+    let error = if text.lines().any(|l| l.trim_start().starts_with("error:")) {
+        crate::build::nixlog::error_of(&text)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        crate::build::process::tail(stderr, 300)
+    };
+    crate::build::nixlog::withhold_hashes(&error)
 }
 
 /// The arguments of `nix flake show --json` for `flake`.
@@ -346,6 +349,13 @@ mod tests {
         assert_eq!(
             first_error(b"warning: x\n\x1b[31;1merror:\x1b[0m undefined variable 'nope'\n  at x"),
             "undefined variable 'nope'"
+        );
+        // As nix 2.26 prints a check that throws: the trace comes first.
+        assert_eq!(
+            first_error(
+                b"\x1b[31;1merror:\x1b[0m\n       \xe2\x80\xa6 while evaluating the attribute 'drvPath'\n         at /nix/store/x-source/flake.nix:1:25:\n\n       \x1b[31;1merror:\x1b[0m broken on purpose\n"
+            ),
+            "broken on purpose"
         );
     }
 

@@ -23,7 +23,7 @@ const MIN_VERSION: (u64, u64) = (2, 4);
 /// A problem the pre-flight found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
-    /// Stable, for clients: `nix_unusable`, `nix_too_old`,
+    /// Stable, for clients: `nix_unusable`, `nix_too_old`, `nix_untested`,
     /// `nix_config_unreadable`, `flakes_disabled`, `build_users_missing`,
     /// `sandbox_off`, `store_unreachable`, `trivial_build_failed`.
     pub code: &'static str,
@@ -136,6 +136,10 @@ pub async fn run(app: &App) -> Report {
             ),
         );
     }
+    let too_old = parse_version(&version).is_some_and(|found| found < MIN_VERSION);
+    if !too_old && let Some(untested) = untested(&version) {
+        warn(&mut report, "nix_untested", untested);
+    }
     report.nix_version = Some(version);
     let features = "nix-command flakes";
     match nix(
@@ -221,6 +225,29 @@ fn version_line(output: &str) -> String {
         .chars()
         .take(200)
         .collect()
+}
+
+/// The Nix releases the test command runs every Nix-facing test on (the
+/// version matrix, scripts/nix-matrix); README's "Supported Nix versions".
+pub const TESTED: [(u64, u64); 3] = [(2, 8), (2, 26), (2, 34)];
+
+/// The warning for a Nix outside the tested range, or another
+/// implementation (Lix, Determinate Nix name themselves in `--version`):
+/// its messages and log may be read wrong.
+fn untested(version: &str) -> Option<String> {
+    let tested = TESTED
+        .map(|(major, minor)| format!("{major}.{minor}"))
+        .join(", ");
+    let (first, last) = (TESTED[0], TESTED[TESTED.len() - 1]);
+    let other = !version.contains("(Nix)");
+    match parse_version(version) {
+        Some(found) if !other && (first..=last).contains(&found) => None,
+        _ => Some(format!(
+            "{version} is not a Nix procurator-ci is tested with (Nix {tested}; between them \
+             it is expected to work): failures may be explained wrongly; an error it cannot \
+             place is shown as nix printed it and not retried"
+        )),
+    }
 }
 
 /// `nix (Nix) 2.8.0` → `(2, 8)`.
@@ -323,6 +350,30 @@ mod tests {
         let loud = format!("{}\n", "x".repeat(1_000_000)).repeat(3);
         assert_eq!(version_line(&loud).len(), 200);
         assert_eq!(version_line(""), "");
+    }
+
+    #[test]
+    fn a_nix_outside_the_tested_range_is_named_with_the_tested_ones() {
+        for tested in [
+            "nix (Nix) 2.8.0",
+            "nix (Nix) 2.26.3",
+            "nix (Nix) 2.31.2",
+            "nix (Nix) 2.34.8",
+        ] {
+            assert_eq!(untested(tested), None, "{tested}");
+        }
+        for other in [
+            "nix (Nix) 2.7.0",
+            "nix (Nix) 2.35.0",
+            "nix (Lix, like Nix) 2.91.1",
+            "garbage",
+        ] {
+            let warning = untested(other).unwrap();
+            assert!(
+                warning.starts_with(other) && warning.contains("Nix 2.8, 2.26, 2.34"),
+                "{warning}"
+            );
+        }
     }
 
     #[test]

@@ -162,11 +162,19 @@ struct State {
 }
 
 impl State {
-    /// Builds that started and have not been seen ending.
+    /// Builds that started and whose end is not known: running, or
+    /// stopped by nix without their output in the store yet.
     fn open(&self) -> Vec<String> {
         self.drvs
             .iter()
-            .filter(|(drv, build)| build.finished_ms.is_none() && !self.ended.contains_key(*drv))
+            .filter(|(drv, build)| {
+                !self.ended.contains_key(*drv)
+                    && (build.finished_ms.is_none()
+                        || self
+                            .outputs
+                            .get(*drv)
+                            .is_some_and(|out| !self.valid.contains(out)))
+            })
             .map(|(drv, _)| drv.clone())
             .collect()
     }
@@ -349,9 +357,9 @@ impl Tracker {
                     Some(b) if (b.finished_ms.is_some() || ended.is_some()) && valid => {
                         LiveStatus::Passed
                     }
-                    // Nix stopped its build and the store has no output:
-                    // it failed, whatever nix says of it (or when).
-                    Some(b) if b.finished_ms.is_some() => LiveStatus::Failed,
+                    // Stopped, and neither the store nor nix has said how
+                    // yet (nix 2.3x stops a build's activity before it
+                    // registers the output).
                     Some(_) => LiveStatus::Running,
                     None if valid => LiveStatus::Cached,
                     None => LiveStatus::Queued,
@@ -418,7 +426,7 @@ mod tests {
         assert_eq!(s.progress, Progress { done: 2, total: 5 });
 
         // `fast` ends with its output in the store; `bad` stops without
-        // one: the store says it failed before nix does.
+        // one, and is running until nix says it failed.
         std::fs::write(dir.path().join("fast"), "").unwrap();
         let fast = DrvBuild {
             finished_ms: Some(1500),
@@ -441,7 +449,7 @@ mod tests {
         );
         let s = tracker.snapshot().unwrap();
         assert_eq!(status(&s, "fast"), LiveStatus::Passed);
-        assert_eq!(status(&s, "bad"), LiveStatus::Failed);
+        assert_eq!(status(&s, "bad"), LiveStatus::Running);
         assert_eq!(status(&s, "slow"), LiveStatus::Running);
         let fast = s.checks.iter().find(|c| c.name == "fast").unwrap();
         assert_eq!(
@@ -516,6 +524,56 @@ mod tests {
         };
         assert_eq!((duration("bad"), duration("fast")), (Some(100), Some(60)));
         assert_eq!(s.progress, Progress { done: 2, total: 3 });
+    }
+
+    /// Nix 2.3x stops a build's activity as soon as its builder exits,
+    /// before the output is registered: a stop alone says nothing; nix's
+    /// counts then tell, with the store.
+    #[test]
+    fn a_build_stopped_before_its_output_is_registered_waits_for_nixs_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = Tracker::default();
+        let map: CheckMap = ["good", "bad"]
+            .into_iter()
+            .map(|n| (n.to_string(), paths(dir.path(), n)))
+            .collect();
+        tracker.set_map(map);
+        let stopped = |ms: i64| DrvBuild {
+            started_ms: ms,
+            finished_ms: Some(ms + 10),
+            log_offset: ms as u64,
+            ..DrvBuild::default()
+        };
+        let counts = |done, failed| BuildCounts {
+            done,
+            expected: 2,
+            running: 0,
+            failed,
+            log_offset: 1000,
+        };
+        tracker.update(
+            [
+                ("/nix/store/good.drv", &stopped(100)),
+                ("/nix/store/bad.drv", &stopped(200)),
+            ],
+            &[],
+            None,
+            300,
+        );
+        let s = tracker.snapshot().unwrap();
+        assert_eq!(status(&s, "good"), LiveStatus::Running);
+        assert_eq!(status(&s, "bad"), LiveStatus::Running);
+        // `good`'s output is registered, then nix counts one done.
+        std::fs::write(dir.path().join("good"), "").unwrap();
+        tracker.update([], &[], Some(counts(1, 0)), 400);
+        let s = tracker.snapshot().unwrap();
+        assert_eq!(status(&s, "good"), LiveStatus::Passed);
+        assert_eq!(status(&s, "bad"), LiveStatus::Running);
+        // One failed, nothing runs: `bad`, without an output, failed.
+        tracker.update([], &[], Some(counts(1, 1)), 500);
+        let s = tracker.snapshot().unwrap();
+        assert_eq!(status(&s, "bad"), LiveStatus::Failed);
+        assert_eq!(s.progress, Progress { done: 2, total: 2 });
     }
 
     #[test]
