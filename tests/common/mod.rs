@@ -380,7 +380,7 @@ impl Daemon {
         &self,
         id: i64,
     ) -> std::thread::JoinHandle<(Vec<u8>, std::io::Result<usize>)> {
-        let url = format!("{}/api/builds/{id}/logs?follow=true", self.base());
+        let url = format!("{}/api/builds/{id}/logs?follow=true&ansi=1", self.base());
         std::thread::spawn(move || {
             let mut response = agent_with_timeout(Duration::from_secs(120))
                 .get(&url)
@@ -419,8 +419,11 @@ impl Daemon {
         rx
     }
 
+    /// Build `id`'s log as stored, colours included (`ansi=1`): the bytes
+    /// that offsets, caps and lengths count (nix 2.2x colours its warnings
+    /// even in its JSON log).
     pub fn log_of(&self, id: i64) -> String {
-        self.request_text("GET", &format!("/api/builds/{id}/logs"), None, None)
+        self.request_text("GET", &format!("/api/builds/{id}/logs?ansi=1"), None, None)
             .1
     }
 

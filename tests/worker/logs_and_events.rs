@@ -27,7 +27,7 @@ fn a_follower_joining_mid_build_receives_exactly_the_final_log() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let url = format!("{}/api/builds/{id}/logs?follow=true", daemon.base());
+    let url = format!("{}/api/builds/{id}/logs?follow=true&ansi=1", daemon.base());
     let mut response = common::agent_with_timeout(Duration::from_secs(120))
         .get(&url)
         .call()
@@ -54,7 +54,7 @@ fn a_follower_joining_mid_build_receives_exactly_the_final_log() {
     let rest = daemon
         .request_text(
             "GET",
-            &format!("/api/builds/{id}/logs?offset={half}"),
+            &format!("/api/builds/{id}/logs?offset={half}&ansi=1"),
             None,
             None,
         )
