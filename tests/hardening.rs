@@ -3,9 +3,12 @@
 //! header taken as sent, validated request ids, 401s counted and logged at
 //! a bounded rate, the daemon's own file modes, and a token file others can
 //! read refused. Beside it (issue 25): no credential in any answer or log
-//! (`hardening/secrets.rs`).
+//! (`hardening/secrets.rs`), and log lines that cannot be forged
+//! (`hardening/log_lines.rs`).
 
 mod common;
+#[path = "hardening/log_lines.rs"]
+mod log_lines;
 #[path = "hardening/secrets.rs"]
 mod secrets;
 
