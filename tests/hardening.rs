@@ -3,14 +3,17 @@
 //! header taken as sent, validated request ids, 401s counted and logged at
 //! a bounded rate, the daemon's own file modes, and a token file others can
 //! read refused. Beside it (issue 25): no credential in any answer or log
-//! (`hardening/secrets.rs`), and log lines that cannot be forged
-//! (`hardening/log_lines.rs`).
+//! (`hardening/secrets.rs`), fair NAR downloads and room for short requests
+//! while streams are held (`hardening/streams.rs`), and log lines that
+//! cannot be forged (`hardening/log_lines.rs`).
 
 mod common;
 #[path = "hardening/log_lines.rs"]
 mod log_lines;
 #[path = "hardening/secrets.rs"]
 mod secrets;
+#[path = "hardening/streams.rs"]
+mod streams;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -52,6 +55,44 @@ fn signing_key(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(&path, secret).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
+}
+
+/// A connection to the daemon from `source` (a loopback address other
+/// than 127.0.0.1 is another client), receiving at most a few KiB at a
+/// time, with `GET path` sent and nothing read.
+fn held_from(source: std::net::Ipv4Addr, port: u16, path: &str) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket, sockopt};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
+    bind(&fd, &SocketAddrV4::new(source, 0)).unwrap();
+    connect(&fd, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).unwrap();
+    let mut stream = std::net::TcpStream::from(fd);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+/// The status and head of the answer on a held connection (read byte by
+/// byte up to the blank line, so the body stays unread).
+fn head_of(stream: &mut std::net::TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head)
 }
 
 /// A webhook receiver on loopback that answers every request with

@@ -13,7 +13,10 @@
 //! - TCP connections are capped in all and per peer address ([`Gate`]);
 //!   the excess is accepted, answered 503 at once and closed, so `accept`
 //!   never fails for want of descriptors: [`FD_RESERVE`] descriptors stay
-//!   free for the hook's socket, the database, git and builds.
+//!   free for the hook's socket, the database, git and builds. Of the cap,
+//!   long-lived answers may hold only a share
+//!   ([`crate::http::streams`]): every request of an admitted connection
+//!   carries its [`Peer`] for them.
 //! - A connection buffers at most [`MAX_BUF`] of its answer (and of a
 //!   request head): a client that stops reading holds that much, not the
 //!   whole of what it asked for.
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::http::api::ApiError;
+use crate::http::streams::{Peer, Streams};
 
 /// How long, and for how many bytes, a refused request's connection keeps
 /// reading before it closes (see [`linger`]).
@@ -59,11 +63,13 @@ pub const FD_RESERVE: u64 = 256;
 /// descriptors.
 const REFUSING: usize = 64;
 
-/// The caps on a listener's connections: in all and per peer address.
+/// The caps on a listener's connections: in all and per peer address, and
+/// the share of them long-lived answers may hold.
 #[derive(Debug)]
 pub struct Gate {
     total: usize,
     per_peer: usize,
+    streams: Arc<Streams>,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     refusing: Arc<tokio::sync::Semaphore>,
 }
@@ -88,11 +94,13 @@ impl Drop for Admission {
 }
 
 impl Gate {
-    /// At most `total` connections, `per_peer` of them from one address.
-    pub fn new(total: usize, per_peer: usize) -> Arc<Gate> {
+    /// At most `total` connections, `per_peer` of them from one address;
+    /// at most `downloads_per_peer` NAR downloads from one address.
+    pub fn new(total: usize, per_peer: usize, downloads_per_peer: usize) -> Arc<Gate> {
         Arc::new(Gate {
             total,
             per_peer,
+            streams: Streams::new(total, downloads_per_peer),
             open: Mutex::new((0, HashMap::new())),
             refusing: Arc::new(tokio::sync::Semaphore::new(REFUSING)),
         })
@@ -101,6 +109,11 @@ impl Gate {
     /// The cap on all connections.
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// How many long-lived answers may be served at once.
+    pub fn streams(&self) -> usize {
+        self.streams.total()
     }
 
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, &'static str> {
@@ -231,9 +244,16 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
+        let mut extensions = peer(&io);
         let admission = match (&gate, addr.ip()) {
             (Some(gate), Some(ip)) => match gate.admit(ip) {
-                Ok(admission) => Some(admission),
+                Ok(admission) => {
+                    extensions.insert(Peer {
+                        ip,
+                        streams: gate.streams.clone(),
+                    });
+                    Some(admission)
+                }
                 Err(why) => {
                     refuse(gate, io, why).await;
                     continue;
@@ -241,7 +261,6 @@ pub async fn serve<L>(
             },
             _ => None,
         };
-        let extensions = peer(&io);
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
