@@ -37,24 +37,21 @@ fn log_of_a_refused_webhook(format: &str) -> String {
 }
 
 fn assert_not_forged(log: &str) {
-    let refusal = log
-        .lines()
-        .find(|l| l.contains("webhook receiver refused"))
-        .unwrap_or_else(|| panic!("no refusal logged: {log}"));
-    assert!(
-        refusal.contains("refused\\nFAKE 2026-01-01T00:00:00Z") && refusal.contains("FORGED-TOO"),
-        "the receiver's answer is on the refusal's line, escaped: {refusal}"
-    );
-    assert!(
-        refusal.contains("passed\\r\\n\\u{1b}[2K\\u{1b}[32mFORGED-TOO"),
-        "{refusal}"
-    );
     for line in log.lines() {
         assert!(
             !line.starts_with("FAKE") && !line.contains("\u{1b}[2K") && !line.contains('\r'),
             "a forged line: {line:?}"
         );
     }
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("webhook receiver refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {log}"));
+    assert!(
+        refusal.contains("refused\\nFAKE 2026-01-01T00:00:00Z")
+            && refusal.contains("passed\\r\\n\\u{1b}[2K\\u{1b}[32mFORGED-TOO"),
+        "the receiver's answer is on the refusal's line, escaped: {refusal}"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! No credential in any answer or log (issue 25, item 3): a `cache_push`
 //! target and a `[[notify]] url` with credentials, a push that fails (nix's
 //! error quotes the target whole) and a webhook that is refused. The API,
-//! the event stream, the daemon's log in each format, `/metrics` and health
+//! the event stream, the daemon's log in each format (JSON, plain, pretty,
+//! the journal), `/metrics`, health and a configuration error
 //! show the targets with `***` for the credentials, and never the
 //! credentials themselves. (The page draws what the API gives: the browser
 //! test `no_credentials_on_the_page` reads it there.)
@@ -63,14 +64,21 @@ fn failing_with_credentials(format: &str) -> (Daemon, i64, Vec<String>, u16) {
             Err(_) => panic!("no build.cache event with the failed push: {lines:?}"),
         }
     }
-    // The webhook's three refusals are logged.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !daemon.log().contains("webhook notification not delivered") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
     drop(tmp);
     (daemon, id, lines, closed)
+}
+
+/// The daemon's log (stderr) once the webhook's three refusals are in it.
+fn log_with_refusals(daemon: &Daemon) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = daemon.log();
+        if log.contains("webhook notification not delivered") {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -107,7 +115,7 @@ fn credentials_in_push_targets_and_webhook_urls_are_shown_nowhere() {
     assert_no_secret("/metrics", &metrics);
 
     // The log: the push's failure and the webhook's, with their targets.
-    let log = daemon.log();
+    let log = log_with_refusals(&daemon);
     let push_lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Pushing the build's outputs failed"))
@@ -132,7 +140,7 @@ fn credentials_in_push_targets_and_webhook_urls_are_shown_nowhere() {
 #[test]
 fn the_plain_log_shows_no_credential_either() {
     let (daemon, _, _, closed) = failing_with_credentials("auto");
-    let log = daemon.log();
+    let log = log_with_refusals(&daemon);
     assert!(
         log.contains(&format!("target=http://***@127.0.0.1:{closed}/")),
         "{log}"
@@ -154,4 +162,71 @@ fn a_configuration_error_does_not_repeat_the_credentials() {
     assert!(stderr.contains("cache_push.0"), "{stderr}");
     assert!(stderr.contains("http://***@cache.example/"), "{stderr}");
     assert_no_secret("the configuration error", &stderr);
+}
+
+#[test]
+fn the_pretty_log_shows_no_credential_either() {
+    let (daemon, _, _, closed) = failing_with_credentials("pretty");
+    let log = log_with_refusals(&daemon);
+    assert!(
+        log.contains(&format!("http://***@127.0.0.1:{closed}/")),
+        "{log}"
+    );
+    assert_no_secret("the pretty log", &log);
+}
+
+/// Whether a journald answers on its socket (a stale socket file refuses).
+fn journald_answers() -> bool {
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|socket| socket.send_to(&[], "/run/systemd/journal/socket"))
+        .is_ok()
+}
+
+#[test]
+fn the_journal_shows_no_credential_either() {
+    // Left running when started here, as tests/daemon.rs does: the journal
+    // is shared and holds nothing of ours.
+    if !journald_answers() {
+        std::process::Command::new("/lib/systemd/systemd-journald")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("systemd-journald is needed for this test (apt-get install systemd)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !journald_answers() {
+            assert!(Instant::now() < deadline, "journald did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (daemon, _, _, closed) = failing_with_credentials("journald");
+    let masked = format!("http://***@127.0.0.1:{closed}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let entries = loop {
+        let out = std::process::Command::new("journalctl")
+            .args([
+                "-o",
+                "json",
+                "--no-pager",
+                "SYSLOG_IDENTIFIER=procurator-ci",
+            ])
+            .arg(format!("_PID={}", daemon.pid()))
+            .output()
+            .unwrap();
+        let entries = String::from_utf8_lossy(&out.stdout).to_string();
+        if entries.contains("webhook notification not delivered")
+            && entries.contains("Pushing the build's outputs failed")
+        {
+            break entries;
+        }
+        assert!(Instant::now() < deadline, "not in the journal: {entries}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The push's entry carries the target as a field of its own.
+    assert!(
+        entries
+            .lines()
+            .any(|e| e.contains("Pushing the build's outputs failed") && e.contains(&masked)),
+        "{entries}"
+    );
+    assert_no_secret("the journal", &entries);
 }
