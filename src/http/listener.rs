@@ -54,8 +54,9 @@ const LINGER_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_BUF: usize = 16 * 1024;
 
 /// Descriptors kept free of client connections: the hook's socket and its
-/// connections, the database (writer and readers), git, builds' pipes and
-/// refused connections while they are answered.
+/// connections, the database (writer and readers), git, builds' pipes,
+/// the pipes of the `nix store dump-path` behind each NAR download (two
+/// each, at most 64) and refused connections while they are answered.
 pub const FD_RESERVE: u64 = 256;
 
 /// Refused connections being answered at once; past this, accepting waits
@@ -109,11 +110,6 @@ impl Gate {
     /// The cap on all connections.
     pub fn total(&self) -> usize {
         self.total
-    }
-
-    /// How many long-lived answers may be served at once.
-    pub fn streams(&self) -> usize {
-        self.streams.total()
     }
 
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, &'static str> {

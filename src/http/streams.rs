@@ -81,11 +81,6 @@ impl Streams {
             held: Mutex::default(),
         })
     }
-
-    /// How many long-lived answers are served at once.
-    pub fn total(&self) -> usize {
-        self.total
-    }
 }
 
 /// `stream`, holding `slot` until it ends or is dropped.

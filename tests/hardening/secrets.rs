@@ -182,22 +182,43 @@ fn journald_answers() -> bool {
         .is_ok()
 }
 
-#[test]
-fn the_journal_shows_no_credential_either() {
-    // Left running when started here, as tests/daemon.rs does: the journal
-    // is shared and holds nothing of ours.
-    if !journald_answers() {
-        std::process::Command::new("/lib/systemd/systemd-journald")
+/// A journald this test started, stopped when the test ends.
+struct Journald(Option<std::process::Child>);
+
+impl Journald {
+    /// The machine's journald when one answers, else one of our own.
+    fn ensure() -> Journald {
+        if journald_answers() {
+            return Journald(None);
+        }
+        // journald unlinks a stale socket itself before it binds.
+        let child = std::process::Command::new("/lib/systemd/systemd-journald")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("systemd-journald is needed for this test (apt-get install systemd)");
+        let started = Journald(Some(child));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !journald_answers() {
             assert!(Instant::now() < deadline, "journald did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        started
     }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn the_journal_shows_no_credential_either() {
+    let _journald = Journald::ensure();
     let (daemon, _, _, closed) = failing_with_credentials("journald");
     let masked = format!("http://***@127.0.0.1:{closed}/");
     let deadline = Instant::now() + Duration::from_secs(20);
