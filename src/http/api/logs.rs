@@ -110,9 +110,10 @@ pub(super) async fn build_logs(
     let id = build_id(&id)?;
     let request = parse_log_params(params)?;
     // A followed log lasts as long as its attempt runs.
-    let slot = match request.follow {
-        true => stream_slot(peer.as_deref())?,
-        false => None,
+    let slot = if request.follow {
+        stream_slot(peer.as_deref())?
+    } else {
+        None
     };
     let headers = [
         (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
