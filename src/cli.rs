@@ -61,7 +61,9 @@ fn load(config: Option<PathBuf>, runtime_files: RuntimeFiles) -> Result<Config, 
         runtime_files,
     )
     .map_err(|e| {
-        eprintln!("procurator-ci: {e}");
+        // An error quotes the value at fault, which may be a URL with its
+        // credentials.
+        eprintln!("procurator-ci: {}", crate::redact::urls(&e.to_string()));
         ExitCode::from(2)
     })
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod ops;
+pub mod redact;
 pub mod repos;
 pub mod server;
 pub mod storage;

@@ -127,7 +127,11 @@ pub async fn serve(
              raise LimitNOFILE (ulimit -n)"
         );
     }
-    let gate = crate::http::listener::Gate::new(cap, config.max_connections_per_peer as usize);
+    let gate = crate::http::listener::Gate::new(
+        cap,
+        config.max_connections_per_peer as usize,
+        config.cache_downloads_per_peer as usize,
+    );
     let http = tokio::spawn(crate::http::listener::serve(
         tcp,
         stall,

@@ -133,7 +133,9 @@ pub(crate) fn sse(ctx: &Ctx) -> Res<Vec<Row>> {
     let dir = ctx.root.join("sse");
     let nix = blocking_nix(&dir)?;
     // No periodic scan: it would queue the branches made below itself. The
-    // subscribers all come from 127.0.0.1: the cap per peer must admit them.
+    // subscribers all come from 127.0.0.1: the cap per peer must admit them,
+    // and three quarters of max_connections (1,536), what event streams may
+    // hold.
     let mut d = Daemon::configure(
         &dir,
         &format!(

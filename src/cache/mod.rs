@@ -115,7 +115,8 @@ pub struct Output {
     pub path: String,
 }
 
-/// A push of a build's outputs to one target, as the API shows it.
+/// A push of a build's outputs to one target, as the API shows it: the
+/// target and nix's error with their credentials masked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Push {
     pub target: String,
@@ -161,12 +162,13 @@ pub fn build_cache(conn: &Connection, id: i64) -> Result<Option<BuildCache>, Sto
         .query_map([id], |r| {
             let status: String = r.get(1)?;
             let next_at: i64 = r.get(4)?;
+            let (target, error): (String, Option<String>) = (r.get(0)?, r.get(3)?);
             Ok(Push {
-                target: r.get(0)?,
+                target: crate::redact::urls(&target).into_owned(),
                 next_attempt_at: (status == "pending").then(|| format_ms(next_at)),
                 status,
                 attempts: r.get(2)?,
-                error: r.get(3)?,
+                error: error.map(|e| crate::redact::urls(&e).into_owned()),
                 updated_at: format_ms(r.get(5)?),
             })
         })

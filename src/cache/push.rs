@@ -153,27 +153,37 @@ async fn attempt(app: &Arc<App>, job: &Job) {
             _ = app.shutdown.cancelled() => return,
         }
     };
-    let (target, base) = (job.target.clone(), app.config.retry_backoff_secs);
-    let error = result.as_ref().err().cloned();
+    // Nix's error quotes the target, credentials and all: kept and logged
+    // masked.
+    let error = result
+        .as_ref()
+        .err()
+        .map(|e| crate::redact::urls(e).into_owned());
+    let (target, base, kept) = (
+        job.target.clone(),
+        app.config.retry_backoff_secs,
+        error.clone(),
+    );
     let written = app
         .store
-        .write(move |conn| finish(conn, id, &target, error.as_deref(), base))
+        .write(move |conn| finish(conn, id, &target, kept.as_deref(), base))
         .await;
-    let outcome = match (&result, written) {
+    let target = crate::redact::urls(&job.target);
+    let outcome = match (error, written) {
         (_, Err(e)) => {
             tracing::warn!(build_id = id, error = %e, "cannot record a push's outcome");
             return;
         }
-        (Ok(()), Ok(_)) => {
-            tracing::info!(build_id = id, target = %job.target, "Pushed the build's outputs");
+        (None, Ok(_)) => {
+            tracing::info!(build_id = id, target = %target, "Pushed the build's outputs");
             "pushed"
         }
-        (Err(error), Ok(attempts)) if attempts >= MAX_ATTEMPTS => {
-            tracing::error!(build_id = id, target = %job.target, attempts, error = %error, "Giving up pushing the build's outputs");
+        (Some(error), Ok(attempts)) if attempts >= MAX_ATTEMPTS => {
+            tracing::error!(build_id = id, target = %target, attempts, error = %error, "Giving up pushing the build's outputs");
             "failed"
         }
-        (Err(error), Ok(attempts)) => {
-            tracing::warn!(build_id = id, target = %job.target, attempts, error = %error, "Pushing the build's outputs failed; retrying later");
+        (Some(error), Ok(attempts)) => {
+            tracing::warn!(build_id = id, target = %target, attempts, error = %error, "Pushing the build's outputs failed; retrying later");
             "retry"
         }
     };

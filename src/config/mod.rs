@@ -156,6 +156,8 @@ pub struct Config {
     pub cache_keep_builds: u32,
     /// Pushes that run at once.
     pub cache_push_jobs: u32,
+    /// NAR downloads one IP address may hold at once.
+    pub cache_downloads_per_peer: u32,
 }
 
 /// What the providers yield before paths derived from `state_dir` are filled
@@ -203,6 +205,7 @@ struct RawConfig {
     cache_serve: bool,
     cache_keep_builds: u32,
     cache_push_jobs: u32,
+    cache_downloads_per_peer: u32,
 }
 
 /// A configuration that could not be loaded or is invalid.

@@ -299,6 +299,14 @@ fn validate_cache(
         1..=32,
         "must be between 1 and 32",
     )?;
+    // 32: the downloads the cache serves at once in all.
+    in_range(
+        &invalid,
+        "cache_downloads_per_peer",
+        config.cache_downloads_per_peer,
+        1..=32,
+        "must be between 1 and 32 (the downloads served at once in all)",
+    )?;
     match &config.cache_secret_key_file {
         None if config.cache_serve || !config.cache_push.is_empty() => Err(invalid(
             "cache_secret_key_file",

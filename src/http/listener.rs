@@ -13,7 +13,10 @@
 //! - TCP connections are capped in all and per peer address ([`Gate`]);
 //!   the excess is accepted, answered 503 at once and closed, so `accept`
 //!   never fails for want of descriptors: [`FD_RESERVE`] descriptors stay
-//!   free for the hook's socket, the database, git and builds.
+//!   free for the hook's socket, the database, git and builds. Of the cap,
+//!   long-lived answers may hold only a share
+//!   ([`crate::http::streams`]): every request of an admitted connection
+//!   carries its [`Peer`] for them.
 //! - A connection buffers at most [`MAX_BUF`] of its answer (and of a
 //!   request head): a client that stops reading holds that much, not the
 //!   whole of what it asked for.
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::http::api::ApiError;
+use crate::http::streams::{Peer, Streams};
 
 /// How long, and for how many bytes, a refused request's connection keeps
 /// reading before it closes (see [`linger`]).
@@ -50,8 +54,9 @@ const LINGER_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_BUF: usize = 16 * 1024;
 
 /// Descriptors kept free of client connections: the hook's socket and its
-/// connections, the database (writer and readers), git, builds' pipes and
-/// refused connections while they are answered.
+/// connections, the database (writer and readers), git, builds' pipes,
+/// the pipes of the `nix store dump-path` behind each NAR download (two
+/// each, at most 64) and refused connections while they are answered.
 pub const FD_RESERVE: u64 = 256;
 
 /// Refused connections being answered at once; past this, accepting waits
@@ -59,11 +64,13 @@ pub const FD_RESERVE: u64 = 256;
 /// descriptors.
 const REFUSING: usize = 64;
 
-/// The caps on a listener's connections: in all and per peer address.
+/// The caps on a listener's connections: in all and per peer address, and
+/// the share of them long-lived answers may hold.
 #[derive(Debug)]
 pub struct Gate {
     total: usize,
     per_peer: usize,
+    streams: Arc<Streams>,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     refusing: Arc<tokio::sync::Semaphore>,
 }
@@ -88,11 +95,13 @@ impl Drop for Admission {
 }
 
 impl Gate {
-    /// At most `total` connections, `per_peer` of them from one address.
-    pub fn new(total: usize, per_peer: usize) -> Arc<Gate> {
+    /// At most `total` connections, `per_peer` of them from one address;
+    /// at most `downloads_per_peer` NAR downloads from one address.
+    pub fn new(total: usize, per_peer: usize, downloads_per_peer: usize) -> Arc<Gate> {
         Arc::new(Gate {
             total,
             per_peer,
+            streams: Streams::new(total, downloads_per_peer),
             open: Mutex::new((0, HashMap::new())),
             refusing: Arc::new(tokio::sync::Semaphore::new(REFUSING)),
         })
@@ -231,9 +240,16 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
+        let mut extensions = peer(&io);
         let admission = match (&gate, addr.ip()) {
             (Some(gate), Some(ip)) => match gate.admit(ip) {
-                Ok(admission) => Some(admission),
+                Ok(admission) => {
+                    extensions.insert(Peer {
+                        ip,
+                        streams: gate.streams.clone(),
+                    });
+                    Some(admission)
+                }
                 Err(why) => {
                     refuse(gate, io, why).await;
                     continue;
@@ -241,7 +257,6 @@ pub async fn serve<L>(
             },
             _ => None,
         };
-        let extensions = peer(&io);
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {

@@ -153,11 +153,6 @@ fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(key.to_vec())
 }
 
-/// A URL fit for logs: without its query, which may carry a token.
-fn loggable(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
-}
-
 /// Starts the notification tasks when `[[notify]]` entries exist.
 /// Subscribes before returning, so nothing published afterwards is missed.
 pub fn spawn(app: &Arc<App>) {
@@ -332,7 +327,7 @@ async fn webhook(
                     notify = index,
                     build_id = delivery.build_id,
                     status = delivery.status.as_str(),
-                    url = loggable(url),
+                    url = %crate::redact::urls(url),
                     http_status = status,
                     attempt,
                     "Webhook notification delivered"
@@ -344,9 +339,9 @@ async fn webhook(
                 tracing::warn!(
                     notify = index,
                     build_id = delivery.build_id,
-                    url = loggable(url),
+                    url = %crate::redact::urls(url),
                     http_status = status,
-                    response = %body,
+                    response = %crate::redact::urls(body),
                     attempt,
                     of = WEBHOOK_ATTEMPTS,
                     retry = retryable && attempt < WEBHOOK_ATTEMPTS,
@@ -358,8 +353,8 @@ async fn webhook(
                 tracing::warn!(
                     notify = index,
                     build_id = delivery.build_id,
-                    url = loggable(url),
-                    error = %error,
+                    url = %crate::redact::urls(url),
+                    error = %crate::redact::urls(error),
                     attempt,
                     of = WEBHOOK_ATTEMPTS,
                     retry = attempt < WEBHOOK_ATTEMPTS,
@@ -380,7 +375,7 @@ async fn webhook(
     tracing::error!(
         notify = index,
         build_id = delivery.build_id,
-        url = loggable(url),
+        url = %crate::redact::urls(url),
         "webhook notification not delivered"
     );
     false
@@ -669,14 +664,5 @@ mod tests {
         std::fs::write(&path, "\n").unwrap();
         assert!(read_secret(&path).unwrap_err().contains("empty"));
         assert!(read_secret(&dir.path().join("absent")).is_err());
-    }
-
-    #[test]
-    fn urls_are_logged_without_their_query() {
-        assert_eq!(
-            loggable("https://h.example/hook?token=abc"),
-            "https://h.example/hook"
-        );
-        assert_eq!(loggable("http://h/x"), "http://h/x");
     }
 }

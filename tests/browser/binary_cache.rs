@@ -100,3 +100,47 @@ fn the_binary_cache_on_the_page() {
         "console errors or warnings: {problems:#?}"
     );
 }
+
+/// Issue 25: a push target with credentials is drawn with them masked, in
+/// its text and in its attributes; the page has nothing else to show.
+#[test]
+fn no_credentials_on_the_page() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("page.secret");
+    let secret = common::run_ok(
+        Command::new("nix")
+            .args(["key", "generate-secret", "--key-name", "page-2"])
+            .env("NIX_CONFIG", common::NIX_CONFIG),
+    );
+    std::fs::write(&key, secret).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let closed = common::free_port();
+    let d = Daemon::start(&format!(
+        "cache_secret_key_file = \"{}\"\n\
+         cache_push = [\"http://page-user:page-s3cret@127.0.0.1:{closed}/\"]\n",
+        key.display()
+    ));
+    d.create_repo("masked");
+    let w = Work::clone(&d.repo_path("masked"));
+    w.commit_flake(&[("out", &passing(&format!("masked {}", nonce())))]);
+    w.push(&["HEAD:main"]);
+    let id = d.builds()[0]["id"].as_i64().unwrap();
+    d.wait_build(id, Duration::from_secs(120), |b| {
+        b["cache"]["pushes"][0]["error"].is_string()
+    });
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/builds/{id}", d.base()));
+    let masked = format!("http://***@127.0.0.1:{closed}/");
+    browser.wait("the failing push", Duration::from_secs(20), |b| {
+        b.text(".cache-card [data-push-status='pending'] code")
+            .filter(|t| *t == masked)
+    });
+    let page = browser.js("return document.documentElement.outerHTML;", json!([]));
+    let page = page.as_str().unwrap();
+    assert!(page.contains(&format!("data-push=\"{masked}\"")), "{page}");
+    for secret in ["page-user", "page-s3cret"] {
+        assert!(!page.contains(secret), "the page shows {secret}: {page}");
+    }
+}

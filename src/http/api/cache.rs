@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiResult, Path};
 use crate::app::{App, AppError};
 use crate::cache::serve;
+use crate::http::streams::{Peer, holding};
 
 /// A NAR's bytes never change for its store path: a proxy may keep it.
 /// A private daemon's cache is for token holders only, so shared caches
@@ -63,11 +65,16 @@ pub async fn narinfo(State(app): State<Arc<App>>, Path(file): Path<String>) -> A
 }
 
 /// `GET /nix-cache/nar/{hash}.nar.zst`.
-pub async fn nar(State(app): State<Arc<App>>, Path(file): Path<String>) -> ApiResult<Response> {
+pub async fn nar(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
+    Path(file): Path<String>,
+) -> ApiResult<Response> {
     let hash = file
         .strip_suffix(".nar.zst")
         .ok_or_else(|| AppError::NotFound(format!("nar/{file} is not in this cache")))?;
-    let stream = serve::nar(&app, hash).await?;
+    let slot = peer.as_deref().map(Peer::download).transpose()?;
+    let stream = holding(serve::nar(&app, hash).await?, slot);
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-nix-nar"),

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -16,6 +17,7 @@ use serde_json::json;
 use super::builds::build_id;
 use super::logs::log_stream;
 use super::{ApiResult, AppState, Query};
+use crate::http::streams::{Peer, holding, stream_slot};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,9 +30,11 @@ pub(super) struct EventParams {
 /// `?build=<id>` that build's log as `build.log` events.
 pub(super) async fn events(
     State(app): AppState,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     Query(params): Query<EventParams>,
 ) -> ApiResult<impl IntoResponse> {
+    let slot = stream_slot(peer.as_deref())?;
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -72,7 +76,7 @@ pub(super) async fn events(
         }
     };
     let shutdown = app.shutdown.clone().cancelled_owned();
-    let stream = feed.map(Ok::<_, Infallible>).take_until(shutdown);
+    let stream = holding(feed.map(Ok::<_, Infallible>).take_until(shutdown), slot);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -17,6 +18,7 @@ use crate::storage::logs::window::{MAX_WINDOW, StripAnsi, Want, Window};
 
 use super::builds::build_id;
 use super::{ApiError, ApiResult, AppState, Path, Query};
+use crate::http::streams::{Peer, holding, stream_slot};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,11 +103,18 @@ fn parse_log_params(params: LogParams) -> Result<LogRequest, ApiError> {
 
 pub(super) async fn build_logs(
     State(app): AppState,
+    peer: Option<Extension<Peer>>,
     Path(id): Path<String>,
     Query(params): Query<LogParams>,
 ) -> ApiResult<Response> {
     let id = build_id(&id)?;
     let request = parse_log_params(params)?;
+    // A followed log lasts as long as its attempt runs.
+    let slot = if request.follow {
+        stream_slot(peer.as_deref())?
+    } else {
+        None
+    };
     let headers = [
         (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
         (header::CACHE_CONTROL, "no-store"),
@@ -134,6 +143,7 @@ pub(super) async fn build_logs(
         return Ok(response);
     }
     let stream = log_stream(&app, id, request.attempt, request.offset, request.follow).await?;
+    let stream = holding(stream, slot);
     let body = if request.ansi {
         Body::from_stream(stream)
     } else {
