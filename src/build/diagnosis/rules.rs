@@ -482,6 +482,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rule_with_a_hint_of_its_own_sends_the_user_the_right_way() {
+        let no_flake = "the commit has no flake.nix at the root of the repository: path 'flake.nix' does not exist";
+        assert_eq!(hint_for(FailureKind::Evaluation, no_flake), NO_FLAKE);
+        let old_nix =
+            "the host's Nix is too old for this flake: it lacks a builtin the flake uses: …";
+        assert_eq!(hint_for(FailureKind::Host, old_nix), OLD_NIX);
+        // Any other summary of the kind keeps the kind's hint.
+        let syntax = "flake.nix:1:2: a syntax error: syntax error, unexpected '='";
+        assert_eq!(
+            hint_for(FailureKind::Evaluation, syntax),
+            FailureKind::Evaluation.hint()
+        );
+    }
+
+    #[test]
     fn only_what_is_not_the_users_code_is_retried() {
         let retried: Vec<&str> = FailureKind::ALL
             .into_iter()
