@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod diagnosis;
 pub mod flake_inputs;
+pub mod isolation;
 pub mod nix;
 pub mod nixlog;
 pub mod preflight;

@@ -49,6 +49,7 @@ impl Default for RawConfig {
             cache_serve: false,
             cache_keep_builds: 5,
             cache_push_jobs: 2,
+            allowed_local_inputs: Vec::new(),
         }
     }
 }
@@ -158,6 +159,7 @@ pub(super) fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, Confi
         cache_serve: raw.cache_serve,
         cache_keep_builds: raw.cache_keep_builds,
         cache_push_jobs: raw.cache_push_jobs,
+        allowed_local_inputs: raw.allowed_local_inputs,
     })
 }
 

@@ -156,6 +156,11 @@ pub struct Config {
     pub cache_keep_builds: u32,
     /// Pushes that run at once.
     pub cache_push_jobs: u32,
+    /// Host directories whose files a pushed flake may name as local
+    /// inputs (`path:`, `git+file:`, `file:`); any other local input
+    /// outside the repository is refused before nix runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_local_inputs: Vec<PathBuf>,
 }
 
 /// What the providers yield before paths derived from `state_dir` are filled
@@ -203,6 +208,8 @@ struct RawConfig {
     cache_serve: bool,
     cache_keep_builds: u32,
     cache_push_jobs: u32,
+    #[serde(default)]
+    allowed_local_inputs: Vec<PathBuf>,
 }
 
 /// A configuration that could not be loaded or is invalid.

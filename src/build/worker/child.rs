@@ -3,6 +3,7 @@
 //! ([`terminate`]), and the short nix runs of the introspection
 //! ([`run_nix`]), whose group ends with them ([`GroupGuard`]).
 
+use std::path::Path;
 use std::time::Duration;
 
 use rustix::process::Signal;
@@ -23,6 +24,7 @@ pub(super) const NIX_BIN_HINT: &str =
 pub(super) fn spawn_with_pipe(
     app: &App,
     args: &[String],
+    repo: &Path,
 ) -> Result<(Child, std::io::PipeReader), (FailureKind, String)> {
     let nix_bin = &app.config.nix_bin;
     let spawn_failed = |e: std::io::Error| {
@@ -38,6 +40,7 @@ pub(super) fn spawn_with_pipe(
     };
     let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
     let mut cmd = app.repos.tools().command(nix_bin, args);
+    isolate(app, &mut cmd, repo);
     cmd.stdout(writer.try_clone().map_err(spawn_failed)?)
         .stderr(writer);
     let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
@@ -57,6 +60,15 @@ pub(super) fn spawn_with_pipe(
     // The command (and with it our copies of the pipe's write end) is gone
     // here, so the pipe closes when the last process of the build exits.
     Ok((child?, reader))
+}
+
+/// Starts `cmd` (a nix evaluating a pushed flake) where it sees only
+/// `repo` of the daemon's files, when the host allows it (the pre-flight
+/// warns when it does not).
+fn isolate(app: &App, cmd: &mut std::process::Command, repo: &Path) {
+    if let Err(why) = app.isolation.apply(cmd, repo) {
+        tracing::debug!(error = %why, "nix runs without isolation");
+    }
 }
 
 /// SIGTERM to the whole group, then SIGKILL after `grace` if anything of it
@@ -91,10 +103,12 @@ pub(super) async fn terminate(
 pub(super) async fn run_nix(
     app: &App,
     args: &[String],
+    repo: &Path,
     cancel: &CancellationToken,
 ) -> Option<Result<Vec<u8>, String>> {
-    let mut cmd =
-        tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, args));
+    let mut cmd = app.repos.tools().command(&app.config.nix_bin, args);
+    isolate(app, &mut cmd, repo);
+    let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);

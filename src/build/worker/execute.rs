@@ -96,7 +96,22 @@ pub(super) async fn execute(
         ),
     );
 
-    let spawned = spawn_with_pipe(app, &args);
+    let repo = std::path::PathBuf::from(&build.repo_path);
+    if let Some(summary) = local_input_outside(app, build).await {
+        note(&writer, &format!("procurator-ci: {summary}\n"));
+        let stats = finish_log(writer).await;
+        let kind = FailureKind::Evaluation;
+        return (Outcome::Failed { kind, summary }, None, stats);
+    }
+    if let Some(why) = app.isolation.unavailable() {
+        note(
+            &writer,
+            &format!(
+                "procurator-ci: warning: nix runs without isolation from the daemon's files: {why}\n"
+            ),
+        );
+    }
+    let spawned = spawn_with_pipe(app, &args, &repo);
     let (mut child, reader) = match spawned {
         Ok(pair) => pair,
         Err((kind, message)) => {
@@ -153,7 +168,7 @@ pub(super) async fn execute(
     let mut introspection = tokio::spawn(introspect(
         app.clone(),
         id,
-        flake.clone(),
+        (flake.clone(), repo.clone()),
         introspection_stop.clone(),
         tracker.clone(),
     ));
@@ -297,6 +312,31 @@ pub(super) async fn execute(
     }
     let stats = finish_log(writer).await;
     (outcome, exit_code, stats)
+}
+
+/// Why the commit's flake may not be evaluated, when it names a local
+/// input outside its repository and every `allowed_local_inputs` root:
+/// nix would read that file as the daemon's user.
+async fn local_input_outside(app: &App, build: &Build) -> Option<String> {
+    let files = app.repos.clone();
+    let allowed = app.config.allowed_local_inputs.clone();
+    let (repo, commit) = (build.repo_path.clone(), build.commit.clone());
+    tokio::task::spawn_blocking(move || {
+        let repo = std::path::Path::new(&repo);
+        let file = |path| files.file_at(repo, &commit, path).ok().flatten();
+        let inputs =
+            flake_inputs::Inputs::read(file("flake.nix").as_deref(), file("flake.lock").as_deref());
+        let (input, path) = inputs.local_outside(repo, &allowed)?;
+        Some(format!(
+            "input '{}' ({}) reads {path} on the CI host, outside the repository: local inputs \
+             elsewhere are refused unless the administrator lists a directory holding them in \
+             allowed_local_inputs",
+            input.name, input.reference
+        ))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// A fetch failure's verdict naming the input it is about, read from the
