@@ -5,6 +5,9 @@
 //! read refused.
 
 mod common;
+// Issue 25's attacks on what nix evaluates and what the cache signs.
+#[path = "hardening/evaluation.rs"]
+mod evaluation;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -42,8 +42,10 @@ pub struct Isolation {
     hidden_dirs: Vec<PathBuf>,
     /// Files covered by `/dev/null`.
     hidden_files: Vec<PathBuf>,
-    /// Directories inside hidden ones bound back writable (nix's home).
-    kept: Vec<PathBuf>,
+    /// Where each repository's nix home is: its caches (fetched inputs,
+    /// evaluation results) are its own, so that one repository's flake
+    /// cannot look up what another's fetched.
+    homes: PathBuf,
     /// `Ok` when the probe at start could isolate a process, else why not.
     available: Result<(), String>,
 }
@@ -90,7 +92,7 @@ impl Isolation {
         Isolation {
             hidden_dirs,
             hidden_files,
-            kept: vec![config.home_dir()],
+            homes: config.home_dir().join("repos"),
             available: Err("not probed".into()),
         }
     }
@@ -108,7 +110,7 @@ impl Isolation {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        self.plan(&config.repos_base_path)
+        self.plan(&config.repos_base_path, &config.home_dir())
             .map_err(|e| format!("cannot prepare the namespace: {e}"))?
             .install(&mut cmd);
         match cmd.status() {
@@ -126,11 +128,19 @@ impl Isolation {
         self.available.as_ref().err().map(String::as_str)
     }
 
-    /// Makes `cmd` start in the isolation with `repo` visible (read-only),
-    /// when this host allows it; returns why not otherwise.
+    /// Makes `cmd` start in the isolation with `repo` visible (read-only)
+    /// and the repository's own nix home, when this host allows it; returns
+    /// why not otherwise. Blocking (it may create the home).
     pub fn apply(&self, cmd: &mut Command, repo: &Path) -> Result<(), String> {
+        let home = self
+            .homes
+            .join(repo.file_name().unwrap_or(repo.as_os_str()));
+        let cache = home.join(".cache");
+        std::fs::create_dir_all(&cache)
+            .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+        cmd.env("HOME", &home).env("XDG_CACHE_HOME", &cache);
         self.available.clone()?;
-        self.plan(repo)
+        self.plan(repo, &home)
             .map_err(|e| format!("cannot prepare the namespace: {e}"))?
             .install(cmd);
         Ok(())
@@ -138,7 +148,7 @@ impl Isolation {
 
     /// Everything the child does, prepared here: after the fork it may not
     /// allocate.
-    fn plan(&self, repo: &Path) -> std::io::Result<Plan> {
+    fn plan(&self, repo: &Path, home: &Path) -> Result<Plan, String> {
         let exists = |p: &&PathBuf, dir: bool| {
             std::fs::metadata(p).is_ok_and(|m| if dir { m.is_dir() } else { !m.is_dir() })
         };
@@ -149,19 +159,13 @@ impl Isolation {
             .collect();
         let mut binds = Vec::new();
         let mut mkdirs = Vec::new();
-        let kept = self.kept.iter().map(|p| (p.as_path(), true));
-        for (path, writable) in kept.chain([(repo, false)]) {
+        for (path, writable) in [(home, true), (repo, false)] {
             let Some(root) = hidden_dirs.iter().find(|h| path.starts_with(h)) else {
                 continue;
             };
             if !path.is_dir() {
                 continue;
             }
-            let fd = rustix::fs::open(
-                path,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
             let mut dir = root.to_path_buf();
             for part in path.strip_prefix(root).unwrap_or(path).components() {
                 if let Component::Normal(part) = part {
@@ -170,12 +174,12 @@ impl Isolation {
                 }
             }
             binds.push(Bind {
-                source: CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-                    .expect("no NUL in a number"),
-                target: c_path(path),
+                path: c_path(path),
                 read_only: (!writable).then(|| read_only_flags(path)),
-                _fd: fd,
             });
+        }
+        if binds.len() > MAX_BINDS {
+            return Err(format!("more than {MAX_BINDS} directories to bind back"));
         }
         let root = rustix::process::geteuid().is_root();
         let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
@@ -225,14 +229,13 @@ fn c_path(path: &Path) -> CString {
 
 /// A directory bound back into a hidden one.
 struct Bind {
-    /// `/proc/self/fd/<n>` of the directory, opened before it was covered.
-    source: CString,
-    target: CString,
+    path: CString,
     /// The flags of its read-only remount, when it is bound read-only.
     read_only: Option<MountFlags>,
-    /// Closed at exec, and in the daemon when the command is dropped.
-    _fd: OwnedFd,
 }
+
+/// Directories bound back at most: nix's home and the repository.
+const MAX_BINDS: usize = 2;
 
 /// The mounts of one isolated child.
 struct Plan {
@@ -272,6 +275,17 @@ impl Plan {
             c"/",
             MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
         )?;
+        // Opened in this namespace before they are covered, bound back from
+        // these descriptors after: a mount of the daemon's namespace cannot
+        // be the source of a bind here.
+        let mut kept: [Option<OwnedFd>; MAX_BINDS] = Default::default();
+        for (bind, slot) in self.binds.iter().zip(kept.iter_mut()) {
+            *slot = Some(rustix::fs::open(
+                bind.path.as_c_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?);
+        }
         for file in &self.hidden_files {
             rustix::mount::mount_bind(c"/dev/null", file.as_c_str())?;
         }
@@ -290,10 +304,12 @@ impl Plan {
                 Err(e) => return Err(e),
             }
         }
-        for bind in &self.binds {
-            rustix::mount::mount_bind(bind.source.as_c_str(), bind.target.as_c_str())?;
+        for (bind, fd) in self.binds.iter().zip(&kept) {
+            let Some(fd) = fd else { continue };
+            let mut source = [0u8; 32];
+            rustix::mount::mount_bind(fd_path(fd, &mut source), bind.path.as_c_str())?;
             if let Some(flags) = bind.read_only {
-                rustix::mount::mount_remount(bind.target.as_c_str(), flags, c"")?;
+                rustix::mount::mount_remount(bind.path.as_c_str(), flags, c"")?;
             }
         }
         if !self.user_namespace {
@@ -305,6 +321,28 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// `/proc/self/fd/<fd>` written into `buffer`, without allocating.
+fn fd_path<'a>(fd: &OwnedFd, buffer: &'a mut [u8; 32]) -> &'a std::ffi::CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buffer[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd.as_raw_fd() as u32;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..count {
+        buffer[PREFIX.len() + i] = digits[count - 1 - i];
+    }
+    buffer[PREFIX.len() + count] = 0;
+    std::ffi::CStr::from_bytes_until_nul(&buffer[..]).expect("NUL-terminated")
 }
 
 fn write_file(path: &std::ffi::CStr, contents: &[u8]) -> rustix::io::Result<()> {

@@ -66,8 +66,10 @@ pub(super) fn spawn_with_pipe(
 /// `repo` of the daemon's files, when the host allows it (the pre-flight
 /// warns when it does not).
 fn isolate(app: &App, cmd: &mut std::process::Command, repo: &Path) {
-    if let Err(why) = app.isolation.apply(cmd, repo) {
-        tracing::debug!(error = %why, "nix runs without isolation");
+    if let Err(why) = app.isolation.apply(cmd, repo)
+        && app.isolation.unavailable().is_none()
+    {
+        tracing::warn!(error = %why, "nix runs without isolation");
     }
 }
 
