@@ -56,7 +56,6 @@ pub async fn serve(
     // Whatever the daemon inherits (a login shell's 022): what it creates
     // is its own and its group's, directories 0750 and files 0640.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
-    crate::build::isolation::close_proc_entries();
     let config = Arc::new(config);
     tracing::info!(
         database = %config.database_url.display(),

@@ -7,10 +7,11 @@
 //! as the daemon's user, outside any build sandbox; nix's own switches
 //! (`restrict-eval`, `allowed-uris`) do not stop a `path:` input. So the
 //! files are taken out of nix's sight instead. As root the namespace is
-//! unshared directly and nix loses `CAP_SYS_PTRACE` (which would reach the
-//! daemon's view through `/proc/<pid>/root`); as another user it comes with
-//! a user namespace mapping that user to itself. The daemon makes itself
-//! non-dumpable so that its `/proc` entries stay closed to its builds.
+//! unshared directly and nix loses `CAP_SYS_PTRACE` (with it, the daemon's
+//! view would be one `/proc/<pid>/root` away); as another user it comes
+//! with a user namespace mapping that user to itself, which has no power
+//! over the daemon's processes. Each repository's nix has a home (caches)
+//! of its own.
 //! Where namespaces are refused (a kernel or unit that forbids them), the
 //! probe at start says why, the pre-flight warns, and builds run without.
 
@@ -349,14 +350,4 @@ fn write_file(path: &std::ffi::CStr, contents: &[u8]) -> rustix::io::Result<()> 
     let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::io::write(&fd, contents)?;
     Ok(())
-}
-
-/// Keeps the daemon's own `/proc` entries (its root, environment, open
-/// files) from processes of the same user, isolated builds included.
-pub fn close_proc_entries() {
-    if let Err(e) =
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-    {
-        tracing::warn!(error = %e, "cannot make the daemon non-dumpable");
-    }
 }

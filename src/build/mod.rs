@@ -8,6 +8,7 @@ pub mod flake_inputs;
 pub mod isolation;
 pub mod nix;
 pub mod nixlog;
+pub mod outputs;
 pub mod preflight;
 pub mod process;
 pub mod progress;

@@ -17,6 +17,7 @@ use crate::build::checks::{self, CheckMap, CheckResult, DrvBuild};
 use crate::build::diagnosis::Verdict;
 use crate::build::flake_inputs;
 use crate::build::nix;
+use crate::build::outputs;
 use crate::build::process;
 use crate::build::progress::Tracker;
 use crate::build::pump::{Pumped, pump};
@@ -262,9 +263,15 @@ pub(super) async fn execute(
         _ => None,
     };
     let checks = match check_map {
-        Some(map) => {
-            Some(per_check(map, pumped.builds, pumped.diagnosis.failed_drvs.clone()).await)
-        }
+        Some(map) => Some(
+            per_check(
+                app,
+                map,
+                pumped.builds,
+                pumped.diagnosis.failed_drvs.clone(),
+            )
+            .await,
+        ),
         None => None,
     };
     let exit_code = status.and_then(|s| s.code());
@@ -365,13 +372,24 @@ async fn name_input(app: &App, build: &Build, verdict: Verdict) -> Verdict {
 }
 
 /// One result per check, from what the build did and what the flake's
-/// checks evaluate to.
+/// checks evaluate to. A check's output is its derivation's, as the store
+/// records it, whatever its `outPath` evaluates to.
 async fn per_check(
-    map: CheckMap,
+    app: &App,
+    mut map: CheckMap,
     builds: HashMap<String, DrvBuild>,
     failed_drvs: Vec<String>,
 ) -> Vec<CheckResult> {
+    let (tools, nix_bin) = (app.repos.tools().clone(), app.config.nix_bin.clone());
     tokio::task::spawn_blocking(move || {
+        for paths in map.values_mut().flatten() {
+            let timeout = outputs::QUERY_TIMEOUT;
+            if let Ok(recorded) = outputs::of_derivation(&tools, &nix_bin, &paths.drv, timeout)
+                && !recorded.contains(&paths.out)
+            {
+                paths.out = recorded[0].clone();
+            }
+        }
         checks::results(&checks::host_system(), &map, &builds, &failed_drvs, |out| {
             std::path::Path::new(out).exists()
         })
