@@ -151,6 +151,16 @@ fn only_outputs_of_derivations_the_daemon_built_are_served_signed_pushed_or_root
             .unwrap_or_else(|| panic!("no check {name}: {build}"))
             .clone()
     };
+    // Neither the path the forged outPath named nor the fixed-output path
+    // that was there before the build is claimed.
+    assert_eq!(check("fixed")["out_path"], fixed.as_str(), "{build}");
+    for path in [&victim, &fixed] {
+        assert_eq!(
+            claimed(&daemon, &pushed, &build, path),
+            Vec::<&str>::new(),
+            "{path}: {build}"
+        );
+    }
     // The forged check's output is its derivation's, which was built.
     let forged = check("forged");
     let forged_out = forged["out_path"].as_str().unwrap();
@@ -173,14 +183,4 @@ fn only_outputs_of_derivations_the_daemon_built_are_served_signed_pushed_or_root
         ["served", "pushed", "recorded", "rooted"],
         "{build}"
     );
-    // Neither the path the forged outPath named nor the fixed-output path
-    // that was there before the build is claimed.
-    assert_eq!(check("fixed")["out_path"], fixed.as_str(), "{build}");
-    for path in [&victim, &fixed] {
-        assert_eq!(
-            claimed(&daemon, &pushed, &build, path),
-            Vec::<&str>::new(),
-            "{path}: {build}"
-        );
-    }
 }
