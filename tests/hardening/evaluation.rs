@@ -394,3 +394,134 @@ fn local_inputs_outside_the_repository_are_refused_before_nix_runs_unless_allowe
     assert_eq!(build["status"], "success", "{text}");
     assert!(text.contains(&format!("LEAK:{shared_data}")), "{text}");
 }
+
+/// A `nix-daemon` of our own (root, on a socket under `dir`) for a daemon
+/// that is not root; killed when dropped.
+struct NixDaemon(std::process::Child);
+
+impl Drop for NixDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_daemon_that_is_not_root_isolates_nix_in_a_user_namespace() {
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to start a nix-daemon and drop to another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("nix-daemon.socket");
+    let socket_env = ("NIX_DAEMON_SOCKET_PATH", socket.to_str().unwrap());
+    let nix_daemon = NixDaemon(
+        Command::new("nix-daemon")
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env(socket_env.0, socket_env.1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no nix-daemon socket");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    rustix::fs::chown(
+        &state,
+        Some(rustix::fs::Uid::from_raw(NOBODY)),
+        Some(rustix::fs::Gid::from_raw(NOBODY)),
+    )
+    .unwrap();
+    let visible = dir.join("visible");
+    std::fs::write(&visible, format!("visible-{}", nonce("v"))).unwrap();
+    std::fs::set_permissions(&visible, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut daemon = Daemon::configure(dir, "", &[("NIX_REMOTE", "daemon"), socket_env]);
+    std::fs::set_permissions(&daemon.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = daemon.command();
+    command
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&daemon.stderr).unwrap());
+    daemon.child = Some(common::spawn_bound_to_this_process(command));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", daemon.port)).is_err() {
+        let exited = daemon.child.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    while daemon.get("/api/health").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    daemon.create_repo("attacker");
+    let work = Work::clone(&daemon.repo_path("attacker"));
+    // Root pushes into the service user's repository, as a local admin
+    // would, trusting it as git asks.
+    let git_config = dir.join("gitconfig");
+    std::fs::write(&git_config, "[safe]\n\tdirectory = *\n").unwrap();
+    let push = |branch: &str, flake: &str| {
+        std::fs::write(work.path().join("flake.nix"), flake).unwrap();
+        let commit = work.commit(branch);
+        let pushed = Command::new("git")
+            .args(["push", "origin", &format!("HEAD:refs/heads/{branch}")])
+            .current_dir(work.path())
+            .env("GIT_CONFIG_GLOBAL", &git_config)
+            .output()
+            .unwrap();
+        assert!(pushed.status.success(), "{pushed:?}");
+        let build = daemon.wait_final(daemon.build_of(branch, &commit));
+        (public_text(&daemon, &build), build)
+    };
+    let read = |path: &Path| {
+        format!(
+            "builtins.readFile (builtins.fetchTree {{ type = \"path\"; path = \"{}\"; narHash = \"{}\"; }})",
+            path.display(),
+            nar_hash(path)
+        )
+    };
+    let (text, control) = push(
+        "control",
+        &flake_printing(&read(&visible), "nobody-control"),
+    );
+    assert_eq!(control["status"], "success", "{text}\n{}", daemon.log());
+    let content = std::fs::read_to_string(&visible).unwrap();
+    assert!(text.contains(&format!("LEAK:{content}")), "{text}");
+    let token_file = state.join("api-token");
+    let token = daemon.token();
+    let (text, build) = push("token", &flake_printing(&read(&token_file), "nobody-token"));
+    assert!(!text.contains(&token), "the token leaked: {text}");
+    assert_eq!(build["status"], "failed", "{text}");
+    let pid = daemon.pid();
+    let through_proc = read(&token_file).replace(
+        &format!("path = \"{}\"", token_file.display()),
+        &format!("path = \"/proc/{pid}/root{}\"", token_file.display()),
+    );
+    let (text, build) = push("proc", &flake_printing(&through_proc, "nobody-proc"));
+    assert!(
+        !text.contains(&token),
+        "the token leaked through /proc: {text}"
+    );
+    assert_eq!(build["status"], "failed", "{text}");
+    let (_, health) = daemon.get("/api/health");
+    assert!(
+        !health.to_string().contains("evaluation_not_isolated"),
+        "{health}"
+    );
+    daemon.stop();
+    drop(nix_daemon);
+}
