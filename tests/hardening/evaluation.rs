@@ -525,3 +525,125 @@ fn a_daemon_that_is_not_root_isolates_nix_in_a_user_namespace() {
     daemon.stop();
     drop(nix_daemon);
 }
+
+/// Makes `command` start under a seccomp filter that refuses `unshare()`
+/// with a mount or user namespace, as systemd's `RestrictNamespaces=yes`
+/// does.
+fn forbid_namespaces(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl with a filter on the stack: no allocation, no lock.
+    unsafe {
+        command.pre_exec(|| {
+            let ret_errno = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+            let namespaces = (libc::CLONE_NEWNS | libc::CLONE_NEWUSER) as u32;
+            let filter = [
+                libc::sock_filter {
+                    code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 3,
+                    k: libc::SYS_unshare as u32,
+                },
+                libc::sock_filter {
+                    code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: 16,
+                },
+                libc::sock_filter {
+                    code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 1,
+                    k: namespaces,
+                },
+                libc::sock_filter {
+                    code: (libc::BPF_RET | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: ret_errno,
+                },
+                libc::sock_filter {
+                    code: (libc::BPF_RET | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ALLOW,
+                },
+            ];
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut _,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_host_that_forbids_namespaces_gets_a_preflight_warning_and_builds_say_so() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(scratch.path(), "", &[]);
+    let mut command = daemon.command();
+    forbid_namespaces(&mut command);
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&daemon.stderr).unwrap());
+    daemon.child = Some(common::spawn_bound_to_this_process(command));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let health = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", daemon.port)).is_ok() {
+            let (status, health) = daemon.get("/api/health");
+            if status == 200 && !health["preflight"]["checked_at"].is_null() {
+                break health;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let warning = health["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "evaluation_not_isolated")
+        .unwrap_or_else(|| panic!("no evaluation_not_isolated: {health}"));
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("API token") && message.contains("Security model"),
+        "{message}"
+    );
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        daemon
+            .log()
+            .contains("\"code\":\"evaluation_not_isolated\""),
+        "{}",
+        daemon.log()
+    );
+    // Builds still run, and their logs say how exposed they were.
+    daemon.create_repo("r");
+    let work = Work::clone(&daemon.repo_path("r"));
+    let build = push_flake(
+        &daemon,
+        &work,
+        "main",
+        &format!(
+            "{{ outputs = {{ self }}: {{ checks.x86_64-linux.ok = {}; }}; }}\n",
+            passing_drv("exposed")
+        ),
+    );
+    let text = public_text(&daemon, &build);
+    assert_eq!(build["status"], "success", "{text}");
+    assert!(
+        text.contains("procurator-ci: warning: nix runs without isolation from the daemon's files"),
+        "{text}"
+    );
+}
