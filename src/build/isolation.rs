@@ -129,22 +129,24 @@ impl Isolation {
         self.available.as_ref().err().map(String::as_str)
     }
 
-    /// Makes `cmd` start in the isolation with `repo` visible (read-only)
-    /// and the repository's own nix home, when this host allows it; returns
-    /// why not otherwise. Blocking (it may create the home).
-    pub fn apply(&self, cmd: &mut Command, repo: &Path) -> Result<(), String> {
+    /// A build's isolation for the repository at `repo`: its own nix home
+    /// (created here) and, when this host allows it, the mounts that leave
+    /// nix `repo` (read-only) and that home of the daemon's files. Blocking.
+    pub fn prepare(&self, repo: &Path) -> Result<Prepared, String> {
         let home = self
             .homes
             .join(repo.file_name().unwrap_or(repo.as_os_str()));
         let cache = home.join(".cache");
         std::fs::create_dir_all(&cache)
             .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-        cmd.env("HOME", &home).env("XDG_CACHE_HOME", &cache);
-        self.available.clone()?;
-        self.plan(repo, &home)
-            .map_err(|e| format!("cannot prepare the namespace: {e}"))?
-            .install(cmd);
-        Ok(())
+        let plan = match &self.available {
+            Ok(()) => Some(
+                self.plan(repo, &home)
+                    .map_err(|e| format!("cannot prepare the namespace: {e}"))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(Prepared { home, plan })
     }
 
     /// Everything the child does, prepared here: after the fork it may not
@@ -228,7 +230,27 @@ fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
 }
 
+/// One build's isolation, ready for each nix it starts.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    home: PathBuf,
+    /// `None` where the host does not allow isolation.
+    plan: Option<Plan>,
+}
+
+impl Prepared {
+    /// Makes `cmd` start in the build's isolation. Does not block.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("HOME", &self.home)
+            .env("XDG_CACHE_HOME", self.home.join(".cache"));
+        if let Some(plan) = &self.plan {
+            plan.clone().install(cmd);
+        }
+    }
+}
+
 /// A directory bound back into a hidden one.
+#[derive(Debug, Clone)]
 struct Bind {
     path: CString,
     /// The flags of its read-only remount, when it is bound read-only.
@@ -239,6 +261,7 @@ struct Bind {
 const MAX_BINDS: usize = 2;
 
 /// The mounts of one isolated child.
+#[derive(Debug, Clone)]
 struct Plan {
     user_namespace: bool,
     uid_map: Vec<u8>,

@@ -3,7 +3,6 @@
 //! ([`terminate`]), and the short nix runs of the introspection
 //! ([`run_nix`]), whose group ends with them ([`GroupGuard`]).
 
-use std::path::Path;
 use std::time::Duration;
 
 use rustix::process::Signal;
@@ -11,6 +10,7 @@ use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::build::isolation::Prepared;
 use crate::build::nix;
 use crate::build::process::{self, CommandError};
 use crate::build::queue::FailureKind;
@@ -24,7 +24,7 @@ pub(super) const NIX_BIN_HINT: &str =
 pub(super) fn spawn_with_pipe(
     app: &App,
     args: &[String],
-    repo: &Path,
+    isolation: &Prepared,
 ) -> Result<(Child, std::io::PipeReader), (FailureKind, String)> {
     let nix_bin = &app.config.nix_bin;
     let spawn_failed = |e: std::io::Error| {
@@ -40,7 +40,7 @@ pub(super) fn spawn_with_pipe(
     };
     let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
     let mut cmd = app.repos.tools().command(nix_bin, args);
-    isolate(app, &mut cmd, repo);
+    isolation.apply(&mut cmd);
     cmd.stdout(writer.try_clone().map_err(spawn_failed)?)
         .stderr(writer);
     let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
@@ -60,17 +60,6 @@ pub(super) fn spawn_with_pipe(
     // The command (and with it our copies of the pipe's write end) is gone
     // here, so the pipe closes when the last process of the build exits.
     Ok((child?, reader))
-}
-
-/// Starts `cmd` (a nix evaluating a pushed flake) where it sees only
-/// `repo` of the daemon's files, when the host allows it (the pre-flight
-/// warns when it does not).
-fn isolate(app: &App, cmd: &mut std::process::Command, repo: &Path) {
-    if let Err(why) = app.isolation.apply(cmd, repo)
-        && app.isolation.unavailable().is_none()
-    {
-        tracing::warn!(error = %why, "nix runs without isolation");
-    }
 }
 
 /// SIGTERM to the whole group, then SIGKILL after `grace` if anything of it
@@ -105,11 +94,11 @@ pub(super) async fn terminate(
 pub(super) async fn run_nix(
     app: &App,
     args: &[String],
-    repo: &Path,
+    isolation: &Prepared,
     cancel: &CancellationToken,
 ) -> Option<Result<Vec<u8>, String>> {
     let mut cmd = app.repos.tools().command(&app.config.nix_bin, args);
-    isolate(app, &mut cmd, repo);
+    isolation.apply(&mut cmd);
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

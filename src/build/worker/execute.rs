@@ -97,7 +97,6 @@ pub(super) async fn execute(
         ),
     );
 
-    let repo = std::path::PathBuf::from(&build.repo_path);
     if let Some(summary) = local_input_outside(app, build).await {
         note(&writer, &format!("procurator-ci: {summary}\n"));
         let stats = finish_log(writer).await;
@@ -112,7 +111,22 @@ pub(super) async fn execute(
             ),
         );
     }
-    let spawned = spawn_with_pipe(app, &args, &repo);
+    let prepared = {
+        let (app, repo) = (app.clone(), build.repo_path.clone());
+        tokio::task::spawn_blocking(move || app.isolation.prepare(std::path::Path::new(&repo)))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let isolation = match prepared {
+        Ok(isolation) => Arc::new(isolation),
+        Err(why) => {
+            let summary = format!("cannot prepare nix's isolation: {why}");
+            note(&writer, &format!("procurator-ci: {summary}\n"));
+            let stats = finish_log(writer).await;
+            return (infra(summary), None, stats);
+        }
+    };
+    let spawned = spawn_with_pipe(app, &args, &isolation);
     let (mut child, reader) = match spawned {
         Ok(pair) => pair,
         Err((kind, message)) => {
@@ -169,7 +183,7 @@ pub(super) async fn execute(
     let mut introspection = tokio::spawn(introspect(
         app.clone(),
         id,
-        (flake.clone(), repo.clone()),
+        (flake.clone(), isolation.clone()),
         introspection_stop.clone(),
         tracker.clone(),
     ));

@@ -3,7 +3,6 @@
 //! system mapped to derivations (the check map the per-check results and
 //! the live progress read).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -11,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::child::run_nix;
 use crate::app::App;
 use crate::build::checks::{self, CheckMap, CheckPaths};
+use crate::build::isolation::Prepared;
 use crate::build::nix;
 use crate::build::progress::Tracker;
 use crate::build::queue;
@@ -22,18 +22,18 @@ use crate::build::queue;
 pub(super) async fn introspect(
     app: Arc<App>,
     id: i64,
-    (flake, repo): (String, PathBuf),
+    (flake, isolation): (String, Arc<Prepared>),
     cancel: CancellationToken,
     tracker: Arc<Tracker>,
 ) -> Option<CheckMap> {
     let map = async {
-        let map = check_map(&app, &flake, &repo, &cancel).await?;
+        let map = check_map(&app, &flake, &isolation, &cancel).await?;
         let known = map.clone();
         // It looks for the checks' outputs in the store.
         let _ = tokio::task::spawn_blocking(move || tracker.set_map(known)).await;
         Some(map)
     };
-    let ((), map) = tokio::join!(record_outputs(&app, id, &flake, &repo, &cancel), map);
+    let ((), map) = tokio::join!(record_outputs(&app, id, &flake, &isolation, &cancel), map);
     map
 }
 
@@ -42,11 +42,11 @@ async fn record_outputs(
     app: &Arc<App>,
     id: i64,
     flake: &str,
-    repo: &Path,
+    isolation: &Prepared,
     cancel: &CancellationToken,
 ) {
     let args = nix::show_args(&app.config.nix_extra_args, flake);
-    let outputs = match run_nix(app, &args, repo, cancel).await {
+    let outputs = match run_nix(app, &args, isolation, cancel).await {
         None => return,
         Some(Ok(stdout)) => match serde_json::from_slice(&stdout) {
             Ok(show) => nix::summarize_show(&show),
@@ -74,14 +74,14 @@ async fn record_outputs(
 async fn check_map(
     app: &App,
     flake: &str,
-    repo: &Path,
+    isolation: &Prepared,
     cancel: &CancellationToken,
 ) -> Option<CheckMap> {
     let extra = &app.config.nix_extra_args;
     let checks = format!("{flake}#checks.{}", nix::attr(&checks::host_system()));
     let all = nix::eval_args(extra, &checks, checks::PATHS_EXPR);
     let mut map = CheckMap::new();
-    let names: Vec<String> = match run_nix(app, &all, repo, cancel).await? {
+    let names: Vec<String> = match run_nix(app, &all, isolation, cancel).await? {
         Ok(stdout) => {
             let evaluated: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&stdout).ok()?;
@@ -99,14 +99,14 @@ async fn check_map(
         Err(error) if error.contains("does not provide attribute") => return Some(map),
         Err(_) => {
             let names = nix::eval_args(extra, &checks, "builtins.attrNames");
-            let stdout = run_nix(app, &names, repo, cancel).await?.ok()?;
+            let stdout = run_nix(app, &names, isolation, cancel).await?.ok()?;
             serde_json::from_slice(&stdout).ok()?
         }
     };
     for name in names {
         let one = format!("{checks}.{}", nix::attr(&name));
         let args = nix::eval_args(extra, &one, "c: { drv = c.drvPath; out = c.outPath; }");
-        let result = match run_nix(app, &args, repo, cancel).await? {
+        let result = match run_nix(app, &args, isolation, cancel).await? {
             Ok(stdout) => serde_json::from_slice::<CheckPaths>(&stdout).map_err(|e| e.to_string()),
             Err(error) => Err(error),
         };
