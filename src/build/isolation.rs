@@ -374,3 +374,59 @@ fn write_file(path: &std::ffi::CStr, contents: &[u8]) -> rustix::io::Result<()> 
     rustix::io::write(&fd, contents)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_paths_are_written_without_allocating() {
+        let file = tempfile::tempfile().unwrap();
+        let fd = OwnedFd::from(file);
+        let mut buffer = [0u8; 32];
+        let path = fd_path(&fd, &mut buffer).to_str().unwrap().to_string();
+        assert_eq!(path, format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    }
+
+    #[test]
+    fn the_repository_and_its_home_are_bound_back_into_the_hidden_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let repo = state.join("repos").join("r.git");
+        let home = state.join("home").join("repos").join("r.git");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        let isolation = Isolation {
+            hidden_dirs: vec![state.clone(), dir.path().join("absent")],
+            hidden_files: vec![dir.path().join("absent-key")],
+            homes: state.join("home").join("repos"),
+            available: Ok(()),
+        };
+        let plan = isolation.plan(&repo, &home).unwrap();
+        let paths = |list: &[CString]| -> Vec<String> {
+            list.iter()
+                .map(|c| c.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(paths(&plan.hidden_dirs), [state.display().to_string()]);
+        assert!(plan.hidden_files.is_empty());
+        let under = |p: &str| state.join(p).display().to_string();
+        assert_eq!(
+            paths(&plan.mkdirs),
+            [
+                under("home"),
+                under("home/repos"),
+                under("home/repos/r.git"),
+                under("repos"),
+                under("repos/r.git")
+            ]
+        );
+        assert_eq!(plan.binds.len(), 2);
+        assert!(plan.binds[0].read_only.is_none(), "the home is writable");
+        assert!(
+            plan.binds[1]
+                .read_only
+                .is_some_and(|f| f.contains(MountFlags::RDONLY))
+        );
+    }
+}
