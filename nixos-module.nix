@@ -545,6 +545,12 @@ in
         #   stack limit with setrlimit() before evaluating.
         # - RootDirectory=/RootImage=: nix and git need the host's /nix/store
         #   and /etc/nix.
+        # - RestrictNamespaces= allows user and mount namespaces, and
+        #   SystemCallFilter= mount(2): the daemon starts each nix that
+        #   evaluates a pushed flake in a mount namespace of its own (in a
+        #   user namespace, as this user is not root) where the state
+        #   directory and the credentials are absent (README, "Security
+        #   model"). Every other namespace stays forbidden.
         CapabilityBoundingSet = "";
         NoNewPrivileges = true;
         PrivateDevices = true;
@@ -566,7 +572,10 @@ in
           "AF_INET"
           "AF_INET6"
         ];
-        RestrictNamespaces = true;
+        RestrictNamespaces = [
+          "user"
+          "mnt"
+        ];
         RestrictRealtime = true;
         RestrictSUIDSGID = true;
         LockPersonality = true;
@@ -576,6 +585,7 @@ in
         SystemCallFilter = [
           "@system-service"
           "~@privileged"
+          "mount"
         ];
         SystemCallErrorNumber = "EPERM";
       };

@@ -199,39 +199,42 @@ async fn build_app(
     // Directories, the database, the token and the repositories' base are
     // all filesystem work: done on the blocking pool.
     let prepared = config.clone();
-    let (store, (token, created), repos, cache) = tokio::task::spawn_blocking(move || {
-        let config = prepared;
-        for dir in [
-            &config.state_dir,
-            &config.logs_dir(),
-            &config.home_dir().join(".cache"),
-        ] {
-            std::fs::create_dir_all(dir)
-                .map_err(setup(&format!("cannot create {}", dir.display())))?;
-        }
-        close_to_others(&config.state_dir)?;
-        let store = Store::open(&config.database_url).map_err(setup("database"))?;
-        let token = Token::load(
-            config.api_token_file.as_deref(),
-            &config.generated_token_file(),
-        )
-        .map_err(setup("api token"))?;
-        let executable =
-            std::env::current_exe().map_err(setup("cannot find our own executable"))?;
-        let repos = RepoFiles::new(
-            config.repos_base_path.clone(),
-            Tools::new(config.home_dir()),
-            HookTarget {
-                executable,
-                socket: config.socket_path.clone(),
-            },
-        )
-        .map_err(setup("repositories"))?;
-        let cache = crate::cache::Cache::load(&config).map_err(setup("cache_secret_key_file"))?;
-        Ok::<_, ServeError>((store, token, repos, cache))
-    })
-    .await
-    .map_err(setup("startup"))??;
+    let (store, (token, created), repos, cache, isolation) =
+        tokio::task::spawn_blocking(move || {
+            let config = prepared;
+            for dir in [
+                &config.state_dir,
+                &config.logs_dir(),
+                &config.home_dir().join(".cache"),
+            ] {
+                std::fs::create_dir_all(dir)
+                    .map_err(setup(&format!("cannot create {}", dir.display())))?;
+            }
+            close_to_others(&config.state_dir)?;
+            let store = Store::open(&config.database_url).map_err(setup("database"))?;
+            let token = Token::load(
+                config.api_token_file.as_deref(),
+                &config.generated_token_file(),
+            )
+            .map_err(setup("api token"))?;
+            let executable =
+                std::env::current_exe().map_err(setup("cannot find our own executable"))?;
+            let repos = RepoFiles::new(
+                config.repos_base_path.clone(),
+                Tools::new(config.home_dir()),
+                HookTarget {
+                    executable,
+                    socket: config.socket_path.clone(),
+                },
+            )
+            .map_err(setup("repositories"))?;
+            let cache =
+                crate::cache::Cache::load(&config).map_err(setup("cache_secret_key_file"))?;
+            let isolation = crate::build::isolation::Isolation::probe(&config);
+            Ok::<_, ServeError>((store, token, repos, cache, isolation))
+        })
+        .await
+        .map_err(setup("startup"))??;
     if let Some(cache) = &cache {
         tracing::info!(public_key = %cache.key.public(), "Binary cache signing key loaded");
     }
@@ -255,6 +258,7 @@ async fn build_app(
         preflight: Mutex::new(Default::default()),
         cache,
         views: Default::default(),
+        isolation,
     }))
 }
 

@@ -235,6 +235,18 @@ fn corpus(scratch: &std::path::Path) -> Vec<Case> {
             words: vec!["input 'nixpkgs'", "not declared in `inputs`", "flake registry", "no network"],
         },
         Case {
+            // A local input where the administrator did not allow one: nix
+            // would read it as the daemon's user, so it never runs.
+            name: "local-input-outside-the-repository",
+            files: vec![("flake.nix", flake_using_dep("path:/etc/procurator-ci-test"))],
+            status: "failed",
+            kind: Some("evaluation"),
+            words: vec![
+                "input 'dep' (path:/etc/procurator-ci-test) reads /etc/procurator-ci-test on the CI host, outside the repository",
+                "allowed_local_inputs",
+            ],
+        },
+        Case {
             name: "git-input-that-does-not-exist",
             files: vec![("flake.nix", flake_using_dep("git+file:///nonexistent/procurator-ci-dep"))],
             status: "failed",
@@ -369,8 +381,13 @@ fn mismatch(case: &Case, build: &Value) -> Option<String> {
 
 #[test]
 fn a_corpus_of_repositories_is_diagnosed_in_the_users_terms() {
-    let daemon = Daemon::start("workers = 3\nmax_retries = 1");
+    // The cases' local inputs live in the scratch directory and in a
+    // directory that does not exist: the administrator allows both.
     let scratch = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&format!(
+        "workers = 3\nmax_retries = 1\nallowed_local_inputs = [\"/nonexistent\", \"{}\"]",
+        scratch.path().display()
+    ));
     let cases = corpus(scratch.path());
     let ids: Vec<i64> = cases
         .iter()

@@ -14,6 +14,11 @@ mod log_lines;
 mod secrets;
 #[path = "hardening/streams.rs"]
 mod streams;
+// Issue 25's attacks on what nix evaluates and what the cache signs.
+#[path = "hardening/evaluation.rs"]
+mod evaluation;
+#[path = "hardening/signing.rs"]
+mod signing;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -124,6 +124,8 @@ pub struct App {
     pub cache: Option<crate::cache::Cache>,
     /// What the repository API and badges show, kept current in memory.
     pub views: Arc<crate::repos::views::RepoViews>,
+    /// What nix's evaluation of a pushed flake cannot see.
+    pub isolation: crate::build::isolation::Isolation,
 }
 
 /// Runs `job` on the blocking pool.

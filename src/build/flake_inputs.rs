@@ -8,6 +8,8 @@
 //! the arguments of `outputs` are understood, which is how flakes declare
 //! their inputs in practice.
 
+use std::path::{Component, Path, PathBuf};
+
 use serde_json::Value;
 
 /// One input of a flake.
@@ -19,6 +21,10 @@ pub struct Input {
     pub reference: String,
     /// Lower-case fragments of the URLs nix fetches it from.
     keys: Vec<String>,
+    /// The host paths it is read from, when it is a local input (`path:`,
+    /// `git+file:`, `file:`…), as written: relative ones are relative to
+    /// the flake.
+    local: Vec<String>,
 }
 
 /// The inputs of one flake at one commit.
@@ -39,17 +45,36 @@ impl Inputs {
                 let locked = node.get("locked").unwrap_or(&Value::Null);
                 let mut keys = node_keys(original);
                 keys.extend(node_keys(locked));
-                inputs.add(name, render(original).or_else(|| render(locked)), keys);
+                let local = [original, locked]
+                    .into_iter()
+                    .filter_map(node_local)
+                    .collect();
+                inputs.add(
+                    name,
+                    render(original).or_else(|| render(locked)),
+                    keys,
+                    local,
+                );
             }
         }
         if let Some(text) = flake_nix {
             let declared = declared(text);
             for (name, reference) in &declared.urls {
-                inputs.add(name.clone(), Some(reference.clone()), ref_keys(reference));
+                let local = ref_local(reference).into_iter().collect();
+                inputs.add(
+                    name.clone(),
+                    Some(reference.clone()),
+                    ref_keys(reference),
+                    local,
+                );
+            }
+            for (name, path) in &declared.paths {
+                inputs.add(name.clone(), None, Vec::new(), vec![path.clone()]);
             }
             for name in declared.arguments {
                 if name != "self" && !declared.urls.iter().any(|(n, _)| *n == name) {
-                    inputs.add(name, Some(REGISTRY.into()), vec!["flake-registry".into()]);
+                    let keys = vec!["flake-registry".into()];
+                    inputs.add(name, Some(REGISTRY.into()), keys, Vec::new());
                 }
             }
         }
@@ -58,7 +83,13 @@ impl Inputs {
 
     /// Adds what is known of input `name`; what `flake.nix` writes replaces
     /// the lock's rendering of its reference.
-    fn add(&mut self, name: String, reference: Option<String>, keys: Vec<String>) {
+    fn add(
+        &mut self,
+        name: String,
+        reference: Option<String>,
+        keys: Vec<String>,
+        local: Vec<String>,
+    ) {
         let keys = keys.into_iter().filter(|k| k.len() >= 3);
         match self.0.iter_mut().find(|input| input.name == name) {
             Some(input) => {
@@ -66,13 +97,34 @@ impl Inputs {
                     input.reference = reference;
                 }
                 input.keys.extend(keys);
+                input.local.extend(local);
             }
             None => self.0.push(Input {
+                reference: reference.unwrap_or_else(|| local.first().cloned().unwrap_or_default()),
                 name,
-                reference: reference.unwrap_or_default(),
                 keys: keys.collect(),
+                local,
             }),
         }
+    }
+
+    /// The first input read from the host outside the repository at `repo`
+    /// and outside every root of `allowed` (`allowed_local_inputs`), with
+    /// the path it reads. Relative paths are the flake's own files unless
+    /// they climb out of it.
+    pub fn local_outside(&self, repo: &Path, allowed: &[PathBuf]) -> Option<(&Input, String)> {
+        self.0.iter().find_map(|input| {
+            let outside = input.local.iter().find(|path| {
+                let Some(normal) = normalise(path) else {
+                    return true;
+                };
+                if !normal.is_absolute() {
+                    return false;
+                }
+                !normal.starts_with(repo) && !allowed.iter().any(|root| normal.starts_with(root))
+            })?;
+            Some((input, outside.clone()))
+        })
     }
 
     /// The input an error message (naming a URL, a repository or a path)
@@ -157,6 +209,78 @@ fn render(attrs: &Value) -> Option<String> {
     })
 }
 
+/// The host path a lock node's `original` or `locked` attributes read, if
+/// they name a local input.
+fn node_local(attrs: &Value) -> Option<String> {
+    let text = |key: &str| attrs.get(key).and_then(Value::as_str);
+    match text("type")? {
+        "path" => text("path").map(str::to_string),
+        "git" | "hg" | "tarball" | "file" => file_url_path(text("url")?),
+        _ => None,
+    }
+}
+
+/// The host path of a flake reference as `flake.nix` writes it, if it
+/// names a local input: `path:…`, a bare path, or a `file:` URL under any
+/// scheme (`git+file:`, `tarball+file:`…).
+fn ref_local(reference: &str) -> Option<String> {
+    let reference = reference.split(['?', '#']).next().unwrap_or_default();
+    if reference.starts_with('/')
+        || reference == "."
+        || reference.starts_with("./")
+        || reference.starts_with("..")
+    {
+        return Some(reference.to_string());
+    }
+    if let Some(path) = reference.strip_prefix("path:") {
+        return Some(path.to_string());
+    }
+    let (scheme, _) = reference.split_once(':')?;
+    let transport = scheme.rsplit('+').next().unwrap_or(scheme);
+    (transport == "file")
+        .then(|| file_url_path(&format!("file:{}", &reference[scheme.len() + 1..])))
+        .flatten()
+}
+
+/// `/x` of `file:///x`, `file://localhost/x` or `file:/x`.
+fn file_url_path(url: &str) -> Option<String> {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let rest = url.strip_prefix("file:")?;
+    let path = match rest.strip_prefix("//") {
+        Some(authority) => &authority[authority.find('/').unwrap_or(authority.len())..],
+        None => rest,
+    };
+    Some(path.to_string())
+}
+
+/// `path` with `.` and `..` resolved without the file system; `None` when
+/// a relative path climbs above where it starts.
+fn normalise(path: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    let mut depth = 0usize;
+    for part in Path::new(path).components() {
+        match part {
+            Component::RootDir => out.push("/"),
+            Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                if depth == 0 {
+                    if !out.has_root() {
+                        return None;
+                    }
+                } else {
+                    out.pop();
+                    depth -= 1;
+                }
+            }
+            Component::Normal(part) => {
+                out.push(part);
+                depth += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// The keys of a lock node's `original` or `locked` attributes.
 fn node_keys(attrs: &Value) -> Vec<String> {
     let text = |key: &str| attrs.get(key).and_then(Value::as_str).unwrap_or_default();
@@ -221,6 +345,8 @@ fn url_keys(url: &str) -> Vec<String> {
 struct Declared {
     /// `inputs.<name>.url` values, in order.
     urls: Vec<(String, String)>,
+    /// `inputs.<name>.path` values (of `type = "path"` inputs).
+    paths: Vec<(String, String)>,
     /// The names `outputs` takes.
     arguments: Vec<String>,
 }
@@ -266,13 +392,16 @@ fn tokens(text: &str) -> Vec<Token> {
             i += 1;
             out.push(Token::Name(value));
         } else if c == '\'' && chars.get(i + 1) == Some(&'\'') {
-            // An indented string: no input URL is written this way.
+            // An indented string: nix takes one without interpolation as a
+            // literal input URL too.
             i += 2;
+            let start = i;
             while i < chars.len() && !(chars[i] == '\'' && chars.get(i + 1) == Some(&'\'')) {
                 i += 1;
             }
+            let value: String = chars[start..i.min(chars.len())].iter().collect();
             i += 2;
-            out.push(Token::Punct('\''));
+            out.push(Token::Name(value.trim().to_string()));
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len()
@@ -357,6 +486,12 @@ fn declared(text: &str) -> Declared {
                         {
                             found.urls.push(((*name).clone(), value.clone()));
                         }
+                        if let [inputs, name, path] = full.as_slice()
+                            && *inputs == "inputs"
+                            && *path == "path"
+                        {
+                            found.paths.push(((*name).clone(), value.clone()));
+                        }
                     }
                     _ => {}
                 }
@@ -394,6 +529,73 @@ mod tests {
   };
 }
 "#;
+
+    #[test]
+    fn local_inputs_outside_the_repository_and_the_allowed_roots_are_found() {
+        let repo = Path::new("/var/lib/ci/repos/r.git");
+        let allowed = [PathBuf::from("/srv/shared")];
+        let outside = |nix: &str, lock: Option<&str>| {
+            Inputs::read(Some(nix), lock)
+                .local_outside(repo, &allowed)
+                .map(|(input, path)| (input.name.clone(), path))
+        };
+        let with = |url: &str| {
+            format!("{{ inputs.dep.url = \"{url}\"; outputs = {{ self, dep }}: {{ }}; }}")
+        };
+        for (url, path) in [
+            ("path:/var/lib/ci/api-token", "/var/lib/ci/api-token"),
+            ("/etc/passwd", "/etc/passwd"),
+            ("git+file:///home/x/repo?ref=main", "/home/x/repo"),
+            ("file:///etc/shadow", "/etc/shadow"),
+            ("tarball+file:///x.tar.gz", "/x.tar.gz"),
+            ("git+file:/srv/other", "/srv/other"),
+            ("path:../../../../etc", "../../../../etc"),
+            ("path:/srv/shared/../../etc", "/srv/shared/../../etc"),
+        ] {
+            let indented = with(url).replace(&format!("\"{url}\""), &format!("''\n  {url}\n''"));
+            assert_eq!(
+                outside(&indented, None),
+                Some(("dep".into(), path.into())),
+                "{indented}"
+            );
+            assert_eq!(
+                outside(&with(url), None),
+                Some(("dep".into(), path.into())),
+                "{url}"
+            );
+        }
+        for url in [
+            "path:/srv/shared/flakes/a",
+            "git+file:///srv/shared/b",
+            "path:./sub",
+            "./sub/../other",
+            "git+file:///var/lib/ci/repos/r.git?ref=main",
+            "github:NixOS/nixpkgs",
+            "git+https://example.org/x.git",
+        ] {
+            assert_eq!(outside(&with(url), None), None, "{url}");
+        }
+        // The attribute form and the lock are read too.
+        let attrs = "{ inputs.k = { type = \"path\"; path = \"/run/credentials/x/key\"; flake = false; }; outputs = { self, k }: { }; }";
+        assert_eq!(
+            outside(attrs, None),
+            Some(("k".into(), "/run/credentials/x/key".into()))
+        );
+        let lock = r#"{"nodes": {"s": {"locked": {"type": "path", "path": "/var/lib/ci/ci.db", "narHash": "sha256-x"}, "original": {"type": "path", "path": "/var/lib/ci/ci.db"}},
+            "g": {"locked": {"type": "git", "url": "file:///var/lib/ci/repos/other.git", "rev": "a"}, "original": {"type": "git", "url": "file:///var/lib/ci/repos/other.git"}},
+            "root": {"inputs": {"s": "s", "g": "g"}}}, "root": "root", "version": 7}"#;
+        let no_nix = "{ outputs = { self }: { }; }";
+        let only_git = lock.replace("/var/lib/ci/ci.db", "/srv/shared/db");
+        assert_eq!(
+            outside(no_nix, Some(&only_git)),
+            Some(("g".into(), "/var/lib/ci/repos/other.git".into()))
+        );
+        let only_path = lock.replace("file:///var/lib/ci/repos/other.git", "file:///srv/shared/g");
+        assert_eq!(
+            outside(no_nix, Some(&only_path)),
+            Some(("s".into(), "/var/lib/ci/ci.db".into()))
+        );
+    }
 
     #[test]
     fn flake_nix_declares_urls_and_the_outputs_take_arguments() {

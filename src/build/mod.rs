@@ -5,8 +5,10 @@
 pub mod checks;
 pub mod diagnosis;
 pub mod flake_inputs;
+pub mod isolation;
 pub mod nix;
 pub mod nixlog;
+pub mod outputs;
 pub mod preflight;
 pub mod process;
 pub mod progress;

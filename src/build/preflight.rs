@@ -25,7 +25,8 @@ const MIN_VERSION: (u64, u64) = (2, 4);
 pub struct Warning {
     /// Stable, for clients: `nix_unusable`, `nix_too_old`, `nix_untested`,
     /// `nix_config_unreadable`, `flakes_disabled`, `build_users_missing`,
-    /// `sandbox_off`, `store_unreachable`, `trivial_build_failed`.
+    /// `sandbox_off`, `store_unreachable`, `trivial_build_failed`,
+    /// `evaluation_not_isolated`.
     pub code: &'static str,
     /// What is wrong and what to do, for people.
     pub message: String,
@@ -110,6 +111,17 @@ pub async fn run(app: &App) -> Report {
     let warn = |report: &mut Report, code, message: String| {
         report.warnings.push(Warning { code, message });
     };
+    if let Some(why) = app.isolation.unavailable() {
+        warn(
+            &mut report,
+            "evaluation_not_isolated",
+            format!(
+                "nix evaluates pushed flakes without isolation, so a pusher's flake can read every \
+                 file the daemon's user can, its API token and keys included: {why}; allow the \
+                 daemon user and mount namespaces (see \"Security model\" in the README)"
+            ),
+        );
+    }
     let nix_bin = &app.config.nix_bin;
     let version = match nix(app, &["--version"]).await {
         Ok(version) => version_line(&version),

@@ -1,5 +1,6 @@
-//! What CI built, kept useful: after a successful build its checks' outputs
-//! and their closures are recorded (the only paths `/nix-cache/` serves),
+//! What CI built, kept useful: after a successful build the outputs of the
+//! checks' derivations it built, as the store records them, and their
+//! closures are recorded (the only paths `/nix-cache/` serves),
 //! kept alive by GC roots for the last `cache_keep_builds` builds of each
 //! branch, and queued for pushing to every `cache_push` target.
 //!
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::app::App;
+use crate::build::outputs;
 use crate::build::queue::{self, Build, format_ms, now_ms};
 use crate::storage::store::{SqlResultExt, StoreError};
 use narinfo::{CacheKey, PathInfo};
@@ -183,22 +185,79 @@ pub fn build_cache(conn: &Connection, id: i64) -> Result<Option<BuildCache>, Sto
     }))
 }
 
-/// The outputs of a successful build's checks that exist: those that passed
-/// or were already in the store.
-fn outputs_of(build: &Build) -> Vec<Output> {
+/// A check of a successful build whose outputs may be recorded: one that
+/// passed (its derivation was built in this build) or was already in the
+/// store.
+struct Candidate {
+    name: String,
+    drv: String,
+    built: bool,
+}
+
+fn candidates(build: &Build) -> Vec<Candidate> {
     let Some(checks) = build.checks.as_ref().and_then(|c| c.as_array()) else {
         return Vec::new();
     };
     checks
         .iter()
-        .filter(|c| matches!(c["status"].as_str(), Some("passed" | "cached")))
         .filter_map(|c| {
-            Some(Output {
+            let built = match c["status"].as_str()? {
+                "passed" => true,
+                "cached" => false,
+                _ => return None,
+            };
+            Some(Candidate {
                 name: c["name"].as_str()?.to_string(),
-                path: c["out_path"].as_str()?.to_string(),
+                drv: c["drv_path"].as_str()?.to_string(),
+                built,
             })
         })
         .collect()
+}
+
+/// The candidates' outputs as the store records them for their
+/// derivations (never an evaluated `outPath`), with whether this build
+/// built them. Blocking.
+fn store_outputs(app: &App, id: i64, candidates: Vec<Candidate>) -> Vec<(Output, bool)> {
+    let tools = app.repos.tools();
+    let mut found = Vec::new();
+    for candidate in candidates {
+        let timeout = outputs::QUERY_TIMEOUT;
+        match outputs::of_derivation(tools, &app.config.nix_bin, &candidate.drv, timeout) {
+            Ok(paths) => found.extend(paths.into_iter().filter(|p| Path::new(p).exists()).map(
+                |path| {
+                    let name = candidate.name.clone();
+                    (Output { name, path }, candidate.built)
+                },
+            )),
+            Err(error) => tracing::warn!(
+                build_id = id,
+                check = %candidate.name,
+                error = %error,
+                "cannot read a check's outputs from the store; not caching them"
+            ),
+        }
+    }
+    found
+}
+
+/// The outputs a build may claim: those it built, and those that were
+/// already in the store only when the cache serves them already (an
+/// earlier build here built them). A path this daemon never built, say a
+/// fixed-output one that was already there, is never signed.
+fn claimable(conn: &Connection, found: Vec<(Output, bool)>) -> Result<Vec<Output>, StoreError> {
+    let mut claimed = Vec::new();
+    for (output, built) in found {
+        let served = || {
+            narinfo::hash_part(&output.path)
+                .map(|hash| lookup(conn, hash).map(|info| info.is_some()))
+                .unwrap_or(Ok(false))
+        };
+        if built || served()? {
+            claimed.push(output);
+        }
+    }
+    Ok(claimed)
 }
 
 /// The directory of the GC roots of build `id`.
@@ -213,7 +272,20 @@ pub async fn record(app: Arc<App>, build: Build) {
         return;
     }
     let id = build.id;
-    let outputs = outputs_of(&build);
+    let found = {
+        let app = app.clone();
+        let candidates = candidates(&build);
+        tokio::task::spawn_blocking(move || store_outputs(&app, id, candidates))
+            .await
+            .unwrap_or_default()
+    };
+    let outputs = match app.store.read(move |conn| claimable(conn, found)).await {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            tracing::warn!(build_id = id, error = %e, "cannot tell which outputs the cache may claim");
+            return;
+        }
+    };
     let prepared = {
         let app = app.clone();
         let outputs = outputs.clone();
@@ -301,8 +373,20 @@ fn make_roots(app: &App, id: i64, outputs: &[Output]) -> Result<(), String> {
     let (tools, nix) = (app.repos.tools(), &app.config.nix_bin);
     let dir = roots_dir(app, id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut used = std::collections::HashSet::new();
     for output in outputs {
-        let link = dir.join(root_name(&output.name));
+        // A check with several outputs gets a root per output.
+        let mut name = root_name(&output.name);
+        for n in 2.. {
+            if used.insert(name.clone()) {
+                break;
+            }
+            name = format!(
+                "{}-{n}.out",
+                root_name(&output.name).trim_end_matches(".out")
+            );
+        }
+        let link = dir.join(name);
         let args = [
             "build".to_string(),
             "--extra-experimental-features".into(),

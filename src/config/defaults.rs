@@ -50,6 +50,7 @@ impl Default for RawConfig {
             cache_keep_builds: 5,
             cache_push_jobs: 2,
             cache_downloads_per_peer: 8,
+            allowed_local_inputs: Vec::new(),
         }
     }
 }
@@ -160,6 +161,7 @@ pub(super) fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, Confi
         cache_keep_builds: raw.cache_keep_builds,
         cache_push_jobs: raw.cache_push_jobs,
         cache_downloads_per_peer: raw.cache_downloads_per_peer,
+        allowed_local_inputs: raw.allowed_local_inputs,
     })
 }
 

@@ -158,6 +158,11 @@ pub struct Config {
     pub cache_push_jobs: u32,
     /// NAR downloads one IP address may hold at once.
     pub cache_downloads_per_peer: u32,
+    /// Host directories whose files a pushed flake may name as local
+    /// inputs (`path:`, `git+file:`, `file:`); any other local input
+    /// outside the repository is refused before nix runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_local_inputs: Vec<PathBuf>,
 }
 
 /// What the providers yield before paths derived from `state_dir` are filled
@@ -206,6 +211,8 @@ struct RawConfig {
     cache_keep_builds: u32,
     cache_push_jobs: u32,
     cache_downloads_per_peer: u32,
+    #[serde(default)]
+    allowed_local_inputs: Vec<PathBuf>,
 }
 
 /// A configuration that could not be loaded or is invalid.

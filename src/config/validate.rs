@@ -262,7 +262,57 @@ pub(super) fn validate(
             ));
         }
     }
-    validate_cache(config, figment, runtime_files)
+    validate_cache(config, figment, runtime_files)?;
+    validate_local_inputs(config, figment)
+}
+
+/// `allowed_local_inputs`: absolute, normalised roots that hold none of the
+/// daemon's own files (those stay hidden from nix whatever this says).
+fn validate_local_inputs(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+    let mine = [
+        ("state_dir", Some(&config.state_dir)),
+        ("repos_base_path", Some(&config.repos_base_path)),
+        ("database_url", Some(&config.database_url)),
+        ("api_token_file", config.api_token_file.as_ref()),
+        (
+            "cache_secret_key_file",
+            config.cache_secret_key_file.as_ref(),
+        ),
+    ];
+    for (i, root) in config.allowed_local_inputs.iter().enumerate() {
+        let rebuilt: std::path::PathBuf = root.components().collect();
+        let normal = rebuilt.as_os_str() == root.as_os_str()
+            && !root
+                .components()
+                .any(|c| c == std::path::Component::ParentDir);
+        let reason = if !root.is_absolute() {
+            "must be an absolute path".to_string()
+        } else if !normal {
+            "must be a normalised path (no `.`, `..` or trailing `/`)".to_string()
+        } else if root.parent().is_none() {
+            "would let a pushed flake read every file of the host".to_string()
+        } else if config.allowed_local_inputs[..i].contains(root) {
+            "is listed twice".to_string()
+        } else if let Some((key, path)) = mine
+            .iter()
+            .filter_map(|(key, path)| Some((key, (*path)?)))
+            .find(|(_, path)| path.starts_with(root) || root.starts_with(path))
+        {
+            format!(
+                "overlaps {key} ({}): the daemon's own files are never a flake's input",
+                path.display()
+            )
+        } else {
+            continue;
+        };
+        return Err(ConfigError::Invalid {
+            key: format!("allowed_local_inputs.{i}"),
+            value: format!("{:?}", root.display().to_string()),
+            source_name: source_of(figment, "allowed_local_inputs"),
+            reason,
+        });
+    }
+    Ok(())
 }
 
 /// The binary cache keys: targets, bounds and the signing key.
@@ -508,6 +558,54 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("workers"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn allowed_local_inputs_are_absolute_normal_roots_apart_from_the_daemons_files() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            assert!(load_in(jail, None).unwrap().allowed_local_inputs.is_empty());
+            jail.create_file(
+                "ok.toml",
+                "allowed_local_inputs = [\"/srv/shared-flakes\"]\n",
+            )?;
+            let config = load_in(jail, Some("ok.toml")).unwrap();
+            assert_eq!(
+                config.allowed_local_inputs,
+                [std::path::PathBuf::from("/srv/shared-flakes")]
+            );
+            let state = jail.directory().join("state");
+            for (value, reason) in [
+                ("\"shared\"".to_string(), "absolute"),
+                ("\"/srv/./x\"".into(), "normalised"),
+                ("\"/srv/x/\"".into(), "normalised"),
+                ("\"/srv/../etc\"".into(), "normalised"),
+                ("\"/\"".into(), "every file of the host"),
+                (
+                    format!("{:?}", state.join("repos").display().to_string()),
+                    "overlaps state_dir",
+                ),
+                (
+                    format!("{:?}", jail.directory().display().to_string()),
+                    "overlaps state_dir",
+                ),
+            ] {
+                jail.create_file(
+                    "l.toml",
+                    &format!(
+                        "state_dir = \"state\"\nallowed_local_inputs = [\"/srv/a\", {value}]\n"
+                    ),
+                )?;
+                let err = load_in(jail, Some("l.toml")).unwrap_err().to_string();
+                assert!(
+                    err.contains("`allowed_local_inputs.1`")
+                        && err.contains(reason)
+                        && err.contains("l.toml"),
+                    "{value}: {err}"
+                );
+            }
             Ok(())
         });
     }

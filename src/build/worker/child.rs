@@ -10,6 +10,7 @@ use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::build::isolation::Prepared;
 use crate::build::nix;
 use crate::build::process::{self, CommandError};
 use crate::build::queue::FailureKind;
@@ -23,6 +24,7 @@ pub(super) const NIX_BIN_HINT: &str =
 pub(super) fn spawn_with_pipe(
     app: &App,
     args: &[String],
+    isolation: &Prepared,
 ) -> Result<(Child, std::io::PipeReader), (FailureKind, String)> {
     let nix_bin = &app.config.nix_bin;
     let spawn_failed = |e: std::io::Error| {
@@ -38,6 +40,7 @@ pub(super) fn spawn_with_pipe(
     };
     let (reader, writer) = std::io::pipe().map_err(spawn_failed)?;
     let mut cmd = app.repos.tools().command(nix_bin, args);
+    isolation.apply(&mut cmd);
     cmd.stdout(writer.try_clone().map_err(spawn_failed)?)
         .stderr(writer);
     let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
@@ -91,10 +94,12 @@ pub(super) async fn terminate(
 pub(super) async fn run_nix(
     app: &App,
     args: &[String],
+    isolation: &Prepared,
     cancel: &CancellationToken,
 ) -> Option<Result<Vec<u8>, String>> {
-    let mut cmd =
-        tokio::process::Command::from(app.repos.tools().command(&app.config.nix_bin, args));
+    let mut cmd = app.repos.tools().command(&app.config.nix_bin, args);
+    isolation.apply(&mut cmd);
+    let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);

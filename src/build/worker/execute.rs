@@ -17,6 +17,7 @@ use crate::build::checks::{self, CheckMap, CheckResult, DrvBuild};
 use crate::build::diagnosis::Verdict;
 use crate::build::flake_inputs;
 use crate::build::nix;
+use crate::build::outputs;
 use crate::build::process;
 use crate::build::progress::Tracker;
 use crate::build::pump::{Pumped, pump};
@@ -96,7 +97,36 @@ pub(super) async fn execute(
         ),
     );
 
-    let spawned = spawn_with_pipe(app, &args);
+    if let Some(summary) = local_input_outside(app, build).await {
+        note(&writer, &format!("procurator-ci: {summary}\n"));
+        let stats = finish_log(writer).await;
+        let kind = FailureKind::Evaluation;
+        return (Outcome::Failed { kind, summary }, None, stats);
+    }
+    if let Some(why) = app.isolation.unavailable() {
+        note(
+            &writer,
+            &format!(
+                "procurator-ci: warning: nix runs without isolation from the daemon's files: {why}\n"
+            ),
+        );
+    }
+    let prepared = {
+        let (app, repo) = (app.clone(), build.repo_path.clone());
+        tokio::task::spawn_blocking(move || app.isolation.prepare(std::path::Path::new(&repo)))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let isolation = match prepared {
+        Ok(isolation) => Arc::new(isolation),
+        Err(why) => {
+            let summary = format!("cannot prepare nix's isolation: {why}");
+            note(&writer, &format!("procurator-ci: {summary}\n"));
+            let stats = finish_log(writer).await;
+            return (infra(summary), None, stats);
+        }
+    };
+    let spawned = spawn_with_pipe(app, &args, &isolation);
     let (mut child, reader) = match spawned {
         Ok(pair) => pair,
         Err((kind, message)) => {
@@ -153,7 +183,7 @@ pub(super) async fn execute(
     let mut introspection = tokio::spawn(introspect(
         app.clone(),
         id,
-        flake.clone(),
+        (flake.clone(), isolation.clone()),
         introspection_stop.clone(),
         tracker.clone(),
     ));
@@ -251,6 +281,7 @@ pub(super) async fn execute(
     let checks = match check_map {
         Some(map) => Some(
             per_check(
+                app,
                 map,
                 pumped.builds,
                 pumped.diagnosis.failed_drvs.clone(),
@@ -319,6 +350,31 @@ pub(super) async fn execute(
     (outcome, exit_code, stats)
 }
 
+/// Why the commit's flake may not be evaluated, when it names a local
+/// input outside its repository and every `allowed_local_inputs` root:
+/// nix would read that file as the daemon's user.
+async fn local_input_outside(app: &App, build: &Build) -> Option<String> {
+    let files = app.repos.clone();
+    let allowed = app.config.allowed_local_inputs.clone();
+    let (repo, commit) = (build.repo_path.clone(), build.commit.clone());
+    tokio::task::spawn_blocking(move || {
+        let repo = std::path::Path::new(&repo);
+        let file = |path| files.file_at(repo, &commit, path).ok().flatten();
+        let inputs =
+            flake_inputs::Inputs::read(file("flake.nix").as_deref(), file("flake.lock").as_deref());
+        let (input, path) = inputs.local_outside(repo, &allowed)?;
+        Some(format!(
+            "input '{}' ({}) reads {path} on the CI host, outside the repository: local inputs \
+             elsewhere are refused unless the administrator lists a directory holding them in \
+             allowed_local_inputs",
+            input.name, input.reference
+        ))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// A fetch failure's verdict naming the input it is about, read from the
 /// commit's `flake.nix` and `flake.lock` (unchanged when none matches).
 async fn name_input(app: &App, build: &Build, verdict: Verdict) -> Verdict {
@@ -345,15 +401,26 @@ async fn name_input(app: &App, build: &Build, verdict: Verdict) -> Verdict {
 }
 
 /// One result per check, from what the build did and what the flake's
-/// checks evaluate to.
+/// checks evaluate to. A check's output is its derivation's, as the store
+/// records it, whatever its `outPath` evaluates to.
 async fn per_check(
-    map: CheckMap,
+    app: &App,
+    mut map: CheckMap,
     builds: HashMap<String, DrvBuild>,
     failed_drvs: Vec<String>,
     seen_ending: HashMap<String, (i64, bool)>,
     stopped_at: Option<i64>,
 ) -> Vec<CheckResult> {
+    let (tools, nix_bin) = (app.repos.tools().clone(), app.config.nix_bin.clone());
     tokio::task::spawn_blocking(move || {
+        for paths in map.values_mut().flatten() {
+            let timeout = outputs::QUERY_TIMEOUT;
+            if let Ok(recorded) = outputs::of_derivation(&tools, &nix_bin, &paths.drv, timeout)
+                && !recorded.contains(&paths.out)
+            {
+                paths.out = recorded[0].clone();
+            }
+        }
         let ended = checks::Ended {
             builds: &builds,
             failed_drvs: &failed_drvs,
