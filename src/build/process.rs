@@ -164,12 +164,18 @@ pub fn tail(bytes: &[u8], max: usize) -> String {
 
 /// Whether any process of group `pgid` is alive (zombies included).
 pub fn group_alive(pgid: i32) -> bool {
-    Pid::from_raw(pgid).is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
+    pgid > 0
+        && Pid::from_raw(pgid)
+            .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
 }
 
 /// Sends `signal` to every process of group `pgid`; a gone group is fine.
 pub fn signal_group(pgid: i32, signal: Signal) {
-    if let Some(pid) = Pid::from_raw(pgid) {
+    // Not 0 (our own group) nor below: a group outside our PID namespace
+    // reads as 0 in /proc.
+    if pgid > 0
+        && let Some(pid) = Pid::from_raw(pgid)
+    {
         let _ = rustix::process::kill_process_group(pid, signal);
     }
 }
@@ -187,7 +193,9 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 /// `prefix` (a build's flake reference): how a restarted daemon finds the
 /// nix processes of a build whose group it never got to record.
 pub fn groups_with_arg(prefix: &str) -> Vec<i32> {
-    let own = rustix::process::getpgrp().as_raw_nonzero().get();
+    // Read, not getpgrp(): a group led from outside our PID namespace (a
+    // container's, a test's) is 0, which rustix refuses to hand back.
+    let own = group_of("self").unwrap_or(0);
     let mut groups = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return groups;
@@ -209,13 +217,10 @@ pub fn groups_with_arg(prefix: &str) -> Vec<i32> {
         {
             continue;
         }
-        let pgid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                let rest = stat[stat.rfind(')')? + 2..].to_string();
-                rest.split(' ').nth(2)?.parse::<i32>().ok()
-            });
+        let pgid = group_of(&pid.to_string());
+        // A group led from outside our PID namespace reads as 0: not ours.
         if let Some(pgid) = pgid
+            && pgid > 0
             && pgid != own
             && !groups.contains(&pgid)
         {
@@ -223,6 +228,13 @@ pub fn groups_with_arg(prefix: &str) -> Vec<i32> {
         }
     }
     groups
+}
+
+/// The process group of `/proc/<pid>` (`self` for this process): field 5
+/// of its `stat`.
+fn group_of(pid: &str) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(2)?.parse().ok()
 }
 
 /// Ends an orphaned process group left by an earlier instance: SIGTERM first
