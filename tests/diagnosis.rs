@@ -572,6 +572,58 @@ fn a_nix_outside_the_tested_versions_is_named_in_health_and_the_journal() {
 }
 
 #[test]
+fn an_error_nothing_places_is_shown_verbatim_and_not_retried() {
+    // A nix whose `flake check` reports an error of no known shape and no
+    // place (or, for one repository, none at all) and exits 1: nothing says
+    // whose fault it is, so it is neither the CI's nor retried.
+    let scratch = tempfile::tempdir().unwrap();
+    let wrapper = scratch.path().join("nix-with-news");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncase \"$*\" in\n\
+         *'flake check'*silent.git*) echo '@nix {\"action\":\"start\",\"id\":1,\"level\":3,\"text\":\"x\",\"type\":0}'; exit 1 ;;\n\
+         *'flake check'*) printf '%s\\n' '@nix {\"action\":\"msg\",\"level\":0,\"msg\":\"\\u001b[31;1merror:\\u001b[0m the frobnicator is out of flux\"}'; exit 1 ;;\n\
+         esac\nexec nix \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&format!(
+        "nix_bin = {:?}\nmax_retries = 2",
+        wrapper.display().to_string()
+    ));
+    let flake = flake_with("    checks.x86_64-linux = { };");
+    for (repo, words) in [
+        ("news", "the frobnicator is out of flux"),
+        (
+            "silent",
+            "nix ended with exit code 1 without an error message",
+        ),
+    ] {
+        let commit = push_files(&daemon, repo, &[("flake.nix", flake.clone())]);
+        let build = daemon.wait_final(daemon.build_of("main", &commit));
+        let case = Case {
+            name: repo,
+            files: vec![],
+            status: "failed",
+            kind: Some("unrecognised"),
+            words: vec![words],
+        };
+        if let Some(wrong) = mismatch(&case, &build) {
+            panic!("{wrong}");
+        }
+        assert_eq!(build["retry_count"], 0, "{build}");
+        assert_eq!(
+            build["diagnosis"]["title"],
+            "Nix reported an error procurator-ci does not recognise"
+        );
+    }
+}
+
+#[test]
 fn a_cancel_that_takes_longer_than_a_moment_answers_202_stopping_then_ends_cancelled() {
     // A nix that is slow to stop: the wrapper ignores SIGTERM and lingers
     // after nix, so the build's process group ends only at SIGKILL,
