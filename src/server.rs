@@ -136,16 +136,17 @@ pub async fn serve(
         Some(gate),
         |_| Extensions::new(),
     ));
-    // The hook's socket is not capped: only our user and root can connect.
+    // The hook's socket is not capped: only our user, our group and root
+    // can connect.
     let local = tokio::spawn(crate::http::listener::serve(
         unix,
         stall,
         router,
         shutdown.clone(),
         None,
-        |stream| {
+        |_| {
             let mut extensions = Extensions::new();
-            extensions.insert(ConnectInfo(LocalPeer::of(stream)));
+            extensions.insert(ConnectInfo(LocalPeer));
             extensions
         },
     ));

@@ -43,6 +43,36 @@ fn check_config_prints_effective_toml_that_round_trips() {
     );
 }
 
+/// Bound to every address without `public_url`, the daemon names itself by
+/// the host's name, also where /proc/sys is hidden (systemd's
+/// `ProcSubset=pid`, which the NixOS module sets).
+#[test]
+fn the_default_public_url_names_the_host_when_proc_sys_is_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "bind_address = \"0.0.0.0:3999\"\n").unwrap();
+    let host = rustix::system::uname()
+        .nodename()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!host.is_empty() && host != "localhost", "{host}");
+    // A mount namespace of its own, with an empty tmpfs over /proc/sys.
+    let text = common::run_ok(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs none /proc/sys && test ! -e /proc/sys/kernel/hostname && exec "$0" check-config --config "$1""#)
+            .arg(binary())
+            .arg(&config)
+            .env_remove("PROCURATOR_CI_CONFIG")
+            .env("STATE_DIRECTORY", dir.path()),
+    );
+    assert!(
+        text.contains(&format!("public_url = \"http://{host}:3999\"")),
+        "{text}"
+    );
+}
+
 #[test]
 fn check_config_rejects_with_key_and_source() {
     let dir = tempfile::tempdir().unwrap();

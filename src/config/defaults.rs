@@ -84,10 +84,14 @@ pub(super) fn absolute(path: PathBuf) -> PathBuf {
 /// is no address anyone can open).
 fn default_public_url(bind: SocketAddr) -> String {
     if bind.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        // uname(2), not /proc/sys/kernel/hostname: systemd's ProcSubset=pid
+        // hides /proc/sys, and the name is the same.
+        let host = rustix::system::uname()
+            .nodename()
+            .to_str()
             .ok()
             .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
+            .filter(|h| !h.is_empty() && h != "(none)")
             .unwrap_or_else(|| "localhost".into());
         format!("http://{host}:{}", bind.port())
     } else {
