@@ -78,6 +78,13 @@ pub fn main() -> ExitCode {
             };
             match load(cli.config, runtime_files) {
                 Ok(config) => {
+                    // The signing key's contents, as the start reads them.
+                    if runtime_files == RuntimeFiles::Read
+                        && let Err(e) = crate::cache::Cache::load(&config)
+                    {
+                        eprintln!("procurator-ci: cache_secret_key_file: {e}");
+                        return ExitCode::from(2);
+                    }
                     print!("{}", config.to_toml());
                     ExitCode::SUCCESS
                 }

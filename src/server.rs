@@ -201,7 +201,8 @@ async fn build_app(
         for dir in [
             &config.state_dir,
             &config.logs_dir(),
-            &config.home_dir().join(".cache"),
+            &config.home_dir(),
+            &config.cache_dir,
         ] {
             std::fs::create_dir_all(dir)
                 .map_err(setup(&format!("cannot create {}", dir.display())))?;
@@ -217,7 +218,7 @@ async fn build_app(
             std::env::current_exe().map_err(setup("cannot find our own executable"))?;
         let repos = RepoFiles::new(
             config.repos_base_path.clone(),
-            Tools::new(config.home_dir()),
+            Tools::new(config.home_dir(), config.cache_dir.clone()),
             HookTarget {
                 executable,
                 socket: config.socket_path.clone(),

@@ -417,3 +417,32 @@ fn the_start_says_where_it_listens_once_and_logs_under_one_target_prefix() {
         );
     }
 }
+
+/// nix's caches go where systemd's `CacheDirectory=` says (`$CACHE_DIRECTORY`,
+/// /var/cache/procurator-ci under the NixOS module), not into the state
+/// directory: they are caches, and the state is what a backup keeps.
+#[test]
+fn nix_caches_go_to_the_cache_directory_systemd_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("var-cache");
+    std::fs::create_dir(&cache).unwrap();
+    let mut daemon = Daemon::configure(
+        tmp.path(),
+        "",
+        &[("CACHE_DIRECTORY", cache.to_str().unwrap())],
+    );
+    daemon.spawn();
+    daemon.create_repo("cached");
+    let work = common::Work::clone(&daemon.repo_path("cached"));
+    let build = common::build_one(&daemon, &work, "main", &common::ok_script());
+    assert_eq!(build["status"], "success", "{build}");
+    assert!(
+        cache.join("nix").is_dir(),
+        "nix wrote no cache into $CACHE_DIRECTORY: {:?}",
+        std::fs::read_dir(&cache).unwrap().collect::<Vec<_>>()
+    );
+    assert!(
+        !daemon.state().join("home/.cache/nix").exists(),
+        "nix's cache is in the state directory"
+    );
+}

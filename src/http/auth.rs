@@ -25,14 +25,6 @@ pub fn clear_read_cookie() -> String {
     format!("{READ_COOKIE}=; {READ_COOKIE_ATTRIBUTES}; Max-Age=0")
 }
 
-/// The mode of `path` when group or others may read it (a secret there is
-/// not secret); `None` when only its owner may, or it cannot be examined
-/// (reading it then says why).
-pub fn exposed_mode(path: &Path) -> Option<u32> {
-    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
-    (mode & 0o044 != 0).then_some(mode)
-}
-
 /// The API token, compared in constant time.
 #[derive(Clone)]
 pub struct Token {
@@ -69,7 +61,7 @@ impl Token {
             reason,
         };
         if let Some(path) = configured {
-            if let Some(mode) = exposed_mode(path) {
+            if let Some(mode) = crate::config::exposed_mode(path) {
                 return Err(error(
                     path,
                     format!(
