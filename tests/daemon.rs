@@ -446,3 +446,60 @@ fn nix_caches_go_to_the_cache_directory_systemd_names() {
         "nix's cache is in the state directory"
     );
 }
+
+/// systemd 254 and later hand credentials (`LoadCredential=`) over as mode
+/// 0440 files in a directory only the unit may enter: there the daemon takes
+/// them, while it still refuses the same mode anywhere else.
+#[test]
+fn credentials_of_systemd_254_and_later_are_accepted_with_mode_0440() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let write = |path: &std::path::Path| {
+        std::fs::write(path, "a-token-of-twenty-four-b").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o440)).unwrap();
+    };
+    let inside = credentials.join("api-token");
+    let outside = dir.path().join("api-token");
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&inside);
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o500)).unwrap();
+    write(&outside);
+    let check = |token: &std::path::Path| {
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\napi_token_file = \"{}\"\n",
+                dir.path().join("state").display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("PROCURATOR_CI_CONFIG")
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .output()
+            .unwrap()
+    };
+    let taken = check(&inside);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let refused = check(&outside);
+    assert!(
+        !refused.status.success(),
+        "a 0440 token outside the credentials"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("mode 0440"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -10,7 +10,6 @@ pub mod narinfo;
 pub mod push;
 pub mod serve;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -61,9 +60,8 @@ impl Cache {
 /// Reads a secret key file, refusing one that others may read: whoever
 /// reads it can sign paths every machine trusts.
 pub fn load_key(path: &Path) -> Result<CacheKey, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if let Some(mode) = crate::config::exposed_mode(path) {
         return Err(format!(
             "it is readable by group or others (mode {mode:o}): a secret key must be mode 600 \
              or 400 (chmod 600 it)"
@@ -477,6 +475,8 @@ pub fn lookup(conn: &Connection, hash: &str) -> Result<Option<PathInfo>, StoreEr
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

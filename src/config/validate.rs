@@ -356,11 +356,24 @@ fn store_url_problem(url: &str) -> Option<String> {
 
 /// The mode of `path` when group or others may read it (a secret there is
 /// not secret); `None` when only its owner may, or it cannot be examined
-/// (reading it then says why).
+/// (reading it then says why). A credential systemd passed to this unit
+/// (`LoadCredential=`, below `$CREDENTIALS_DIRECTORY`) is private whatever
+/// its mode: systemd 254 and later make the files 0440, in a directory only
+/// the unit's user can enter.
 pub fn exposed_mode(path: &std::path::Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
+    if is_credential(path) {
+        return None;
+    }
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
     (mode & 0o044 != 0).then_some(mode)
+}
+
+/// Whether `path` is one of the unit's credentials.
+fn is_credential(path: &std::path::Path) -> bool {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(std::path::PathBuf::from)
+        .is_some_and(|dir| dir.is_absolute() && path.starts_with(&dir) && path != dir)
 }
 
 #[cfg(test)]
