@@ -41,16 +41,10 @@
         procurator-ci = final.callPackage ./nix/package.nix { };
       };
 
-      # The package is built with the system's own nixpkgs (the `pkgs` of the
-      # configuration), not this flake's: the system keeps one nixpkgs, its
-      # overlays apply, and a cross-built system gets a cross-built daemon.
-      # That nixpkgs needs rustc 1.91 or newer (nixos-25.11 has it).
-      nixosModules.default =
-        { pkgs, ... }:
-        {
-          imports = [ ./nixos-module.nix ];
-          services.procurator-ci.package = lib.mkDefault (pkgs.callPackage ./nix/package.nix { });
-        };
+      # The module, with the package built by the system's own nixpkgs, which
+      # needs rustc 1.91 or newer (nixos-25.11 has it; an older one fails
+      # evaluation with an assertion saying so). See nix/default-module.nix.
+      nixosModules.default = ./nix/default-module.nix;
 
       checks = forAllSystems (
         pkgs: { package = self.packages.${pkgs.stdenv.hostPlatform.system}.procurator-ci; } // vmTests pkgs

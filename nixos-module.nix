@@ -1,8 +1,9 @@
 # NixOS module: services.procurator-ci
 #
-# The flake's `nixosModules.default` imports this file and defaults `package`
-# to the flake's own build; used on its own, `package` defaults to
-# `pkgs.procurator-ci` (e.g. from the flake's overlay).
+# The flake's `nixosModules.default` (nix/default-module.nix) imports this file
+# and defaults `package` to this checkout built by the system's nixpkgs; used
+# on its own, `package` defaults to `pkgs.procurator-ci` (e.g. from the flake's
+# overlay).
 {
   config,
   lib,
@@ -14,11 +15,10 @@ let
   cfg = config.services.procurator-ci;
   settingsFormat = pkgs.formats.toml { };
 
-  # systemd creates both (StateDirectory=, CacheDirectory=); the daemon finds
-  # the first in $STATE_DIRECTORY and keeps its database, repositories and
-  # socket below it.
+  # systemd creates it and /var/cache/procurator-ci (StateDirectory=,
+  # CacheDirectory=); the daemon keeps its database, repositories, logs and
+  # socket below the first, and nix's caches in the second.
   stateDir = "/var/lib/procurator-ci";
-  cacheDir = "/var/cache/procurator-ci";
   tokenCredential = "api-token";
   # Where systemd puts the unit's LoadCredential= files at run time; the
   # generated configuration names notification secrets there.
@@ -26,16 +26,19 @@ let
   notifySecretCredential = i: "notify-secret-${toString i}";
   cacheKeyCredential = "cache-secret-key";
   caching = cfg.cache.serve || cfg.cache.push != [ ];
-  # `file://` caches are directories the daemon writes: the unit's only
-  # writable paths besides its own are these.
+  # `file://` caches and plain absolute paths (a local store) are directories
+  # the daemon writes: the unit's only writable paths besides its own are
+  # these, and tmpfiles creates them for the service user before it starts
+  # (ReadWritePaths= on a missing path stops the unit with 226/NAMESPACE).
   fileCaches = map (url: builtins.head (lib.splitString "?" (lib.removePrefix "file://" url))) (
-    lib.filter (lib.hasPrefix "file://") cfg.cache.push
+    lib.filter (url: lib.hasPrefix "file://" url || lib.hasPrefix "/" url) cfg.cache.push
   );
 
   # Keys the module derives from the unit; setting them would point the
   # daemon outside the only directories the unit may write.
   managedKeys = [
     "state_dir"
+    "cache_dir"
     "database_url"
     "repos_base_path"
     "socket_path"
@@ -56,9 +59,14 @@ let
       inherit (entry) secret_file;
     }) cfg.settings.notify
   );
+  # Unset options (null) are left to the daemon's defaults.
   generatedSettings =
-    removeAttrs cfg.settings [ "notify" ]
+    lib.filterAttrs (_: value: value != null) (removeAttrs cfg.settings [ "notify" ])
     // {
+      # Explicit, so that `procurator-ci backup` and `check-config` run by an
+      # administrator (with /etc/procurator-ci/config.toml) find the same
+      # state as the unit, which also gets it as $STATE_DIRECTORY.
+      state_dir = stateDir;
       cache_push = cfg.cache.push;
       cache_serve = cfg.cache.serve;
       cache_keep_builds = cfg.cache.keepBuilds;
@@ -82,14 +90,14 @@ let
   # sandbox cannot see files that exist only at run time (the credentials),
   # so `--build-time` checks everything but their contents; the daemon reads
   # them strictly when it starts. A system built for another platform skips
-  # the check, since the build machine cannot run the daemon.
+  # the check, since the build machine cannot run the daemon; `checkConfig =
+  # false` skips it too.
   unchecked = settingsFormat.generate "procurator-ci-unchecked.toml" generatedSettings;
   configFile =
-    if pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform then
-      pkgs.runCommand "procurator-ci.toml"
+    if cfg.checkConfig && pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform then
+      pkgs.runCommandLocal "procurator-ci.toml"
         {
           inherit unchecked;
-          preferLocalBuild = true;
         }
         ''
           ${lib.getExe cfg.package} check-config --build-time --config "$unchecked"
@@ -137,9 +145,9 @@ let
   hostNamesOf = machines: lib.concatMapStringsSep ", " (machine: machine.hostName) machines;
 
   setting =
-    type: description:
+    type: default: description:
     lib.mkOption {
-      inherit type description;
+      inherit type default description;
     };
 in
 {
@@ -243,7 +251,10 @@ in
           Store URLs (`nix copy --to`) that the outputs of every successful
           build, with their closures, are pushed to, signed. A failed push is
           retried with backoff and never changes the build's result. The
-          directories of `file://` URLs become writable for the unit.
+          directories of `file://` URLs and plain absolute paths become
+          writable for the unit, and are created for the service user
+          (mode 0755) when missing. Pushes run `nix copy` of
+          {option}`nix.package` (tested: Nix 2.8, 2.26, 2.34).
         '';
       };
       secretKeyFile = lib.mkOption {
@@ -313,6 +324,11 @@ in
         when neither names the host). On the builder, `sshUser` must be in
         `nix.settings.trusted-users`. Use `protocol = "ssh-ng"`. To build
         nothing on this machine, set `nix.settings.max-jobs = 0`.
+
+        Tested with these {option}`nix.package` versions: Nix 2.8 (Debian 12),
+        2.26 (Debian 13, also through a nix-daemon with build users and
+        `sandbox = true`) and 2.34 (Debian unstable). Lix and Determinate Nix
+        are not tested.
       '';
     };
 
@@ -322,6 +338,19 @@ in
       description = ''
         Open the port of {option}`services.procurator-ci.settings.bind_address`
         (which must then not be a loopback address to be reachable).
+      '';
+    };
+
+    checkConfig = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        Whether the generated configuration is checked with `procurator-ci
+        check-config --build-time` when the system is built, so that an
+        unknown key or a bad value fails `nixos-rebuild` rather than the
+        service. Like {option}`nix.checkConfig`: turn it off only when the
+        build machine cannot run the daemon for a reason the module does not
+        detect (a cross build is detected and skips the check by itself).
       '';
     };
 
@@ -356,16 +385,40 @@ in
       type = lib.types.submodule {
         freeformType = settingsFormat.type;
         options = {
-          bind_address = setting lib.types.str "Address and port of the HTTP server and web page, e.g. `[::]:3000`.";
-          workers = setting lib.types.ints.positive "Builds run at the same time.";
-          max_retries = setting lib.types.ints.unsigned "Retries of a build that failed for infrastructure reasons.";
-          build_timeout_secs = setting lib.types.ints.positive "Wall-clock limit of one build.";
-          max_silent_secs = setting lib.types.ints.positive "A build without output for this long is ended.";
-          kill_grace_secs = setting lib.types.ints.positive "Time between SIGTERM and SIGKILL when a build is ended.";
-          shutdown_timeout_secs = setting lib.types.ints.positive "Time running builds get to finish when the daemon stops.";
-          log_max_bytes = setting lib.types.ints.positive "Largest stored log of one build.";
-          log_retention_days = setting lib.types.ints.unsigned "Days build logs are kept; 0 keeps them forever.";
-          public_read = setting lib.types.bool "Whether reading the API and the web page needs no token.";
+          bind_address = setting lib.types.str "127.0.0.1:3000" "Address and port of the HTTP server and web page, e.g. `[::]:3000`.";
+          public_url = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "https://ci.example.org";
+            description = ''
+              Base of the links the hook prints and the API returns, and the
+              host name the daemon answers to besides its addresses (requests
+              naming another `Host` get 400). `null`: `http://<bind_address>`,
+              with the machine's host name for an all-interfaces address
+              (`0.0.0.0:3000` gives `http://<networking.hostName>:3000`).
+              Behind a reverse proxy, the address users open.
+            '';
+          };
+          ssh_push_base = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default =
+              if cfg.authorizedKeys != [ ] then "${cfg.user}@${config.networking.fqdnOrHostName}:" else null;
+            defaultText = lib.literalExpression ''
+              if config.services.procurator-ci.authorizedKeys != [ ]
+              then "''${config.services.procurator-ci.user}@''${config.networking.fqdnOrHostName}:"
+              else null
+            '';
+            description = "Prefix of the push URLs the web page shows (`<prefix><state dir>/repos/<name>.git`).";
+          };
+          workers = setting lib.types.ints.positive 1 "Builds run at the same time.";
+          max_retries = setting lib.types.ints.unsigned 3 "Retries of a build that failed for infrastructure reasons.";
+          build_timeout_secs = setting lib.types.ints.positive 10800 "Wall-clock limit of one build.";
+          max_silent_secs = setting lib.types.ints.positive 3600 "A build without output for this long is ended.";
+          kill_grace_secs = setting lib.types.ints.positive 10 "Time between SIGTERM and SIGKILL when a build is ended.";
+          shutdown_timeout_secs = setting lib.types.ints.positive 30 "Time running builds get to finish when the daemon stops.";
+          log_max_bytes = setting lib.types.ints.positive 67108864 "Largest stored log of one build.";
+          log_retention_days = setting lib.types.ints.unsigned 90 "Days build logs are kept; 0 keeps them forever.";
+          public_read = setting lib.types.bool true "Whether reading the API and the web page needs no token.";
           notify = lib.mkOption {
             default = [ ];
             description = ''
@@ -435,26 +488,9 @@ in
     # A default, as nixpkgs' modules set such options: the user's `false` wins.
     nix.distributedBuilds = lib.mkIf (cfg.buildMachines != [ ]) (lib.mkDefault true);
 
-    services.procurator-ci.settings = lib.mkMerge [
-      (lib.mapAttrs (_: lib.mkDefault) {
-        bind_address = "127.0.0.1:3000";
-        workers = 1;
-        max_retries = 3;
-        build_timeout_secs = 10800;
-        max_silent_secs = 3600;
-        kill_grace_secs = 10;
-        shutdown_timeout_secs = 30;
-        log_max_bytes = 67108864;
-        log_retention_days = 90;
-        public_read = true;
-      })
-      {
-        repos = lib.mapAttrs (_: repo: { inherit (repo) description; }) cfg.repos;
-        ssh_push_base = lib.mkIf (cfg.authorizedKeys != [ ]) (
-          lib.mkDefault "${cfg.user}@${config.networking.fqdnOrHostName}:"
-        );
-      }
-    ];
+    services.procurator-ci.settings.repos = lib.mapAttrs (_: repo: {
+      inherit (repo) description;
+    }) cfg.repos;
 
     users.users = lib.mkMerge [
       (lib.mkIf (cfg.user == "procurator-ci") {
@@ -469,6 +505,13 @@ in
       { ${cfg.user}.openssh.authorizedKeys.keys = map restrictKey cfg.authorizedKeys; }
     ];
     users.groups = lib.mkIf (cfg.group == "procurator-ci") { procurator-ci = { }; };
+
+    systemd.tmpfiles.rules = map (dir: "d ${dir} 0755 ${cfg.user} ${cfg.group} - -") fileCaches;
+
+    # For the administrator: `procurator-ci check-config` and
+    # `procurator-ci backup DIR` read the unit's configuration by default.
+    environment.etc."procurator-ci/config.toml".source = cfg.configFile;
+    environment.systemPackages = [ cfg.package ];
 
     # May use the nix daemon like any user; never a trusted user.
     nix.settings.extra-allowed-users = [ cfg.user ];
@@ -490,10 +533,9 @@ in
         config.nix.package
         pkgs.git
       ];
+      # nix's caches go to $CACHE_DIRECTORY (CacheDirectory= below), which
+      # the daemon passes to nix and git as XDG_CACHE_HOME.
       environment = {
-        # nix needs a writable cache and home; everything else is read-only.
-        HOME = cacheDir;
-        XDG_CACHE_HOME = cacheDir;
         NIX_REMOTE = "daemon";
       }
       // lib.optionalAttrs (cfg.apiTokenFile != null) {

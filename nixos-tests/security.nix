@@ -8,6 +8,15 @@ in
   name = "procurator-ci-security";
   imports = [ ./lib/nodes.nix ];
 
+  # A member of the service's group, and someone who is not.
+  nodes.server.users.users = {
+    alice = {
+      isNormalUser = true;
+      extraGroups = [ "procurator-ci" ];
+    };
+    mallory.isNormalUser = true;
+  };
+
   testScript = builtins.readFile ./lib/helpers.py + ''
     def post_status(path: str, body: dict[str, str], token: str | None) -> int:
         auth = f"--header 'Authorization: Bearer {token}'" if token is not None else ""
@@ -48,6 +57,18 @@ in
     with subtest("the hook's socket is for the service user and group only"):
         mode = server.succeed("stat --format='%a %U %G' /var/lib/procurator-ci/procurator-ci.sock").strip()
         assert mode == "660 procurator-ci procurator-ci", mode
+
+    with subtest("a member of the group queues builds on the socket; others cannot connect"):
+        socket_post = (
+            "curl --silent --show-error --output /dev/null --write-out '%{http_code}'"
+            " --unix-socket /var/lib/procurator-ci/procurator-ci.sock"
+            " --header 'Content-Type: application/json'"
+            f" --data '{json.dumps({'repo': 'demo', 'branch': 'main', 'commit': commit_id})}'"
+            " http://localhost/api/builds"
+        )
+        as_alice = "setpriv --reuid=alice --regid=users --init-groups"
+        assert server.succeed(f"{as_alice} {socket_post}").strip() in ("200", "201")
+        server.fail(f"setpriv --reuid=mallory --regid=users --init-groups {socket_post}")
 
     with subtest("the service writes only to its state, cache and repository directories"):
         server.succeed("install -d -o procurator-ci -g procurator-ci /srv/outside")

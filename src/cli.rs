@@ -33,6 +33,13 @@ enum Command {
         #[arg(long)]
         build_time: bool,
     },
+    /// Copy the database, the repositories and the logs into DIR (new or
+    /// empty), consistently, while the daemon runs. Run it as the service
+    /// user; restore by copying DIR/state/ into an empty state directory.
+    Backup {
+        /// Where the backup goes (created with mode 0700).
+        dir: PathBuf,
+    },
     /// Entry points of the git hooks the daemon installs.
     #[command(hide = true)]
     Hook {
@@ -80,12 +87,38 @@ pub fn main() -> ExitCode {
             };
             match load(cli.config, runtime_files) {
                 Ok(config) => {
+                    // The signing key's contents, as the start reads them.
+                    if runtime_files == RuntimeFiles::Read
+                        && let Err(e) = crate::cache::Cache::load(&config)
+                    {
+                        eprintln!("procurator-ci: cache_secret_key_file: {e}");
+                        return ExitCode::from(2);
+                    }
                     print!("{}", config.to_toml());
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
             }
         }
+        Command::Backup { dir } => match load(cli.config, RuntimeFiles::Skip) {
+            Ok(config) => match crate::ops::backup::backup(&config, &dir) {
+                Ok(manifest) => {
+                    println!(
+                        "procurator-ci: backed up the database (schema {}), {} repositories and {} log files into {}",
+                        manifest.schema_version,
+                        manifest.repositories.len(),
+                        manifest.log_files,
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("procurator-ci: backup failed: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
         Command::Hook {
             hook: Hook::PreReceive,
         } => {

@@ -140,16 +140,17 @@ pub async fn serve(
         Some(gate),
         |_| Extensions::new(),
     ));
-    // The hook's socket is not capped: only our user and root can connect.
+    // The hook's socket is not capped: only our user, our group and root
+    // can connect.
     let local = tokio::spawn(crate::http::listener::serve(
         unix,
         stall,
         router,
         shutdown.clone(),
         None,
-        |stream| {
+        |_| {
             let mut extensions = Extensions::new();
-            extensions.insert(ConnectInfo(LocalPeer::of(stream)));
+            extensions.insert(ConnectInfo(LocalPeer));
             extensions
         },
     ));
@@ -205,7 +206,8 @@ async fn build_app(
             for dir in [
                 &config.state_dir,
                 &config.logs_dir(),
-                &config.home_dir().join(".cache"),
+                &config.home_dir(),
+                &config.cache_dir,
             ] {
                 std::fs::create_dir_all(dir)
                     .map_err(setup(&format!("cannot create {}", dir.display())))?;
@@ -221,7 +223,7 @@ async fn build_app(
                 std::env::current_exe().map_err(setup("cannot find our own executable"))?;
             let repos = RepoFiles::new(
                 config.repos_base_path.clone(),
-                Tools::new(config.home_dir()),
+                Tools::new(config.home_dir(), config.cache_dir.clone()),
                 HookTarget {
                     executable,
                     socket: config.socket_path.clone(),

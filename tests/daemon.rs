@@ -43,6 +43,36 @@ fn check_config_prints_effective_toml_that_round_trips() {
     );
 }
 
+/// Bound to every address without `public_url`, the daemon names itself by
+/// the host's name, also where /proc/sys is hidden (systemd's
+/// `ProcSubset=pid`, which the NixOS module sets).
+#[test]
+fn the_default_public_url_names_the_host_when_proc_sys_is_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "bind_address = \"0.0.0.0:3999\"\n").unwrap();
+    let host = rustix::system::uname()
+        .nodename()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!host.is_empty() && host != "localhost", "{host}");
+    // A mount namespace of its own, with an empty tmpfs over /proc/sys.
+    let text = common::run_ok(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs none /proc/sys && test ! -e /proc/sys/kernel/hostname && exec "$0" check-config --config "$1""#)
+            .arg(binary())
+            .arg(&config)
+            .env_remove("PROCURATOR_CI_CONFIG")
+            .env("STATE_DIRECTORY", dir.path()),
+    );
+    assert!(
+        text.contains(&format!("public_url = \"http://{host}:3999\"")),
+        "{text}"
+    );
+}
+
 #[test]
 fn check_config_rejects_with_key_and_source() {
     let dir = tempfile::tempdir().unwrap();
@@ -386,4 +416,94 @@ fn the_start_says_where_it_listens_once_and_logs_under_one_target_prefix() {
             "a log target outside procurator_ci::…: {line}"
         );
     }
+}
+
+/// nix's caches go where systemd's `CacheDirectory=` says (`$CACHE_DIRECTORY`,
+/// /var/cache/procurator-ci under the NixOS module), not into the state
+/// directory: they are caches, and the state is what a backup keeps.
+#[test]
+fn nix_caches_go_to_the_cache_directory_systemd_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("var-cache");
+    std::fs::create_dir(&cache).unwrap();
+    let mut daemon = Daemon::configure(
+        tmp.path(),
+        "",
+        &[("CACHE_DIRECTORY", cache.to_str().unwrap())],
+    );
+    daemon.spawn();
+    daemon.create_repo("cached");
+    let work = common::Work::clone(&daemon.repo_path("cached"));
+    let build = common::build_one(&daemon, &work, "main", &common::ok_script());
+    assert_eq!(build["status"], "success", "{build}");
+    // Each repository's nix has caches of its own (another repository's
+    // must not be readable from its evaluation: tests/hardening/).
+    assert!(
+        cache.join("repos/cached.git/.cache/nix").is_dir(),
+        "nix wrote no cache into $CACHE_DIRECTORY: {:?}",
+        std::fs::read_dir(&cache).unwrap().collect::<Vec<_>>()
+    );
+    for leftover in ["home/.cache/nix", "home/repos"] {
+        assert!(
+            !daemon.state().join(leftover).exists(),
+            "nix's cache is in the state directory ({leftover})"
+        );
+    }
+}
+
+/// systemd 254 and later hand credentials (`LoadCredential=`) over as mode
+/// 0440 files in a directory only the unit may enter: there the daemon takes
+/// them, while it still refuses the same mode anywhere else.
+#[test]
+fn credentials_of_systemd_254_and_later_are_accepted_with_mode_0440() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let write = |path: &std::path::Path| {
+        std::fs::write(path, "a-token-of-twenty-four-b").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o440)).unwrap();
+    };
+    let inside = credentials.join("api-token");
+    let outside = dir.path().join("api-token");
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&inside);
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o500)).unwrap();
+    write(&outside);
+    let check = |token: &std::path::Path| {
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\napi_token_file = \"{}\"\n",
+                dir.path().join("state").display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env_remove("PROCURATOR_CI_CONFIG")
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .output()
+            .unwrap()
+    };
+    let taken = check(&inside);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let refused = check(&outside);
+    assert!(
+        !refused.status.success(),
+        "a 0440 token outside the credentials"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("mode 0440"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

@@ -382,3 +382,57 @@ fn a_token_file_others_can_read_is_refused_with_key_and_file() {
     );
     assert_eq!(status, 204);
 }
+
+/// The socket admits our user, root and our group, and the group's members
+/// may queue builds on it without a token, as the NixOS module's `group`
+/// option says; anyone else cannot even connect. Run as root, the daemon's
+/// group is root's: the member is uid 65534 with gid 0, the stranger uid
+/// 65534 with gid 65534.
+#[test]
+fn members_of_the_group_queue_builds_on_the_socket_and_others_cannot_connect() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Group members traverse to the state directory, as they do to
+    // /var/lib/procurator-ci (mode 0750) under the unit.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let mut daemon = Daemon::configure(tmp.path(), "nix_bin = \"/bin/true\"\n", &[]);
+    daemon.spawn();
+    daemon.create_repo("grouped");
+    let work = common::Work::clone(&daemon.repo_path("grouped"));
+    let commit = work.commit("x");
+    work.push(&["HEAD:main"]);
+    let socket = daemon.state().join("procurator-ci.sock");
+    let as_user = |gid: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"])
+            .args(["curl", "--silent", "--show-error", "--max-time", "20"])
+            .args(["--write-out", "\\n%{http_code}", "--unix-socket"])
+            .arg(&socket)
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(format!(
+                r#"{{"repo":"grouped","branch":"main","commit":"{commit}"}}"#
+            ))
+            .arg("http://localhost/api/builds")
+            .output()
+            .unwrap()
+    };
+    let member = as_user("0");
+    let text = String::from_utf8_lossy(&member.stdout).to_string();
+    assert!(member.status.success(), "{text} {:?}", member.stderr);
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    // 201 for a new build, 200 for the push's build still live.
+    assert!(
+        code == "201" || code == "200",
+        "a member of the daemon's group: {code} {body}"
+    );
+    let build: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(build["branch"], "main", "{body}");
+    assert_eq!(build["commit"], commit.as_str(), "{body}");
+    let stranger = as_user("65534");
+    assert!(!stranger.status.success(), "a stranger reached the socket");
+    assert!(
+        String::from_utf8_lossy(&stranger.stderr).contains("ermission denied")
+            || String::from_utf8_lossy(&stranger.stderr).contains("connect"),
+        "{:?}",
+        String::from_utf8_lossy(&stranger.stderr)
+    );
+}

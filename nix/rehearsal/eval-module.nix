@@ -22,6 +22,11 @@
   buildSystem ? system,
   test ? null,
   node ? null,
+  # The rustc of the stand-in nixpkgs (nix/default-module.nix checks it).
+  rustcVersion ? "1.91.1",
+  # Evaluate the flake's `nixosModules.default` (flake.nix's own output,
+  # called with this lib) rather than `module`.
+  flake ? false,
 }:
 let
   stand-in = name: {
@@ -61,13 +66,18 @@ let
       type = lib.types.attrsOf tomlValue;
       generate = name: value: stand-in name // { settings = value; };
     };
-    # The stand-in keeps what the build would run.
-    runCommand =
+    # The stand-in keeps what the build would run. Only runCommandLocal:
+    # the configuration is built where it is evaluated, never substituted.
+    runCommandLocal =
       name: env: script:
       stand-in name
       // {
         rehearsal = { inherit env script; };
       };
+    rustc = {
+      version = rustcVersion;
+    };
+    callPackage = file: _: stand-in "procurator-ci" // { callPackaged = toString file; };
   }
   // lib.genAttrs [
     "git"
@@ -96,10 +106,16 @@ let
         { networking.hostName = lib.mkDefault node; }
       ];
 
+  flakeModule =
+    ((import ../../flake.nix).outputs {
+      self = { };
+      nixpkgs = { inherit lib; };
+    }).nixosModules.default;
+
   evaluated = lib.evalModules {
     modules = [
       ./nixos-options.nix
-      module
+      (if flake then flakeModule else module)
     ]
     ++ configurations;
     specialArgs = {
@@ -137,5 +153,19 @@ in
         settings = configFile.settings or null;
       };
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+  package = c.services.procurator-ci.package.callPackaged or null;
+  etc = lib.mapAttrs (_: file: file.source.outPath or null) c.environment.etc;
+  # The options' documentation as the NixOS manual renders it: which have no
+  # default to show.
+  # (Ours only: nixpkgs' build machine entries have required fields.)
+  withoutDefault = map (o: o.name) (
+    lib.filter (
+      o:
+      o.visible
+      && !o.internal
+      && !(o ? default)
+      && lib.any (file: lib.hasSuffix "nixos-module.nix" (toString file)) o.declarations
+    ) (lib.optionAttrSetToDocList evaluated.options.services.procurator-ci)
+  );
   inherit (c) warnings;
 }

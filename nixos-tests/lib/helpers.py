@@ -1,7 +1,8 @@
 # Shared by the procurator-ci VM tests: prepended to each test's script.
 import json
 import re
-from typing import Any, Protocol
+import typing
+from typing import Any
 
 API = "http://server:3000"
 PUSH_URL = "procurator-ci@server:/var/lib/procurator-ci/repos/demo.git"
@@ -9,7 +10,10 @@ FINAL = {"success", "failed", "cancelled"}
 QUEUED = re.compile(r"procurator-ci: build #(\d+) (?:already )?queued for (\S+) \(([0-9a-f]{7,40})\)(.*)")
 
 
-class Node(Protocol):
+# typing.Protocol by its module: the driver's prelude binds `Protocol` from
+# typing_extensions, and mypy before 1.18 (nixos-25.11 has 1.17) refuses to
+# bind the name again from typing ("Incompatible import of "Protocol"").
+class Node(typing.Protocol):
     """What the helpers use of a test node. The driver's class for nodes is
     `Machine` in nixos-25.11 and `BaseMachine` on master, so naming either
     breaks the other; every node matches this."""

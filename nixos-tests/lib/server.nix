@@ -6,10 +6,10 @@
     repos.demo.description = "pushed to by the VM tests";
     apiTokenFile = "/run/procurator-ci-test/api-token";
     openFirewall = true;
-    settings = {
-      bind_address = "0.0.0.0:3000";
-      public_url = "http://server:3000";
-    };
+    # No public_url: bound to every address, the daemon names itself
+    # http://server:3000 by the host name, which the unit's ProcSubset=pid
+    # must not hide. The tests' links and Host headers rely on it.
+    settings.bind_address = "0.0.0.0:3000";
   };
 
   # Test only: this puts the token's value into the Nix store. Real systems

@@ -192,6 +192,15 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
         let files = app.repos.clone();
         let (n, p) = (name.clone(), path.clone());
         blocking(move || Ok(files.install_hook(&p, &n)?)).await?;
+        // A state directory restored or moved elsewhere: the rows name the
+        // repositories where they were.
+        if let Some(moved) = known
+            .iter()
+            .find(|r| &r.name == name && r.path != path.display().to_string())
+        {
+            app.insert_repo_row(name, &path, &moved.description).await?;
+            tracing::info!(repo = %name, from = %moved.path, to = %path.display(), "Repository found in a new place");
+        }
         if !known.iter().any(|r| &r.name == name) {
             let file = path.join("description");
             let description = blocking(move || Ok(std::fs::read_to_string(file).ok()))

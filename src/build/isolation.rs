@@ -75,6 +75,11 @@ impl Isolation {
         if !config.repos_base_path.starts_with(&config.state_dir) {
             hidden_dirs.push(config.repos_base_path.clone());
         }
+        // Every repository's nix caches live under cache_dir (systemd's
+        // CACHE_DIRECTORY): hidden, but for the one being built.
+        if !config.cache_dir.starts_with(&config.state_dir) {
+            hidden_dirs.push(config.cache_dir.clone());
+        }
         if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
             hidden_dirs.push(PathBuf::from(dir));
         }
@@ -93,7 +98,7 @@ impl Isolation {
         Isolation {
             hidden_dirs,
             hidden_files,
-            homes: config.home_dir().join("repos"),
+            homes: config.cache_dir.join("repos"),
             available: Err("not probed".into()),
         }
     }

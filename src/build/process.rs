@@ -35,14 +35,16 @@ pub enum CommandError {
 #[derive(Debug, Clone)]
 pub struct Tools {
     home: PathBuf,
+    cache: PathBuf,
     gc_nprocs: Option<String>,
 }
 
 impl Tools {
-    /// `home` becomes the children's `HOME`; `XDG_CACHE_HOME` lives under it.
-    pub fn new(home: PathBuf) -> Tools {
+    /// `home` becomes the children's `HOME`, `cache` their `XDG_CACHE_HOME`.
+    pub fn new(home: PathBuf, cache: PathBuf) -> Tools {
         Tools {
             home,
+            cache,
             gc_nprocs: gc_nprocs(),
         }
     }
@@ -63,7 +65,7 @@ impl Tools {
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env("HOME", &self.home)
-            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("XDG_CACHE_HOME", &self.cache)
             .process_group(0);
         if let Some(n) = &self.gc_nprocs {
             cmd.env("GC_NPROCS", n);
@@ -292,7 +294,7 @@ mod tests {
 
     #[test]
     fn missing_program_names_the_fix() {
-        let tools = Tools::new(std::env::temp_dir());
+        let tools = Tools::new(std::env::temp_dir(), std::env::temp_dir());
         let err = tools
             .output("/nonexistent/nix", &["--version"])
             .unwrap_err()
@@ -305,7 +307,7 @@ mod tests {
 
     #[test]
     fn failure_carries_command_status_and_stderr() {
-        let tools = Tools::new(std::env::temp_dir());
+        let tools = Tools::new(std::env::temp_dir(), std::env::temp_dir());
         let err = tools
             .output("sh", &["-c", "echo oops >&2; exit 3"])
             .unwrap_err();
@@ -326,7 +328,7 @@ mod tests {
     #[test]
     fn children_get_private_home_own_group_and_no_notify_socket() {
         let home = tempfile::tempdir().unwrap();
-        let tools = Tools::new(home.path().to_path_buf());
+        let tools = Tools::new(home.path().to_path_buf(), home.path().join(".cache"));
         let cmd = tools.command("true", [] as [&str; 0]);
         let removed: Vec<_> = cmd
             .get_envs()
@@ -353,7 +355,7 @@ mod tests {
         let marker = format!("git+file:///procurator-test-{}", std::process::id());
         // `& wait` keeps the shell, whose $0 is the marker: bash (the Nix
         // sandbox's sh) would exec a lone `sleep` in its place.
-        let mut child = Tools::new(std::env::temp_dir())
+        let mut child = Tools::new(std::env::temp_dir(), std::env::temp_dir())
             .command("sh", ["-c", "sleep 30 & wait", &format!("{marker}?rev=1")])
             .spawn()
             .unwrap();

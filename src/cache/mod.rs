@@ -11,7 +11,6 @@ pub mod narinfo;
 pub mod push;
 pub mod serve;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,9 +62,8 @@ impl Cache {
 /// Reads a secret key file, refusing one that others may read: whoever
 /// reads it can sign paths every machine trusts.
 pub fn load_key(path: &Path) -> Result<CacheKey, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if let Some(mode) = crate::config::exposed_mode(path) {
         return Err(format!(
             "it is readable by group or others (mode {mode:o}): a secret key must be mode 600 \
              or 400 (chmod 600 it)"
@@ -73,31 +71,6 @@ pub fn load_key(path: &Path) -> Result<CacheKey, String> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
     CacheKey::parse(&text).map_err(|e| e.to_string())
-}
-
-/// Checks a `cache_push` entry: a store URL as `nix copy --to` takes it.
-pub fn validate_target(url: &str) -> Result<(), String> {
-    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must be a store URL without spaces, such as file:///srv/cache".into());
-    }
-    if url.starts_with('/') {
-        return Ok(());
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(
-            "must be a store URL (file://, s3://, ssh://, ssh-ng://, http://, https://) or an \
-             absolute path"
-                .into(),
-        );
-    };
-    let scheme_ok = !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
-    if !scheme_ok || rest.is_empty() {
-        return Err("must be a store URL such as file:///srv/cache or s3://bucket".into());
-    }
-    Ok(())
 }
 
 /// Whether nix signs on upload to `url` itself (`?secret-key=`): the
@@ -588,22 +561,12 @@ pub fn lookup(conn: &Connection, hash: &str) -> Result<Option<PathInfo>, StoreEr
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
-    fn targets_are_store_urls() {
-        for good in [
-            "file:///srv/cache",
-            "s3://bucket?region=eu-west-1",
-            "ssh-ng://ci@cache.example",
-            "https://cache.example/upload",
-            "/srv/store",
-        ] {
-            assert!(validate_target(good).is_ok(), "{good}");
-        }
-        for bad in ["", "cache", "file://", "FILE:///x", "file:///a b", "x:/y"] {
-            assert!(validate_target(bad).is_err(), "{bad:?}");
-        }
+    fn binary_caches_sign_on_upload() {
         assert!(is_binary_cache("file:///x") && !is_binary_cache("ssh-ng://h"));
     }
 

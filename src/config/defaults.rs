@@ -19,6 +19,7 @@ impl Default for RawConfig {
             database_url: None,
             repos_base_path: None,
             socket_path: None,
+            cache_dir: None,
             bind_address: "127.0.0.1:3000".into(),
             public_url: None,
             ssh_push_base: None,
@@ -86,10 +87,14 @@ pub(super) fn absolute(path: PathBuf) -> PathBuf {
 /// is no address anyone can open).
 fn default_public_url(bind: SocketAddr) -> String {
     if bind.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        // uname(2), not /proc/sys/kernel/hostname: systemd's ProcSubset=pid
+        // hides /proc/sys, and the name is the same.
+        let host = rustix::system::uname()
+            .nodename()
+            .to_str()
             .ok()
             .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
+            .filter(|h| !h.is_empty() && h != "(none)")
             .unwrap_or_else(|| "localhost".into());
         format!("http://{host}:{}", bind.port())
     } else {
@@ -120,6 +125,11 @@ pub(super) fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, Confi
         raw.socket_path
             .unwrap_or_else(|| state_dir.join("procurator-ci.sock")),
     );
+    let cache_dir = absolute(
+        raw.cache_dir
+            .or_else(|| systemd_directory("CACHE_DIRECTORY"))
+            .unwrap_or_else(|| state_dir.join("home").join(".cache")),
+    );
     let public_url = raw
         .public_url
         .unwrap_or_else(|| default_public_url(bind_address))
@@ -130,6 +140,7 @@ pub(super) fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, Confi
         database_url,
         repos_base_path,
         socket_path,
+        cache_dir,
         bind_address,
         public_url,
         ssh_push_base: raw.ssh_push_base,
@@ -166,12 +177,16 @@ pub(super) fn resolve(raw: RawConfig, figment: &Figment) -> Result<Config, Confi
 }
 
 fn default_state_dir() -> PathBuf {
-    // systemd may list several directories separated by ':'; the first is ours.
-    std::env::var("STATE_DIRECTORY")
+    systemd_directory("STATE_DIRECTORY").unwrap_or_else(|| PathBuf::from("./procurator-ci-data"))
+}
+
+/// The first directory systemd lists in `variable` (`StateDirectory=`,
+/// `CacheDirectory=`: several are separated by ':'; the first is ours).
+fn systemd_directory(variable: &str) -> Option<PathBuf> {
+    std::env::var(variable)
         .ok()
         .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("./procurator-ci-data"))
 }
 
 fn strip_sqlite_scheme(url: &str) -> &str {

@@ -21,6 +21,8 @@ mod defaults;
 mod source;
 mod validate;
 
+pub use validate::exposed_mode;
+
 /// Default location of the configuration file when neither `--config` nor
 /// `$PROCURATOR_CI_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/procurator-ci/config.toml";
@@ -114,6 +116,9 @@ pub struct Config {
     pub database_url: PathBuf,
     pub repos_base_path: PathBuf,
     pub socket_path: PathBuf,
+    /// `XDG_CACHE_HOME` of nix and git (nix's fetcher and evaluation
+    /// caches).
+    pub cache_dir: PathBuf,
     pub bind_address: SocketAddr,
     pub public_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +182,7 @@ struct RawConfig {
     database_url: Option<String>,
     repos_base_path: Option<PathBuf>,
     socket_path: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     bind_address: String,
     public_url: Option<String>,
     ssh_push_base: Option<String>,
@@ -308,7 +314,7 @@ impl Config {
         self.state_dir.join("logs")
     }
 
-    /// The private `HOME` and `XDG_CACHE_HOME` base given to nix and git.
+    /// The private `HOME` given to nix and git.
     pub fn home_dir(&self) -> PathBuf {
         self.state_dir.join("home")
     }
@@ -316,6 +322,25 @@ impl Config {
     /// The token file the daemon generates when `api_token_file` is unset.
     pub fn generated_token_file(&self) -> PathBuf {
         self.state_dir.join("api-token")
+    }
+}
+
+/// Configuration knows no feature: the features read it, never the other
+/// way round.
+#[cfg(test)]
+#[test]
+fn configuration_imports_no_feature_module() {
+    let files = [
+        ("mod.rs", include_str!("mod.rs")),
+        ("defaults.rs", include_str!("defaults.rs")),
+        ("source.rs", include_str!("source.rs")),
+        ("validate.rs", include_str!("validate.rs")),
+    ];
+    for feature in ["cache", "http", "build", "app", "server", "ops"] {
+        let path = format!("crate::{feature}");
+        for (name, text) in files {
+            assert!(!text.contains(&path), "src/config/{name} uses {path}");
+        }
     }
 }
 

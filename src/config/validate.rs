@@ -158,7 +158,7 @@ pub(super) fn validate(
     if let Some(path) = &config.api_token_file
         && runtime_files == RuntimeFiles::Read
     {
-        if let Some(mode) = crate::http::auth::exposed_mode(path) {
+        if let Some(mode) = exposed_mode(path) {
             return Err(invalid(
                 "api_token_file",
                 path.display().to_string(),
@@ -323,10 +323,10 @@ fn validate_cache(
 ) -> Result<(), ConfigError> {
     let invalid = invalid_in(figment);
     for (i, url) in config.cache_push.iter().enumerate() {
-        let reason = match crate::cache::validate_target(url) {
-            Err(reason) => reason,
-            Ok(()) if config.cache_push[..i].contains(url) => "is listed twice".into(),
-            Ok(()) => continue,
+        let reason = match store_url_problem(url) {
+            Some(reason) => reason,
+            None if config.cache_push[..i].contains(url) => "is listed twice".into(),
+            None => continue,
         };
         return Err(ConfigError::Invalid {
             key: format!("cache_push.{i}"),
@@ -365,16 +365,73 @@ fn validate_cache(
              or served path is signed (create one with `nix key generate-secret --key-name \
              <host>-1 > key; chmod 600 key`)",
         )),
-        Some(path) if runtime_files == RuntimeFiles::Read => match crate::cache::load_key(path) {
-            Ok(_) => Ok(()),
-            Err(reason) => Err(invalid(
+        // Its contents are the cache's to read (`check-config` and the
+        // start do): here, that the daemon can read it and others cannot.
+        Some(path) if runtime_files == RuntimeFiles::Read => {
+            let reason = match (exposed_mode(path), std::fs::read(path)) {
+                (_, Err(e)) => format!("cannot read it: {e}"),
+                (Some(mode), _) => format!(
+                    "it is readable by group or others (mode {mode:o}): a secret key must be \
+                     mode 600 or 400 (chmod 600 it)"
+                ),
+                (None, Ok(_)) => return Ok(()),
+            };
+            Err(invalid(
                 "cache_secret_key_file",
                 path.display().to_string(),
                 &reason,
-            )),
-        },
+            ))
+        }
         _ => Ok(()),
     }
+}
+
+/// Why a `cache_push` entry is not a store URL as `nix copy --to` takes it
+/// (`None` when it is one).
+fn store_url_problem(url: &str) -> Option<String> {
+    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must be a store URL without spaces, such as file:///srv/cache".into());
+    }
+    if url.starts_with('/') {
+        return None;
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(
+            "must be a store URL (file://, s3://, ssh://, ssh-ng://, http://, https://) or an \
+             absolute path"
+                .into(),
+        );
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
+    if !scheme_ok || rest.is_empty() {
+        return Some("must be a store URL such as file:///srv/cache or s3://bucket".into());
+    }
+    None
+}
+
+/// The mode of `path` when group or others may read it (a secret there is
+/// not secret); `None` when only its owner may, or it cannot be examined
+/// (reading it then says why). A credential systemd passed to this unit
+/// (`LoadCredential=`, below `$CREDENTIALS_DIRECTORY`) is private whatever
+/// its mode: systemd 254 and later make the files 0440, in a directory only
+/// the unit's user can enter.
+pub fn exposed_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    if is_credential(path) {
+        return None;
+    }
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// Whether `path` is one of the unit's credentials.
+fn is_credential(path: &std::path::Path) -> bool {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(std::path::PathBuf::from)
+        .is_some_and(|dir| dir.is_absolute() && path.starts_with(&dir) && path != dir)
 }
 
 #[cfg(test)]
@@ -387,6 +444,23 @@ mod tests {
 
     use super::super::testing::{clear_config_env, load_in};
     use super::super::{Config, NotifyOn, RuntimeFiles};
+    use super::store_url_problem;
+
+    #[test]
+    fn push_targets_are_store_urls() {
+        for good in [
+            "file:///srv/cache",
+            "s3://bucket?region=eu-west-1",
+            "ssh-ng://ci@cache.example",
+            "https://cache.example/upload",
+            "/srv/store",
+        ] {
+            assert_eq!(store_url_problem(good), None, "{good}");
+        }
+        for bad in ["", "cache", "file://", "FILE:///x", "file:///a b", "x:/y"] {
+            assert!(store_url_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn unreadable_token_file_is_rejected() {

@@ -25,14 +25,6 @@ pub fn clear_read_cookie() -> String {
     format!("{READ_COOKIE}=; {READ_COOKIE_ATTRIBUTES}; Max-Age=0")
 }
 
-/// The mode of `path` when group or others may read it (a secret there is
-/// not secret); `None` when only its owner may, or it cannot be examined
-/// (reading it then says why).
-pub fn exposed_mode(path: &Path) -> Option<u32> {
-    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
-    (mode & 0o044 != 0).then_some(mode)
-}
-
 /// The API token, compared in constant time.
 #[derive(Clone)]
 pub struct Token {
@@ -69,7 +61,7 @@ impl Token {
             reason,
         };
         if let Some(path) = configured {
-            if let Some(mode) = exposed_mode(path) {
+            if let Some(mode) = crate::config::exposed_mode(path) {
                 return Err(error(
                     path,
                     format!(
@@ -183,29 +175,15 @@ impl Token {
     }
 }
 
-/// The peer of a connection on the daemon's Unix socket.
+/// A connection on the daemon's Unix socket. Who may connect is decided by
+/// the file system alone: the socket is mode 0660 in the state directory, so
+/// our user, root and the members of our group reach it, and they may queue
+/// builds without a token (that is what the group is for). The peer's
+/// credentials cannot decide it: under systemd's `PrivateUsers=` every uid
+/// and gid but ours and root's reads as the overflow id, group members
+/// included.
 #[derive(Debug, Clone, Copy)]
-pub struct LocalPeer {
-    /// The connecting process's uid, from `SO_PEERCRED`.
-    pub uid: Option<u32>,
-}
-
-impl LocalPeer {
-    /// The peer of `stream`.
-    pub fn of(stream: &tokio::net::UnixStream) -> LocalPeer {
-        LocalPeer {
-            uid: stream.peer_cred().ok().map(|c| c.uid()),
-        }
-    }
-
-    /// The socket is mode 0660, so only our user and group can connect; the
-    /// peer's uid is checked as well so that a group member other than the
-    /// service user and root is refused too.
-    pub fn trusted(&self) -> bool {
-        let me = rustix::process::getuid().as_raw();
-        self.uid.is_some_and(|uid| uid == me || uid == 0)
-    }
-}
+pub struct LocalPeer;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! Operating the daemon: logging, the systemd lifecycle, Prometheus
-//! metrics and notifications of finished builds.
+//! metrics, notifications of finished builds and backups.
 
+pub mod backup;
 pub mod metrics;
 pub mod notify;
 pub mod systemd;

@@ -173,7 +173,7 @@ mod tests {
         git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
         let first = git(&repo, &["rev-parse", "HEAD"]);
         let tree = git(&repo, &["rev-parse", "HEAD^{tree}"]);
-        let tools = Tools::new(dir.path().to_path_buf());
+        let tools = Tools::new(dir.path().to_path_buf(), dir.path().join(".cache"));
         let reader = CommitReader::default();
         let git_dir = repo.join(".git");
         let object = reader.commit(&tools, &git_dir, &first).unwrap().unwrap();
@@ -209,7 +209,7 @@ mod tests {
         git(&repo, &["init", "-q", "-b", "main"]);
         git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
         let first = git(&repo, &["rev-parse", "HEAD"]);
-        let tools = Tools::new(dir.path().to_path_buf());
+        let tools = Tools::new(dir.path().to_path_buf(), dir.path().join(".cache"));
         let reader = CommitReader::default();
         let git_dir = repo.join(".git");
         let head = |branch: &str| reader.branch_head(&tools, &git_dir, branch).unwrap();

@@ -45,6 +45,18 @@ pub enum StoreError {
     /// The database file or its directory could not be prepared.
     #[error("cannot open database {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    /// The database was migrated by a newer procurator-ci: this one does not
+    /// know its schema and must not write to it.
+    #[error(
+        "the database {path} has schema version {found}, and this procurator-ci knows \
+         versions up to {known}: a newer procurator-ci migrated it. Run that version again, or \
+         restore the backup taken before the upgrade (docs/nixos.md, \"Upgrades and backups\")"
+    )]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
     /// The writer thread is gone (the daemon is shutting down).
     #[error("the database writer has stopped")]
     Closed,
@@ -367,7 +379,10 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
 }
 
 /// Applies every migration newer than the database's `user_version`, each in
-/// its own immediate transaction. Returns how many were applied.
+/// its own immediate transaction. Returns how many were applied. A database
+/// of a newer schema than this binary knows is refused, untouched: an older
+/// binary (a rollback) would otherwise write rows the newer schema's
+/// invariants do not expect.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
     let mut applied = 0;
     loop {
@@ -375,6 +390,13 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .db()?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).db()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Newer {
+                path: conn_path(&tx),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
         let Some(sql) = MIGRATIONS.get(version as usize) else {
             return Ok(applied);
         };
@@ -383,6 +405,27 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
         tx.commit().db()?;
         applied += 1;
     }
+}
+
+fn conn_path(conn: &Connection) -> PathBuf {
+    PathBuf::from(conn.path().unwrap_or_default())
+}
+
+/// Writes a consistent copy of the database at `database` to `into` (which
+/// must not exist) with `VACUUM INTO`, from a read transaction: the daemon
+/// may go on writing meanwhile (WAL), and the copy is the database as of one
+/// instant, compacted, without a WAL of its own. Returns its schema version.
+pub fn snapshot(database: &Path, into: &Path) -> Result<i64, StoreError> {
+    let conn = open_connection(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .db()?;
+    conn.execute("VACUUM INTO ?1", [into.to_string_lossy()])
+        .db()?;
+    Ok(version)
 }
 
 impl Store {
@@ -605,6 +648,96 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, reserve: &Reserve) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_database_is_migrated_on_open_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ci.db");
+        let mut conn = Connection::open(&path).unwrap();
+        // The database of the first release: its migration only.
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.commit().unwrap();
+        conn.execute(
+            "INSERT INTO repos (name, path, description, created_at) VALUES ('kept', '/r', 'old', 0)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        Store::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, schema_version());
+        let name: String = conn
+            .query_row("SELECT name FROM repos", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(name, "kept");
+    }
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ci.db");
+        drop(Store::open(&path).unwrap());
+        let newer = schema_version() as i64 + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let err = Store::open(&path)
+            .err()
+            .expect("a newer database is refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, StoreError::Newer { found, .. } if found == newer),
+            "{text}"
+        );
+        assert!(
+            text.contains("newer procurator-ci") && text.contains("backup"),
+            "{text}"
+        );
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, newer, "untouched");
+    }
+
+    #[test]
+    fn a_snapshot_is_a_consistent_database_without_a_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ci.db");
+        drop(Store::open(&path).unwrap());
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute(
+                "INSERT INTO repos (name, path, description, created_at) VALUES ('a', '/a', '', 0)",
+                [],
+            )
+            .unwrap();
+        // A write transaction left open while the snapshot is taken.
+        writer.execute_batch("BEGIN IMMEDIATE; INSERT INTO repos (name, path, description, created_at) VALUES ('b', '/b', '', 0);").unwrap();
+        let copy = dir.path().join("copy.db");
+        assert_eq!(snapshot(&path, &copy).unwrap() as usize, schema_version());
+        writer.execute_batch("COMMIT").unwrap();
+        let conn = Connection::open(&copy).unwrap();
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM repos ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            ["a"],
+            "the committed rows, not the open transaction's"
+        );
+        assert!(!dir.path().join("copy.db-wal").exists());
+    }
 
     #[test]
     fn migrates_empty_database_once_with_wal() {

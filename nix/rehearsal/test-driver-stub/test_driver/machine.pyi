@@ -1,43 +1,21 @@
-# Our own type stub of the NixOS test driver's API, for scripts/check-vm-scripts.
-# mypy reads it in place of nixpkgs' test_driver package (nixos/lib/test-driver/
-# src/test_driver/), which is not here. It declares only what nixpkgs' driver
-# offers on BOTH of the branches the VM tests may meet:
-#   - nixos-25.11: nodes are `Machine` (machine/__init__.py), and driver.py
-#     exports `Machine` to scripts "for typing";
-#   - master: nodes are `QemuMachine`, a subclass of `BaseMachine`, and
-#     driver.py exports `BaseMachine` instead.
-# So a script that passes here runs on either. The node class is named
-# `VMTestMachine` on purpose: neither `Machine` nor `BaseMachine` exists here,
-# and neither is a pyflakes builtin of the check, so a script naming either
-# fails. Where the branches differ (a parameter's name, a method only one has),
-# the stub keeps the common part: positional-only where the names differ,
-# nothing where only one branch has it.
+# Part of our own type stub of the NixOS test driver's API (nixpkgs'
+# nixos/lib/test-driver/src/test_driver/), for scripts/check-vm-scripts; see
+# ../test_script_prelude.py. It declares only what the driver offers on both
+# nixos-25.11 and master, so a script that passes here runs on either.
 #
-# Facts (names, parameters, defaults, return types) were read from nixpkgs'
-# nixos/lib/test-driver/src/test_driver/{machine.py,machine/__init__.py,
-# driver.py,logger.py,vlan.py} and nixos/lib/test-script-prepend.py.
+# 25.11 names the node class Machine (machine/__init__.py); master names it
+# QemuMachine, a subclass of BaseMachine. The prelude of 25.11, which this
+# rehearses, imports Machine from here; scripts must not name it (pyflakes
+# fails them: Machine is not a driver global on master). Where the branches
+# differ (a parameter's name, a method only one has), the stub keeps the
+# common part: positional-only where the names differ, nothing where only one
+# branch has it.
 
-from typing import Any, Callable, ContextManager, overload
-from unittest import TestCase
+from typing import Any, Callable, ContextManager
 
-class VLan:
-    nr: int
-    def stop(self) -> None: ...
-
-class Logger:
-    # AbstractLogger (logger.py).
-    def log(self, message: str, attributes: dict[str, str] = ...) -> None: ...
-    def nested(self, message: str, attributes: dict[str, str] = ...) -> ContextManager[None]: ...
-    def subtest(self, name: str, attributes: dict[str, str] = ...) -> ContextManager[None]: ...
-    def info(self, *args: Any, **kwargs: Any) -> None: ...
-    def warning(self, *args: Any, **kwargs: Any) -> None: ...
-    def error(self, *args: Any, **kwargs: Any) -> None: ...
-    def log_test_error(self, *args: Any, **kwargs: Any) -> None: ...
-    def log_serial(self, message: str, machine: str) -> None: ...
-    def print_serial_logs(self, enable: bool) -> None: ...
-
-class VMTestMachine:
-    """A node of the test: 25.11's Machine, master's QemuMachine."""
+class Machine:
+    """A node of the test: 25.11's Machine, master's QemuMachine (the part
+    both have)."""
 
     name: str
 
@@ -113,45 +91,3 @@ class VMTestMachine:
     def forward_port(self, host_port: int = 8080, guest_port: int = 80) -> None: ...
     def shell_interact(self, address: str | None = None) -> None: ...
     def console_interact(self) -> None: ...
-
-class Driver:
-    tests: str
-    vlans: list[VLan]
-    global_timeout: int
-    logger: Logger
-    def start_all(self) -> None: ...
-    def join_all(self) -> None: ...
-    def run_tests(self) -> None: ...
-    def test_script(self) -> None: ...
-    def serial_stdout_on(self) -> None: ...
-    def serial_stdout_off(self) -> None: ...
-    def check_polling_conditions(self) -> None: ...
-
-# The driver's globals in a test script (Driver.test_symbols in driver.py).
-def start_all() -> None: ...
-def join_all() -> None: ...
-def run_tests() -> None: ...
-def test_script() -> None: ...
-def serial_stdout_on() -> None: ...
-def serial_stdout_off() -> None: ...
-# The name of the context manager's parameter differs between the branches.
-def subtest(name: str, /) -> ContextManager[None]: ...
-# fn is called with True on its last try, else False, until it returns a true
-# value. The timeout is `timeout` on 25.11 and `timeout_seconds` on master:
-# pass it by position.
-def retry(fn: Callable[[bool], object], timeout: int = 900, /) -> None: ...
-@overload
-def polling_condition(
-    fun_: None = None, *, seconds_interval: float = 2.0, description: str | None = None
-) -> Callable[[Callable[[], object]], ContextManager[None]]: ...
-@overload
-def polling_condition(
-    fun_: Callable[[], object], *, seconds_interval: float = 2.0, description: str | None = None
-) -> ContextManager[None]: ...
-# keep_vm_state (25.11) and keep_machine_state (master) are left out.
-def create_machine(start_command: str, *, name: str | None = None) -> VMTestMachine: ...
-
-driver: Driver
-log: Logger
-vlans: list[VLan]
-t: TestCase
