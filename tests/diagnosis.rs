@@ -311,6 +311,14 @@ fn push_files(daemon: &Daemon, repo: &str, files: &[(&str, String)]) -> String {
     commit
 }
 
+/// Writes an executable script `name` into `dir`; returns its path.
+fn executable(dir: &std::path::Path, name: &str, script: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
 /// What is wrong with `build` against `case`, if anything.
 fn mismatch(case: &Case, build: &Value) -> Option<String> {
     let mut wrong = Vec::new();
@@ -543,17 +551,11 @@ fn the_preflight_of_a_working_host_warns_only_that_builds_are_not_sandboxed() {
 fn a_nix_outside_the_tested_versions_is_named_in_health_and_the_journal() {
     // The real nix, but saying it is a release after the tested ones.
     let scratch = tempfile::tempdir().unwrap();
-    let wrapper = scratch.path().join("nix-from-the-future");
-    std::fs::write(
-        &wrapper,
+    let wrapper = executable(
+        scratch.path(),
+        "nix-from-the-future",
         "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'nix (Nix) 2.99.1'; exit 0; }\nexec nix \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let daemon = Daemon::start(&format!("nix_bin = {:?}", wrapper.display().to_string()));
     let health = health_after_preflight(&daemon);
     assert_eq!(codes(&health), ["nix_untested", "sandbox_off"], "{health}");
@@ -577,20 +579,14 @@ fn an_error_nothing_places_is_shown_verbatim_and_not_retried() {
     // place (or, for one repository, none at all) and exits 1: nothing says
     // whose fault it is, so it is neither the CI's nor retried.
     let scratch = tempfile::tempdir().unwrap();
-    let wrapper = scratch.path().join("nix-with-news");
-    std::fs::write(
-        &wrapper,
+    let wrapper = executable(
+        scratch.path(),
+        "nix-with-news",
         "#!/bin/sh\ncase \"$*\" in\n\
          *'flake check'*silent.git*) echo '@nix {\"action\":\"start\",\"id\":1,\"level\":3,\"text\":\"x\",\"type\":0}'; exit 1 ;;\n\
          *'flake check'*) printf '%s\\n' '@nix {\"action\":\"msg\",\"level\":0,\"msg\":\"\\u001b[31;1merror:\\u001b[0m the frobnicator is out of flux\"}'; exit 1 ;;\n\
          esac\nexec nix \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let daemon = Daemon::start(&format!(
         "nix_bin = {:?}\nmax_retries = 2",
         wrapper.display().to_string()
@@ -630,17 +626,11 @@ fn a_cancel_that_takes_longer_than_a_moment_answers_202_stopping_then_ends_cance
     // `kill_grace_secs` later: longer than the moment the cancel request
     // waits.
     let scratch = tempfile::tempdir().unwrap();
-    let wrapper = scratch.path().join("nix-ignoring-term");
-    std::fs::write(
-        &wrapper,
+    let wrapper = executable(
+        scratch.path(),
+        "nix-ignoring-term",
         "#!/bin/sh\ntrap '' TERM\nnix \"$@\"\nstatus=$?\n/bin/sleep 60\nexit $status\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let daemon = Daemon::start(&format!(
         "nix_bin = \"{}\"\nkill_grace_secs = 9",
         wrapper.display()

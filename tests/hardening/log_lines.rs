@@ -3,7 +3,6 @@
 //! plain and pretty formats the daemon's log keeps it on the one line of
 //! the refusal, escaped; no line of the log is the receiver's.
 
-use std::time::{Duration, Instant};
 
 use crate::common::{self, Daemon, Work, nonce};
 
@@ -25,15 +24,7 @@ fn log_of_a_refused_webhook(format: &str) -> String {
     let commit = work.commit_flake(&[("ok", &common::passing(&nonce("forged")))]);
     work.push(&["HEAD:main"]);
     daemon.wait_final(daemon.build_of("main", &commit));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = daemon.log();
-        if log.contains("webhook notification not delivered") {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    super::secrets::log_with_refusals(&daemon)
 }
 
 fn assert_not_forged(log: &str) {

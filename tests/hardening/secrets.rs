@@ -69,7 +69,7 @@ fn failing_with_credentials(format: &str) -> (Daemon, i64, Vec<String>, u16) {
 }
 
 /// The daemon's log (stderr) once the webhook's three refusals are in it.
-fn log_with_refusals(daemon: &Daemon) -> String {
+pub(crate) fn log_with_refusals(daemon: &Daemon) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = daemon.log();
