@@ -270,6 +270,30 @@ fn a_branch_name_that_cannot_be_built_is_refused_at_push_time_with_the_reason() 
     let refs = git(&path, &["for-each-ref", "--format=%(refname)"]);
     assert!(refs.trim().is_empty(), "{refs}");
     assert!(builds_of(&daemon, "names").is_empty());
+    // A good branch beside a refused one is told why it was not stored;
+    // a leading '-' gets a sentence, not a garble (issue 24).
+    let out = std::process::Command::new("git")
+        .args([
+            "push",
+            "origin",
+            "HEAD:refs/heads/good",
+            "HEAD:refs/heads/-x",
+        ])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the push was accepted: {said}");
+    assert!(
+        said.contains(
+            "branch \"-x\" cannot be built: its name must not have a path component starting \
+             with '-'"
+        ) && said.contains(
+            "procurator-ci: branch \"good\" is not pushed either: a push is refused whole, and \
+             it carries \"-x\""
+        ),
+        "{said}"
+    );
     // A buildable name goes through as before.
     let output = work.push(&["HEAD:refs/heads/feature/a-x"]);
     assert!(output.contains("queued for feature/a-x"), "{output}");
