@@ -147,13 +147,28 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
     // What a client needs before its first read: whether reads need the
     // token, the daemon's public address for links it builds, and what the
     // pre-flight found wrong with the host's nix.
+    // Not `ok` before the pre-flight has looked at the host: a client that
+    // waits for `ok` then knows nix works. Still 200, so that liveness
+    // probes see an answering daemon.
+    let pending = preflight.checked_at.is_none();
+    let verdict = if pending {
+        "starting"
+    } else if preflight.warnings.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
     Ok(axum::Json(json!({
-        "status": if preflight.warnings.is_empty() { "ok" } else { "degraded" },
+        "status": verdict,
         "warnings": preflight.warnings,
         "preflight": {
+            "pending": pending,
             "checked_at": preflight.checked_at,
             "nix_version": preflight.nix_version,
         },
+        // Where the token is, so that the page's token dialog can say: a
+        // path, never the token.
+        "api_token_file": app.token.source,
         "version": env!("CARGO_PKG_VERSION"),
         "builds": status,
         "public_read": app.config.public_read,
