@@ -20,7 +20,7 @@ import {
   confirmDialog,
 } from "./ui.js";
 import { api } from "./api.js";
-import { View, feed } from "./feed.js";
+import { View, feed, repoCache } from "./feed.js";
 import { LogPane } from "./log.js";
 import { buildsHash } from "./builds.js";
 
@@ -281,6 +281,21 @@ export class BuildView extends View {
     this.cancelButton = live
       ? h("button", { type: "button", id: "cancel", class: "danger", text: "Cancel", onclick: () => this.cancel() })
       : null;
+    // A deleted repository's builds are kept but cannot be rebuilt: no
+    // button that would only answer an error.
+    if (this.rebuildButton) {
+      const button = this.rebuildButton;
+      repoCache
+        .get()
+        .then((repos) => {
+          if (repos.some((r) => r.name === b.repo) || !button.isConnected) return;
+          button.replaceWith(
+            h("span", { class: "repo-gone muted", id: "repo-gone", text: "Its repository was deleted: it cannot be rebuilt" }),
+          );
+          if (this.rebuildButton === button) this.rebuildButton = null;
+        })
+        .catch(() => {});
+    }
     this.head.replaceChildren(
       h(
         "header",

@@ -459,3 +459,42 @@ fn a_daemon_leaves_a_socket_it_did_not_create() {
     second.stop();
     assert!(!socket.exists(), "a daemon removes its own socket at exit");
 }
+
+/// Issue 24: a misspelt prefix (`PROCURATOR_` for `PROCURATOR_CI_`) is not
+/// silently ignored: the daemon warns, naming the variable and the one it
+/// reads, and `check-config` says the same.
+#[test]
+fn a_misspelt_environment_prefix_is_warned_about_naming_the_closest_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "",
+        &[("PROCURATOR_BIND_ADDRESS", "127.0.0.1:1")],
+    );
+    daemon.spawn();
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("PROCURATOR_BIND_ADDRESS"))
+        .unwrap_or_else(|| panic!("no warning: {log}"));
+    assert!(
+        warning.contains("\"level\":\"WARN\"")
+            && warning.contains("did you mean PROCURATOR_CI_BIND_ADDRESS?"),
+        "{warning}"
+    );
+    let out = Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&daemon.config)
+        .env("PROCURATOR_BIND_ADDRESS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: the environment variable PROCURATOR_BIND_ADDRESS is not read by \
+             procurator-ci"
+        ) && stderr.contains("did you mean PROCURATOR_CI_BIND_ADDRESS?"),
+        "{stderr}"
+    );
+}

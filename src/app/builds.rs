@@ -352,6 +352,15 @@ impl App {
     /// Queues a new build of the same repo, branch and commit.
     pub async fn rebuild(&self, id: i64) -> Result<(BuildView, bool), AppError> {
         let old = self.build(id).await?.build.build;
+        // The build exists, its repository may not: a 404 would read as
+        // "no such build".
+        if let Err(AppError::NotFound(_)) = self.find_repo(&old.repo).await {
+            return Err(AppError::Conflict(format!(
+                "build #{id} cannot be rebuilt: its repository {:?} was deleted (its builds are \
+                 kept); create the repository again and push to build it",
+                old.repo
+            )));
+        }
         self.enqueue(
             &old.repo,
             &old.branch,

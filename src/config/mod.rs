@@ -288,6 +288,18 @@ impl Config {
         Ok(config)
     }
 
+    /// Warnings for environment variables of this process that look meant
+    /// for procurator-ci but are not read (a misspelt `PROCURATOR_CI_`
+    /// prefix), each naming the variable and the closest one it reads.
+    pub fn foreign_environment() -> Vec<String> {
+        let keys: Vec<String> = match serde_json::to_value(RawConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        source::foreign_variables(names, &keys)
+    }
+
     /// The configuration as TOML, suitable for loading again.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("configuration always serialises")
