@@ -175,6 +175,16 @@ in
             default = "";
             description = "Shown on the web page.";
           };
+          options.default_branch = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "trunk";
+            description = ''
+              The branch the repository's `HEAD` names: the one its page's
+              headline and its badge (without `?branch`) are about. Kept in
+              sync at every start when set; `main` at creation otherwise.
+            '';
+          };
         }
       );
       default = { };
@@ -449,7 +459,11 @@ in
         public_read = true;
       })
       {
-        repos = lib.mapAttrs (_: repo: { inherit (repo) description; }) cfg.repos;
+        repos = lib.mapAttrs (
+          _: repo:
+          { inherit (repo) description; }
+          // lib.optionalAttrs (repo.default_branch != null) { inherit (repo) default_branch; }
+        ) cfg.repos;
         ssh_push_base = lib.mkIf (cfg.authorizedKeys != [ ]) (
           lib.mkDefault "${cfg.user}@${config.networking.fqdnOrHostName}:"
         );

@@ -58,6 +58,10 @@ pub struct RepoDecl {
     /// Shown in the API and the web page, and written to git's `description`.
     #[serde(default)]
     pub description: String,
+    /// The branch the bare repository's `HEAD` names (its headline and
+    /// badge); kept in sync at startup when set, `main` at creation unless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
 }
 
 /// When a notification fires.

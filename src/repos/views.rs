@@ -131,6 +131,8 @@ impl BranchState {
 #[derive(Debug)]
 struct RepoState {
     repo: Repo,
+    /// The branch the bare repository's `HEAD` names: the default branch.
+    head: Option<String>,
     /// By name, in git's order of refs.
     branches: BTreeMap<String, BranchState>,
     /// The newest build of any branch, deleted ones included.
@@ -287,6 +289,12 @@ impl RepoViews {
             .map(|state| state.branches.contains_key(branch))
     }
 
+    /// The default branch of `repo` (its `HEAD`); `None` outside when not
+    /// loaded, inside when `HEAD` names no branch.
+    pub fn default_branch(&self, repo: &str) -> Option<Option<String>> {
+        self.state().get(repo).map(|state| state.head.clone())
+    }
+
     /// The status of the latest build of `branch`, `None` when the branch
     /// does not exist or has no build; `None` outside when not loaded.
     pub fn branch_status(&self, repo: &str, branch: &str) -> Option<Option<Status>> {
@@ -361,7 +369,7 @@ impl RepoViews {
 
     /// Installs what a load read, with the heads it was for. Runs on the
     /// writer thread, in commit order.
-    fn install(&self, repo: Repo, heads: Heads, loaded: &mut Loaded) {
+    fn install(&self, repo: Repo, heads: Heads, head: Option<String>, loaded: &mut Loaded) {
         let mut state = self.state();
         let name = repo.name.clone();
         if let Some((last_build, finished)) = loaded.repo.take() {
@@ -380,6 +388,7 @@ impl RepoViews {
                 name,
                 RepoState {
                     repo,
+                    head,
                     branches,
                     last_build,
                     finished,
@@ -392,7 +401,12 @@ impl RepoViews {
         let Some(view) = state.get_mut(&name) else {
             return;
         };
+        // A push (`Heads::One`) does not read `HEAD`; a scan does.
         let mut changed = false;
+        if matches!(heads, Heads::All(_)) && view.head != head {
+            view.head = head;
+            changed = true;
+        }
         let mut add = |view: &mut RepoState, b: Branch, loaded: &mut Loaded| match view
             .branches
             .get_mut(&b.name)
@@ -515,7 +529,8 @@ impl App {
         let _held = lock.lock().await;
         let files = self.repos.clone();
         let path = PathBuf::from(&repo.path);
-        let heads = blocking(move || Ok(files.branches(&path)?)).await?;
+        let (heads, head) =
+            blocking(move || Ok((files.branches(&path)?, files.head_branch(&path)))).await?;
         let unknown = self.views.unknown(&repo.name, &heads);
         let whole = unknown.is_none();
         let names = unknown.unwrap_or_else(|| heads.iter().map(|b| b.name.clone()).collect());
@@ -525,7 +540,7 @@ impl App {
         self.store
             .write_then(
                 move |conn| load(conn, &name, &names, whole),
-                move |loaded| views.install(row, Heads::All(all), loaded),
+                move |loaded| views.install(row, Heads::All(all), head, loaded),
                 move |_| undo.remove(&repo_name),
             )
             .await?;
@@ -556,7 +571,7 @@ impl App {
             .store
             .write_then(
                 move |conn| load(conn, &name, &names, false),
-                move |loaded| views.install(row, Heads::One(head), loaded),
+                move |loaded| views.install(row, Heads::One(head), None, loaded),
                 move |_| undo.remove(&repo_name),
             )
             .await;
@@ -597,6 +612,13 @@ impl App {
         gzip: bool,
     ) -> Result<(Bytes, bool), AppError> {
         self.read_view(name, |views| views.detail(name, page, gzip))
+            .await
+    }
+
+    /// The default branch of repository `name` (its `HEAD`), `None` when
+    /// `HEAD` names no branch.
+    pub async fn default_branch(&self, name: &str) -> Result<Option<String>, AppError> {
+        self.read_view(name, |views| views.default_branch(name))
             .await
     }
 

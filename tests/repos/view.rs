@@ -483,3 +483,69 @@ fn the_repository_view_pages_its_branches_newest_build_first() {
         "{body}"
     );
 }
+
+/// Issue 24: the default branch is the bare repository's `HEAD` (given at
+/// creation, changeable with `PATCH`, declared in the configuration), not
+/// the branch built last; badges without `?branch` follow it.
+#[test]
+fn the_default_branch_is_head_and_badges_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "[repos.declared]\ndefault_branch = \"develop\"\n",
+        &[],
+    );
+    daemon.spawn();
+    let token = daemon.token();
+    let badge = |repo: &str| {
+        let (status, svg) =
+            daemon.request_text("GET", &format!("/api/repos/{repo}/badge.svg"), None, None);
+        assert_eq!(status, 200, "{svg}");
+        svg
+    };
+    // Declared: HEAD names the configured branch, before any push.
+    let head = std::fs::read_to_string(daemon.repo_path("declared").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/develop\n");
+    let (_, view) = daemon.get("/api/repos/declared");
+    assert_eq!(view["default_branch"]["name"], "develop", "{view}");
+    assert!(view["default_branch"]["latest_build"].is_null(), "{view}");
+
+    let body = json!({"name": "lib", "default_branch": "trunk"}).to_string();
+    let (status, created) = daemon.request("POST", "/api/repos", Some(&body), Some(&token));
+    assert_eq!(status, 201, "{created}");
+    let head = std::fs::read_to_string(daemon.repo_path("lib").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/trunk\n");
+    let work = Work::clone(&daemon.repo_path("lib"));
+    common::build_one(&daemon, &work, "trunk", &common::ok_script());
+    // A failing feature branch, built last, heads nothing.
+    let failed = common::build_one(&daemon, &work, "feature", &common::failing_script());
+    assert_eq!(failed["status"], "failed");
+    let (_, view) = daemon.get("/api/repos/lib");
+    assert_eq!(view["default_branch"]["name"], "trunk", "{view}");
+    assert_eq!(
+        view["default_branch"]["latest_build"]["status"], "success",
+        "{view}"
+    );
+    assert!(badge("lib").contains("passing"), "{}", badge("lib"));
+    // Changed through the API: the badge follows.
+    let body = json!({"default_branch": "feature"}).to_string();
+    let (status, view) = daemon.request("PATCH", "/api/repos/lib", Some(&body), Some(&token));
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["default_branch"]["name"], "feature", "{view}");
+    let head = std::fs::read_to_string(daemon.repo_path("lib").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/feature\n");
+    assert!(badge("lib").contains("failing"), "{}", badge("lib"));
+    // Bad input names the field; no token, no change.
+    let body = json!({"default_branch": "-x"}).to_string();
+    let (status, error) = daemon.request("PATCH", "/api/repos/lib", Some(&body), Some(&token));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["field"], "default_branch", "{error}");
+    let body = json!({"default_branch": "trunk"}).to_string();
+    let (status, _) = daemon.request("PATCH", "/api/repos/lib", Some(&body), None);
+    assert_eq!(status, 401);
+    // It holds across a restart (HEAD is read from git).
+    daemon.stop();
+    daemon.spawn();
+    let (_, view) = daemon.get("/api/repos/lib");
+    assert_eq!(view["default_branch"]["name"], "feature", "{view}");
+}

@@ -33,7 +33,7 @@ use guards::{
     RequestIds, authorize, check_host, drop_invalid_request_id, nosniff, refuse_declared_oversize,
 };
 use logs::build_logs;
-use repos::{badge, create_repo, delete_repo, get_repo, list_repos, scan_repo};
+use repos::{badge, change_repo, create_repo, delete_repo, get_repo, list_repos, scan_repo};
 
 use crate::app::App;
 
@@ -83,7 +83,10 @@ pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/health", get(health))
         .route("/api/repos", get(list_repos).post(create_repo))
-        .route("/api/repos/{name}", get(get_repo).delete(delete_repo))
+        .route(
+            "/api/repos/{name}",
+            get(get_repo).patch(change_repo).delete(delete_repo),
+        )
         .route("/api/repos/{name}/scan", post(scan_repo))
         .route("/api/repos/{name}/badge.svg", get(badge))
         .route("/api/builds", get(list_builds).post(create_build))
