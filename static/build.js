@@ -7,7 +7,7 @@ import {
   STATUS_TEXT,
   h,
   statusIcon,
-  statusPill,
+  buildPill,
   agoEl,
   localTime,
   durationEl,
@@ -303,7 +303,7 @@ export class BuildView extends View {
         h(
           "div",
           { class: "title-line" },
-          statusPill(b.status, true),
+          buildPill(b, true),
           h("h1", { id: "view-title", tabindex: "-1", text: `Build #${b.id}` }),
           b.subject ? h("span", { class: "subject", text: b.subject }) : null,
           h(
@@ -646,7 +646,12 @@ function outputsEl(b) {
   if (outputs.error) return h("p", { class: "problem-text" }, "Could not list the outputs: ", h("code", { text: outputs.error }));
   const keys = Object.keys(outputs);
   if (!keys.length) return h("p", { class: "muted", text: "The flake has no outputs." });
-  const chips = (names) => h("span", { class: "chips" }, names.map((n) => h("code", { class: "chip", text: String(n) })));
+  // A category nix shows as one value (lib, formatter.<system>) has no
+  // names: it is listed all the same.
+  const chips = (names) =>
+    names.length
+      ? h("span", { class: "chips" }, names.map((n) => h("code", { class: "chip", text: String(n) })))
+      : h("span", { class: "muted", text: "defined" });
   return h(
     "dl",
     { class: "outputs" },
