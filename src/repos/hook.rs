@@ -91,14 +91,25 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
             Ok((status, reply)) if status == 201 || status == 200 => {
                 let id = reply.get("id").and_then(Value::as_i64).unwrap_or_default();
                 let url = reply.get("url").and_then(Value::as_str).unwrap_or_default();
-                let verb = if status == 201 {
-                    "queued"
-                } else {
-                    "already queued"
+                let built_on = reply.get("branch").and_then(Value::as_str);
+                let state = reply.get("status").and_then(Value::as_str);
+                let verb = match (status, state) {
+                    (201, _) => "queued",
+                    (_, Some("success")) => "already passed",
+                    (_, Some("failed")) => "already failed",
+                    _ => "already queued",
+                };
+                // One build per commit and repository: a commit another
+                // branch's build stands for is not built again.
+                let shared = match built_on {
+                    Some(other) if other != update.branch => {
+                        format!(" (the same commit's build on {other})")
+                    }
+                    _ => String::new(),
                 };
                 let _ = writeln!(
                     out,
-                    "procurator-ci: build #{id} {verb} for {} ({short}) — {url}",
+                    "procurator-ci: build #{id} {verb} for {} ({short}){shared} — {url}",
                     update.branch
                 );
             }

@@ -81,6 +81,20 @@ fn newer(latest: &mut Option<BuildRef>, build: &Build) {
     }
 }
 
+/// The build a branch shows: its own build of its head commit, else the
+/// build of that commit another branch's push queued (one build per commit
+/// and repository, shown on every branch at it), else its own latest.
+fn shown<'a>(
+    own: Option<&'a BuildRef>,
+    standing: Option<&'a BuildRef>,
+    head: &str,
+) -> Option<&'a BuildRef> {
+    match own {
+        Some(own) if own.commit == head && own.status != Status::Cancelled => Some(own),
+        _ => standing.filter(|s| s.commit == head).or(own),
+    }
+}
+
 /// One branch head and its builds.
 #[derive(Debug)]
 struct BranchState {
@@ -103,22 +117,31 @@ struct BranchJson<'a> {
 }
 
 impl BranchState {
-    fn new(name: &str, commit: String, (latest, finished): (Option<BuildRef>, Window)) -> Self {
+    fn new(
+        name: &str,
+        commit: String,
+        (latest, finished): (Option<BuildRef>, Window),
+        standing: &HashMap<String, BuildRef>,
+    ) -> Self {
         let mut state = BranchState {
             commit,
             latest,
             finished,
             json: Bytes::new(),
         };
-        state.render(name);
+        state.render(name, standing);
         state
     }
 
-    fn render(&mut self, name: &str) {
+    fn render(&mut self, name: &str, standing: &HashMap<String, BuildRef>) {
         let json = BranchJson {
             name,
             commit: &self.commit,
-            latest_build: self.latest.as_ref(),
+            latest_build: shown(
+                self.latest.as_ref(),
+                standing.get(&self.commit),
+                &self.commit,
+            ),
             stats: self.finished.stats(),
         };
         self.json = serde_json::to_vec(&json)
@@ -137,6 +160,9 @@ struct RepoState {
     branches: BTreeMap<String, BranchState>,
     /// The newest build of any branch, deleted ones included.
     last_build: Option<BuildRef>,
+    /// The newest queued, running, passed or failed build of each commit
+    /// built: what a branch at that commit shows when it has none of its own.
+    standing: HashMap<String, BuildRef>,
     finished: Window,
     /// The branches in page order and the default page, made on the first
     /// request after a change.
@@ -147,7 +173,7 @@ struct RepoState {
 /// (`repo` is set), or some of its branches.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    repo: Option<(Option<BuildRef>, Window)>,
+    repo: Option<(Option<BuildRef>, Window, HashMap<String, BuildRef>)>,
     branches: HashMap<String, (Option<BuildRef>, Window)>,
 }
 
@@ -158,6 +184,7 @@ fn load(
     conn: &Connection,
     repo: &str,
     names: &[String],
+    commits: &[String],
     whole: bool,
 ) -> Result<Loaded, StoreError> {
     if !whole {
@@ -191,8 +218,18 @@ fn load(
         .collect();
     let last = queue::latest_of_repo(conn, repo)?;
     let finished = finished_builds(conn, repo, None, STATS_WINDOW)?;
+    let heads: HashSet<&str> = commits.iter().map(String::as_str).collect();
+    let standing = queue::standing_per_commit(conn, repo)?
+        .iter()
+        .filter(|b| heads.contains(b.commit.as_str()))
+        .map(|b| (b.commit.clone(), BuildRef::from(b)))
+        .collect();
     Ok(Loaded {
-        repo: Some((last.as_ref().map(BuildRef::from), Window::new(finished))),
+        repo: Some((
+            last.as_ref().map(BuildRef::from),
+            Window::new(finished),
+            standing,
+        )),
         branches,
     })
 }
@@ -299,11 +336,9 @@ impl RepoViews {
     /// does not exist or has no build; `None` outside when not loaded.
     pub fn branch_status(&self, repo: &str, branch: &str) -> Option<Option<Status>> {
         self.state().get(repo).map(|state| {
-            state
-                .branches
-                .get(branch)
-                .and_then(|b| b.latest.as_ref())
-                .map(|l| l.status)
+            let branch = state.branches.get(branch)?;
+            let standing = state.standing.get(&branch.commit);
+            shown(branch.latest.as_ref(), standing, &branch.commit).map(|l| l.status)
         })
     }
 
@@ -361,7 +396,7 @@ impl RepoViews {
         };
         if head.commit != commit {
             head.commit = commit.to_string();
-            head.render(branch);
+            head.render(branch, &repo.standing);
             repo.answer = None;
         }
         Pushed::Moved
@@ -372,7 +407,7 @@ impl RepoViews {
     fn install(&self, repo: Repo, heads: Heads, head: Option<String>, loaded: &mut Loaded) {
         let mut state = self.state();
         let name = repo.name.clone();
-        if let Some((last_build, finished)) = loaded.repo.take() {
+        if let Some((last_build, finished, standing)) = loaded.repo.take() {
             let Heads::All(heads) = heads else {
                 return;
             };
@@ -380,7 +415,7 @@ impl RepoViews {
                 .into_iter()
                 .map(|b| {
                     let builds = loaded.branches.remove(&b.name).unwrap_or_default();
-                    let branch = BranchState::new(&b.name, b.commit, builds);
+                    let branch = BranchState::new(&b.name, b.commit, builds, &standing);
                     (b.name, branch)
                 })
                 .collect();
@@ -391,6 +426,7 @@ impl RepoViews {
                     head,
                     branches,
                     last_build,
+                    standing,
                     finished,
                     answer: None,
                 },
@@ -414,12 +450,12 @@ impl RepoViews {
             Some(known) if known.commit == b.commit => {}
             Some(known) => {
                 known.commit = b.commit;
-                known.render(&b.name);
+                known.render(&b.name, &view.standing);
                 changed = true;
             }
             None => {
                 let builds = loaded.branches.remove(&b.name).unwrap_or_default();
-                let branch = BranchState::new(&b.name, b.commit, builds);
+                let branch = BranchState::new(&b.name, b.commit, builds, &view.standing);
                 view.branches.insert(b.name, branch);
                 changed = true;
             }
@@ -455,12 +491,57 @@ impl RepoViews {
         if let Some(done) = done {
             view.finished.add(done);
         }
+        let standing = view.standing.get(&build.commit).map(|s| s.id);
+        if build.status == Status::Cancelled {
+            // A cancelled build stands for its commit no more.
+            if standing == Some(build.id) {
+                view.standing.remove(&build.commit);
+            }
+        } else if standing.is_none_or(|id| id <= build.id)
+            && view.branches.values().any(|b| b.commit == build.commit)
+        {
+            // Kept for current heads only: memory follows the branches.
+            view.standing
+                .insert(build.commit.clone(), BuildRef::from(build));
+        }
         if let Some(branch) = view.branches.get_mut(&build.branch) {
             newer(&mut branch.latest, build);
             if let Some(done) = done {
                 branch.finished.add(done);
             }
-            branch.render(&build.branch);
+        }
+        // Every branch at the commit shows it: its own, or the one standing.
+        let RepoState {
+            branches, standing, ..
+        } = view;
+        for (name, branch) in branches.iter_mut() {
+            if branch.commit == build.commit || *name == build.branch {
+                branch.render(name, standing);
+            }
+        }
+        view.answer = None;
+    }
+
+    /// Makes `build` stand for its commit on every branch at it when no
+    /// build of that commit does yet: a push of an already built commit to
+    /// another branch queues nothing and shows that build.
+    pub fn stand(&self, build: &Build) {
+        let mut state = self.state();
+        let Some(view) = state.get_mut(&build.repo) else {
+            return;
+        };
+        if build.status == Status::Cancelled || view.standing.contains_key(&build.commit) {
+            return;
+        }
+        view.standing
+            .insert(build.commit.clone(), BuildRef::from(build));
+        let RepoState {
+            branches, standing, ..
+        } = view;
+        for (name, branch) in branches.iter_mut() {
+            if branch.commit == build.commit {
+                branch.render(name, standing);
+            }
         }
         view.answer = None;
     }
@@ -534,12 +615,13 @@ impl App {
         let unknown = self.views.unknown(&repo.name, &heads);
         let whole = unknown.is_none();
         let names = unknown.unwrap_or_else(|| heads.iter().map(|b| b.name.clone()).collect());
+        let commits: Vec<String> = heads.iter().map(|b| b.commit.clone()).collect();
         let (views, row, all) = (self.views.clone(), repo.clone(), heads.clone());
         let repo_name = repo.name.clone();
         let (name, undo) = (repo.name.clone(), self.views.clone());
         self.store
             .write_then(
-                move |conn| load(conn, &name, &names, whole),
+                move |conn| load(conn, &name, &names, &commits, whole),
                 move |loaded| views.install(row, Heads::All(all), head, loaded),
                 move |_| undo.remove(&repo_name),
             )
@@ -570,7 +652,7 @@ impl App {
         let loaded = self
             .store
             .write_then(
-                move |conn| load(conn, &name, &names, false),
+                move |conn| load(conn, &name, &names, &[], false),
                 move |loaded| views.install(row, Heads::One(head), None, loaded),
                 move |_| undo.remove(&repo_name),
             )

@@ -122,11 +122,17 @@ impl RepoState {
                 },
                 None => fixed.extend_from_slice(b"null"),
             }
-            // The branch with the newest build first, as a forge lists them;
+            // The branch with the newest build it shows first, as a forge
+            // lists them;
             // never built last. The map is by name, and the sort is stable:
             // ties stay by name, so pages do not shuffle between requests.
             let mut ranked: Vec<&BranchState> = self.branches.values().collect();
-            ranked.sort_by_key(|b| std::cmp::Reverse(b.latest.as_ref().map(|l| l.id)));
+            ranked.sort_by_key(|b| {
+                let standing = self.standing.get(&b.commit);
+                std::cmp::Reverse(
+                    super::shown(b.latest.as_ref(), standing, &b.commit).map(|l| l.id),
+                )
+            });
             let order: Vec<Bytes> = ranked.into_iter().map(|b| b.json.clone()).collect();
             let first = range_of(BranchPage::default(), order.len());
             let json = page_json(&fixed, &order[first], 0, order.len());
