@@ -12,7 +12,8 @@
 //! batch commits, in the order of the changes, so the view is never behind
 //! the database. Loads run as writer jobs too, so no build change can fall
 //! between a load and the changes after it. Only current heads keep build state, so memory follows
-//! the branches that exist, not every branch ever built.
+//! the branches that exist, not every branch ever built. A branch whose head
+//! commit was built on another branch shows that build (`standing`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,76 +25,18 @@ use serde::Serialize;
 
 use crate::app::{App, AppError, BuildRef, Repo, blocking};
 use crate::build::queue::{self, Build, Status};
-use crate::ops::metrics::{
-    BuildStats, Finished, STATS_WINDOW, finished_builds, finished_per_branch,
-};
+use crate::ops::metrics::{BuildStats, STATS_WINDOW, finished_builds, finished_per_branch};
 use crate::repos::Branch;
 use crate::storage::store::StoreError;
 
 mod page;
+mod standing;
+mod window;
 
 use page::{Answer, gzip, page_json, range_of};
 pub use page::{BRANCH_PAGE_DEFAULT, BRANCH_PAGE_MAX, BranchPage};
-
-/// The newest finished builds by id, at most `STATS_WINDOW`, newest first:
-/// what the statistics are computed from, kept so that a build finishing
-/// updates them without a query.
-#[derive(Debug, Clone, Default)]
-struct Window(Vec<Finished>);
-
-impl Window {
-    fn new(mut finished: Vec<Finished>) -> Window {
-        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.id));
-        finished.dedup_by_key(|f| f.id);
-        finished.truncate(STATS_WINDOW as usize);
-        Window(finished)
-    }
-
-    /// Counts a build that has just finished, where its id puts it (the
-    /// statistics look at the newest ids, as the queries do).
-    fn add(&mut self, finished: Finished) {
-        let at = self.0.partition_point(|f| f.id > finished.id);
-        if at >= STATS_WINDOW as usize || self.0.get(at).is_some_and(|f| f.id == finished.id) {
-            return;
-        }
-        self.0.insert(at, finished);
-        self.0.truncate(STATS_WINDOW as usize);
-    }
-
-    fn stats(&self) -> BuildStats {
-        BuildStats::of(&self.0)
-    }
-}
-
-/// What `build` adds to the statistics: successes and failures only.
-fn finished(build: &Build) -> Option<Finished> {
-    matches!(build.status, Status::Success | Status::Failed).then(|| Finished {
-        id: build.id,
-        success: build.status == Status::Success,
-        duration_ms: build.duration_ms,
-    })
-}
-
-/// A newer build (or the same one, changed) replaces `latest`.
-fn newer(latest: &mut Option<BuildRef>, build: &Build) {
-    if latest.as_ref().is_none_or(|l| l.id <= build.id) {
-        *latest = Some(BuildRef::from(build));
-    }
-}
-
-/// The build a branch shows: its own build of its head commit, else the
-/// build of that commit another branch's push queued (one build per commit
-/// and repository, shown on every branch at it), else its own latest.
-fn shown<'a>(
-    own: Option<&'a BuildRef>,
-    standing: Option<&'a BuildRef>,
-    head: &str,
-) -> Option<&'a BuildRef> {
-    match own {
-        Some(own) if own.commit == head && own.status != Status::Cancelled => Some(own),
-        _ => standing.filter(|s| s.commit == head).or(own),
-    }
-}
+use standing::shown;
+use window::{Window, finished, newer};
 
 /// One branch head and its builds.
 #[derive(Debug)]
@@ -522,30 +465,6 @@ impl RepoViews {
         view.answer = None;
     }
 
-    /// Makes `build` stand for its commit on every branch at it when no
-    /// build of that commit does yet: a push of an already built commit to
-    /// another branch queues nothing and shows that build.
-    pub fn stand(&self, build: &Build) {
-        let mut state = self.state();
-        let Some(view) = state.get_mut(&build.repo) else {
-            return;
-        };
-        if build.status == Status::Cancelled || view.standing.contains_key(&build.commit) {
-            return;
-        }
-        view.standing
-            .insert(build.commit.clone(), BuildRef::from(build));
-        let RepoState {
-            branches, standing, ..
-        } = view;
-        for (name, branch) in branches.iter_mut() {
-            if branch.commit == build.commit {
-                branch.render(name, standing);
-            }
-        }
-        view.answer = None;
-    }
-
     /// Forgets a repository: deleted, or its view is no longer trusted (a
     /// change applied to it failed to commit). A forgotten view is loaded
     /// again by its next request or the next scan.
@@ -713,34 +632,5 @@ impl App {
     ) -> Result<Option<Status>, AppError> {
         self.read_view(name, |views| views.branch_status(name, branch))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn done(id: i64, success: bool) -> Finished {
-        Finished {
-            id,
-            success,
-            duration_ms: Some(id),
-        }
-    }
-
-    #[test]
-    fn the_window_keeps_the_newest_ids_whatever_the_order_of_finishing() {
-        let mut window = Window::default();
-        for id in (1..=30).rev() {
-            window.add(done(id, id % 2 == 0));
-        }
-        window.add(done(25, false));
-        let ids: Vec<i64> = window.0.iter().map(|f| f.id).collect();
-        assert_eq!(ids, (11..=30).rev().collect::<Vec<_>>());
-        window.add(done(5, true));
-        assert_eq!(window.0.len(), STATS_WINDOW as usize);
-        assert_eq!(window.0.last().unwrap().id, 11);
-        let loaded = Window::new((1..=30).map(|id| done(id, id % 2 == 0)).collect());
-        assert_eq!(loaded.stats(), window.stats());
     }
 }

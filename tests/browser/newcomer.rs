@@ -75,9 +75,11 @@ fn what_a_newcomer_sees_is_true() {
     // `#/builds` is the builds list, not "Nothing here".
     browser.goto(&format!("{base}/#/builds"));
     let row = format!("li.build-row[data-id='{untested}']");
-    browser.wait("the builds list at #/builds", Duration::from_secs(20), |b| {
-        b.visible(&row).then_some(())
-    });
+    browser.wait(
+        "the builds list at #/builds",
+        Duration::from_secs(20),
+        |b| b.visible(&row).then_some(()),
+    );
     assert_ne!(browser.text("h1").as_deref(), Some("Nothing here"));
     // Passed, nothing tested: its own look, not the green "Passed".
     let untested_pill = browser.text(&format!("{row} .pill")).unwrap();
@@ -136,8 +138,14 @@ fn what_a_newcomer_sees_is_true() {
     );
     let text = copied["text"].as_str().unwrap();
     assert!(text.contains("undefined variable 'nope'"), "{text}");
-    assert!(!text.contains('\u{200b}'), "U+200B in the copied log: {text:?}");
-    assert!(copied["blank"].as_u64().unwrap() >= 1, "no blank line: {copied}");
+    assert!(
+        !text.contains('\u{200b}'),
+        "U+200B in the copied log: {text:?}"
+    );
+    assert!(
+        copied["blank"].as_u64().unwrap() >= 1,
+        "no blank line: {copied}"
+    );
     assert!(copied["height"].as_f64().unwrap() > 10.0, "{copied}");
 
     // A deleted repository's build offers no Rebuild.
