@@ -183,6 +183,16 @@ in
             default = "";
             description = "Shown on the web page.";
           };
+          options.default_branch = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "trunk";
+            description = ''
+              The branch the repository's `HEAD` names: the one its page's
+              headline and its badge (without `?branch`) are about. Kept in
+              sync at every start when set; `main` at creation otherwise.
+            '';
+          };
         }
       );
       default = { };
@@ -488,9 +498,11 @@ in
     # A default, as nixpkgs' modules set such options: the user's `false` wins.
     nix.distributedBuilds = lib.mkIf (cfg.buildMachines != [ ]) (lib.mkDefault true);
 
-    services.procurator-ci.settings.repos = lib.mapAttrs (_: repo: {
-      inherit (repo) description;
-    }) cfg.repos;
+    services.procurator-ci.settings.repos = lib.mapAttrs (
+      _: repo:
+      { inherit (repo) description; }
+      // lib.optionalAttrs (repo.default_branch != null) { inherit (repo) default_branch; }
+    ) cfg.repos;
 
     users.users = lib.mkMerge [
       (lib.mkIf (cfg.user == "procurator-ci") {

@@ -67,6 +67,6 @@ in
         server.succeed(f"kill -STOP {pid}")
         wait_for_restart(pid)
         server.succeed("journalctl --unit=procurator-ci.service | grep 'Watchdog timeout'")
-        assert api("/api/health")["status"] == "ok"
+        assert settled_health()["status"] == "ok"
   '';
 }

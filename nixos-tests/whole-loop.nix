@@ -13,7 +13,7 @@ in
     start()
 
     with subtest("the daemon answers and reports its status to systemd"):
-        assert api("/api/health")["status"] == "ok"
+        assert settled_health()["status"] == "ok"
         page = client.succeed(f"curl --fail --silent --show-error {API}/")
         assert "<html" in page.lower(), page[:500]
         assert api("/api/repos/demo")["name"] == "demo"

@@ -94,6 +94,9 @@ pub fn main() -> ExitCode {
                         eprintln!("procurator-ci: cache_secret_key_file: {e}");
                         return ExitCode::from(2);
                     }
+                    for warning in Config::foreign_environment() {
+                        eprintln!("procurator-ci: warning: {warning}");
+                    }
                     print!("{}", config.to_toml());
                     ExitCode::SUCCESS
                 }
@@ -150,6 +153,9 @@ const BLOCKING_THREADS: usize = 32;
 
 fn serve(config: Config) -> ExitCode {
     crate::ops::telemetry::init(config.log_format);
+    for warning in Config::foreign_environment() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)

@@ -16,6 +16,7 @@ use crate::build::process::Tools;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::auth::{LocalPeer, Token};
+use crate::ops::instance::{OwnSocket, StateLock};
 use crate::repos::RepoFiles;
 use crate::repos::install::HookTarget;
 use crate::storage::logs::LogStore;
@@ -81,6 +82,16 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.bind_address.to_string());
+    // Before the database is opened: a second daemon on this state
+    // directory must not touch its queue.
+    let state_dir = config.state_dir.clone();
+    let _lock = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&state_dir)
+            .map_err(setup(&format!("cannot create {}", state_dir.display())))?;
+        StateLock::acquire(&state_dir).map_err(ServeError::Setup)
+    })
+    .await
+    .map_err(setup("startup"))??;
     let app = build_app(config.clone(), shutdown.clone()).await?;
     // Listening before anything is published: recovered orphans and the
     // first builds are counted and notified too.
@@ -102,7 +113,7 @@ pub async fn serve(
         );
     }
 
-    let unix = bind_unix(&config.socket_path)?;
+    let (unix, socket) = bind_unix(&config.socket_path)?;
     // Said before the first request is answered, so that whoever sees the
     // daemon answer finds the line.
     tracing::info!(
@@ -188,7 +199,7 @@ pub async fn serve(
         );
     }
     app.store.close();
-    let _ = std::fs::remove_file(&config.socket_path);
+    socket.remove();
     tracing::info!("Stopped");
     Ok(())
 }
@@ -294,13 +305,22 @@ fn close_to_others(dir: &std::path::Path) -> Result<(), ServeError> {
 }
 
 /// Binds the hook's socket, replacing a stale one, readable and writable by
-/// our user and group only.
-fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
+/// our user and group only. A socket another process still listens on is
+/// not stale (another daemon with its own state directory may share a
+/// `socket_path`): the start is refused.
+fn bind_unix(path: &std::path::Path) -> Result<(UnixListener, OwnSocket), ServeError> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(ServeError::Setup(format!(
                 "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::Setup(format!(
+                "{} is the socket of a running daemon (socket_path, or \
+                 PROCURATOR_CI_SOCKET_PATH in the environment); give this one another socket_path",
                 path.display()
             )));
         }
@@ -315,7 +335,9 @@ fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(setup(
         &format!("cannot set permissions of {}", path.display()),
     ))?;
-    Ok(listener)
+    let own =
+        OwnSocket::created(path).map_err(setup(&format!("cannot examine {}", path.display())))?;
+    Ok((listener, own))
 }
 
 /// Queues, every `scan_interval_secs`, builds of branch heads that were

@@ -57,7 +57,12 @@ async function openSession() {
 export async function learnReadMode() {
   try {
     const response = await fetch("/api/health", { cache: "no-store" });
-    if (response.ok) privateReads = (await response.json()).public_read === false;
+    if (response.ok) {
+      const health = await response.json();
+      privateReads = health.public_read === false;
+      // The token dialog names the file the daemon really reads.
+      if (health.api_token_file) document.getElementById("token-file").textContent = health.api_token_file;
+    }
   } catch {
     // Unreachable now: the first read says what it needs.
   }

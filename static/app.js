@@ -29,7 +29,8 @@ function parseRoute() {
   const [path, query] = raw.split("?", 2);
   const params = new URLSearchParams(query || "");
   let m;
-  if (path === "/" || path === "") return { kind: "builds", key: "builds", params };
+  // `#/builds` is the builds list as much as `#/` (links and users say so).
+  if (path === "/" || path === "" || path === "/builds" || path === "/builds/") return { kind: "builds", key: "builds", params };
   if ((m = BUILD_RE.exec(path))) return { kind: "build", key: `build/${m[1]}`, id: Number(m[1]), params };
   if (path === "/repos" || path === "/repos/") return { kind: "repos", key: "repos", params };
   if ((m = REPO_RE.exec(path))) {

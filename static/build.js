@@ -7,7 +7,7 @@ import {
   STATUS_TEXT,
   h,
   statusIcon,
-  statusPill,
+  buildPill,
   agoEl,
   localTime,
   durationEl,
@@ -20,7 +20,7 @@ import {
   confirmDialog,
 } from "./ui.js";
 import { api } from "./api.js";
-import { View, feed } from "./feed.js";
+import { View, feed, repoCache } from "./feed.js";
 import { LogPane } from "./log.js";
 import { buildsHash } from "./builds.js";
 
@@ -281,6 +281,21 @@ export class BuildView extends View {
     this.cancelButton = live
       ? h("button", { type: "button", id: "cancel", class: "danger", text: "Cancel", onclick: () => this.cancel() })
       : null;
+    // A deleted repository's builds are kept but cannot be rebuilt: no
+    // button that would only answer an error.
+    if (this.rebuildButton) {
+      const button = this.rebuildButton;
+      repoCache
+        .get()
+        .then((repos) => {
+          if (repos.some((r) => r.name === b.repo) || !button.isConnected) return;
+          button.replaceWith(
+            h("span", { class: "repo-gone muted", id: "repo-gone", text: "Its repository was deleted: it cannot be rebuilt" }),
+          );
+          if (this.rebuildButton === button) this.rebuildButton = null;
+        })
+        .catch(() => {});
+    }
     this.head.replaceChildren(
       h(
         "header",
@@ -288,7 +303,7 @@ export class BuildView extends View {
         h(
           "div",
           { class: "title-line" },
-          statusPill(b.status, true),
+          buildPill(b, true),
           h("h1", { id: "view-title", tabindex: "-1", text: `Build #${b.id}` }),
           b.subject ? h("span", { class: "subject", text: b.subject }) : null,
           h(
@@ -631,7 +646,12 @@ function outputsEl(b) {
   if (outputs.error) return h("p", { class: "problem-text" }, "Could not list the outputs: ", h("code", { text: outputs.error }));
   const keys = Object.keys(outputs);
   if (!keys.length) return h("p", { class: "muted", text: "The flake has no outputs." });
-  const chips = (names) => h("span", { class: "chips" }, names.map((n) => h("code", { class: "chip", text: String(n) })));
+  // A category nix shows as one value (lib, formatter.<system>) has no
+  // names: it is listed all the same.
+  const chips = (names) =>
+    names.length
+      ? h("span", { class: "chips" }, names.map((n) => h("code", { class: "chip", text: String(n) })))
+      : h("span", { class: "muted", text: "defined" });
   return h(
     "dl",
     { class: "outputs" },

@@ -1,6 +1,6 @@
 // The builds list: filters in the URL, live rows, pages of 50 as it scrolls.
 
-import { STATUSES, STATUS_TEXT, h, statusPill, shortCommit, ago, duration, agoEl, durationEl, errorBox, setTitle, progressEl, mergeChecks } from "./ui.js";
+import { STATUSES, STATUS_TEXT, h, buildPill, shortCommit, ago, duration, agoEl, durationEl, errorBox, setTitle, progressEl, mergeChecks } from "./ui.js";
 import { api } from "./api.js";
 import { View, repoCache } from "./feed.js";
 
@@ -303,7 +303,7 @@ export class BuildsView extends View {
       h(
         "a",
         { class: "row-link", href: `#/builds/${b.id}`, "aria-label": label },
-        h("span", { class: "c-status" }, statusPill(b.status)),
+        h("span", { class: "c-status" }, buildPill(b)),
         h("span", { class: "c-id", text: `#${b.id}` }),
         h(
           "span",

@@ -451,7 +451,9 @@ export class LogPane {
 
   line(n, text, state) {
     const el = h("div", { class: "ln", id: `L${n}`, "data-n": n });
-    if (!renderAnsi(el, text, state)) el.append("\u200b");
+    // An empty line keeps its row by .ln's min-height: no invisible
+    // character that a copy of the log would carry.
+    renderAnsi(el, text, state);
     if (n === this.firstError) el.classList.add("first-error");
     if (n === this.target) el.classList.add("target");
     return el;

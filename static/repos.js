@@ -3,7 +3,7 @@
 import {
   REPO_NAME_RE,
   h,
-  statusPill,
+  buildPill,
   shortCommit,
   duration,
   agoEl,
@@ -45,7 +45,7 @@ function branchRow(repoName, b) {
         ? h(
             "a",
             { href: `#/builds/${b.latest_build.id}`, class: "latest" },
-            statusPill(b.latest_build.status),
+            buildPill(b.latest_build),
             h("span", { text: ` #${b.latest_build.id}` }),
             b.latest_build.subject ? h("span", { class: "subject", text: ` ${b.latest_build.subject}` }) : null,
             b.latest_build.commit !== b.commit ? h("span", { class: "muted", text: ` (of ${shortCommit(b.latest_build.commit)})` }) : null,
@@ -86,7 +86,7 @@ function lastBuildEl(build) {
     h(
       "a",
       { href: `#/builds/${build.id}`, "aria-label": `Last build #${build.id}, ${build.status}, on ${build.branch}` },
-      statusPill(build.status),
+      buildPill(build),
       h("span", { class: "last-id", text: ` #${build.id}` }),
     ),
     h("span", { class: "branch", text: build.branch }),

@@ -24,6 +24,7 @@ const ICON_PATHS = {
   success: ["M4.6 8.4l2.3 2.3 4.6-5"],
   failed: ["M5.5 5.5l5 5M10.5 5.5l-5 5"],
   cancelled: ["M4.6 11.4l6.8-6.8"],
+  untested: ["M5 8h6"],
 };
 export const BUILD_RE = /^\/builds\/(\d+)$/;
 export const REPO_RE = /^\/repos\/([^/]+)$/;
@@ -95,6 +96,20 @@ export function statusPill(status, big) {
     { class: `pill status-${status}${big ? " big" : ""}` },
     statusIcon(status),
     h("span", { class: "pill-text", text: STATUS_TEXT[status] || status }),
+  );
+}
+
+/**
+ * The pill of a build (or a build reference): a build that passed without
+ * testing anything (`nothing_tested`) is not a plain green "Passed".
+ */
+export function buildPill(build, big) {
+  if (build.status !== "success" || !build.nothing_tested) return statusPill(build.status, big);
+  return h(
+    "span",
+    { class: `pill status-untested${big ? " big" : ""}`, title: "The flake has no checks for this host's system" },
+    statusIcon("untested"),
+    h("span", { class: "pill-text", text: "Passed, nothing tested" }),
   );
 }
 

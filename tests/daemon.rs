@@ -185,9 +185,12 @@ fn without_notify_socket_serve_starts_answers_and_stops_cleanly() {
     let mut daemon = Daemon::start("");
     let (status, body) = daemon.get("/api/health");
     assert_eq!(status, 200);
-    // `ok` exactly when the pre-flight found nothing wrong.
+    // `starting` until the pre-flight has run, then `ok` exactly when it
+    // found nothing wrong.
     let warnings = body["warnings"].as_array().expect("warnings");
-    let expected = if warnings.is_empty() {
+    let expected = if body["preflight"]["pending"] == true {
+        "starting"
+    } else if warnings.is_empty() {
         "ok"
     } else {
         "degraded"
@@ -366,7 +369,7 @@ async fn serves_on_a_listener_handed_in() {
     })
     .await
     .unwrap();
-    assert!(body.contains("\"ok\""), "{body}");
+    assert!(body.contains("\"status\""), "{body}");
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
@@ -505,5 +508,113 @@ fn credentials_of_systemd_254_and_later_are_accepted_with_mode_0440() {
         String::from_utf8_lossy(&refused.stderr).contains("mode 0440"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// Issue 24: a second daemon on the same state directory (another port) is
+/// refused before it touches the queue, naming the first one's pid and the
+/// directory; the first daemon's hook socket survives it and still answers.
+#[test]
+fn a_second_daemon_on_one_state_directory_is_refused_naming_the_first() {
+    let first = Daemon::start("");
+    let socket = first.state().join("procurator-ci.sock");
+    assert!(socket.exists());
+    let dir = tempfile::tempdir().unwrap();
+    let second = Daemon::configure(dir.path(), "", &[]);
+    let config = std::fs::read_to_string(&second.config).unwrap().replace(
+        &second.state().display().to_string(),
+        &first.state().display().to_string(),
+    );
+    std::fs::write(&second.config, config).unwrap();
+    let out = second.command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.pid()))
+            && stderr.contains(&first.state().display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        socket.exists(),
+        "the second daemon removed the first one's socket"
+    );
+    let mut hook = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    hook.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    hook.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// Issue 24: a daemon removes at exit only the socket it bound. Here the
+/// first daemon's socket is moved away and a second daemon (its own state
+/// directory, the same `socket_path`) binds the path; stopping the first
+/// leaves the second's socket in place and answering.
+#[test]
+fn a_daemon_leaves_a_socket_it_did_not_create() {
+    let shared = tempfile::tempdir().unwrap();
+    let socket = shared.path().join("hook.sock");
+    let extra = format!("socket_path = \"{}\"", socket.display());
+    let mut first = Daemon::start(&extra);
+    // While the first listens there, a second start is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let mut second = Daemon::configure(dir.path(), &extra, &[]);
+    let out = second.command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("socket of a running daemon"), "{stderr}");
+    std::fs::rename(&socket, shared.path().join("moved.sock")).unwrap();
+    second.spawn();
+    first.stop();
+    assert!(
+        socket.exists(),
+        "the first daemon removed the second's socket"
+    );
+    let mut hook = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    hook.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    hook.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    second.stop();
+    assert!(!socket.exists(), "a daemon removes its own socket at exit");
+}
+
+/// Issue 24: a misspelt prefix (`PROCURATOR_` for `PROCURATOR_CI_`) is not
+/// silently ignored: the daemon warns, naming the variable and the one it
+/// reads, and `check-config` says the same.
+#[test]
+fn a_misspelt_environment_prefix_is_warned_about_naming_the_closest_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "",
+        &[("PROCURATOR_BIND_ADDRESS", "127.0.0.1:1")],
+    );
+    daemon.spawn();
+    let log = daemon.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("PROCURATOR_BIND_ADDRESS"))
+        .unwrap_or_else(|| panic!("no warning: {log}"));
+    assert!(
+        warning.contains("\"level\":\"WARN\"")
+            && warning.contains("did you mean PROCURATOR_CI_BIND_ADDRESS?"),
+        "{warning}"
+    );
+    let out = Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&daemon.config)
+        .env("PROCURATOR_BIND_ADDRESS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: the environment variable PROCURATOR_BIND_ADDRESS is not read by \
+             procurator-ci"
+        ) && stderr.contains("did you mean PROCURATOR_CI_BIND_ADDRESS?"),
+        "{stderr}"
     );
 }

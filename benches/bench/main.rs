@@ -13,6 +13,7 @@ mod enqueue;
 mod list;
 mod logs;
 mod push;
+mod refs;
 mod sse;
 mod stalled;
 mod startup;
@@ -58,6 +59,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("enqueue", enqueue::enqueue_rate),
     ("list", list::list),
     ("branches", branches::branches),
+    ("refs", refs::refs),
     ("sse", sse::sse),
     ("logs", logs::logs),
     ("stalled", stalled::stalled),

@@ -34,6 +34,18 @@ def api(path: str) -> Any:
     return json.loads(client.succeed(f"curl --fail --silent --show-error '{API}{path}'"))
 
 
+def settled_health() -> Any:
+    """The health once the first pre-flight has run (`starting` before)."""
+    health: dict[str, Any] = {}
+
+    def settled(_last_try: bool) -> bool:
+        health.update(api("/api/health"))
+        return health["status"] != "starting"
+
+    retry(settled, 120)
+    return health
+
+
 def commit(flake: str, message: str) -> str:
     """Commits `flake` as the working copy's flake.nix; returns the commit id."""
     client.succeed(

@@ -1,5 +1,6 @@
 # The `server` node of every VM test: procurator-ci with the repository `demo`.
 # scripts/check-nix evaluates it offline as part of each VM test's nodes.
+{ lib, ... }:
 {
   services.procurator-ci = {
     enable = true;
@@ -30,4 +31,7 @@
     "nix-command"
     "flakes"
   ];
+  # The VMs have no network: no binary cache to ask (the daemon's pre-flight
+  # would rightly report cache.nixos.org as `substituter_unreachable`).
+  nix.settings.substituters = lib.mkForce [ ];
 }

@@ -134,18 +134,30 @@ impl App {
             self.wake.notify_one();
             // A rebuild asks for an old commit on purpose; it supersedes nothing.
             if self.config.cancel_superseded && trigger != "rebuild" {
-                self.supersede(&view.build).await;
+                self.supersede(&view.build, branch, view.build.id).await;
             }
             Ok((view, true))
         } else {
+            if build.branch != branch {
+                self.views.stand(&build);
+            }
+            if build.branch != branch && self.config.cancel_superseded {
+                // Another branch's build of this commit stands for it here;
+                // this branch's older live builds are superseded all the
+                // same, whatever their ids.
+                self.supersede(&build, branch, i64::MAX).await;
+            }
             Ok((self.view(build), false))
         }
     }
 
-    /// Cancels the older live builds of the same branch once a newer commit
-    /// is queued: their results would be stale before they arrive.
-    async fn supersede(&self, newer: &Build) {
-        let probe = newer.clone();
+    /// Cancels the live builds of `branch` of another commit than `newer`'s
+    /// with ids below `before` once `newer` stands for the branch: their
+    /// results would be stale before they arrive.
+    async fn supersede(&self, newer: &Build, branch: &str, before: i64) {
+        let mut probe = newer.clone();
+        probe.branch = branch.to_string();
+        probe.id = before;
         let ids = match self
             .store
             .read(move |conn| queue::superseded(conn, &probe))
@@ -198,15 +210,21 @@ impl App {
             // One read for every head, then the unbuilt ones queued a few
             // at a time, so that their writes share commits: thousands of
             // heads made without the hook must not hold up a start.
+            // One head per commit: the build of a commit stands for it on
+            // every branch at it (10,000 branches at one commit are one
+            // build, and one enqueue, not 10,000).
             let (name, heads) = (repo.name.clone(), branches);
             let unbuilt = self
                 .store
                 .read(move |conn| {
                     let mut unbuilt = Vec::new();
+                    let mut commits = std::collections::HashSet::new();
                     for branch in heads {
                         if repos::validate_branch(&branch.name).is_ok()
+                            && !commits.contains(&branch.commit)
                             && !queue::ever_built(conn, &name, &branch.name, &branch.commit)?
                         {
+                            commits.insert(branch.commit.clone());
                             unbuilt.push(branch);
                         }
                     }
@@ -352,6 +370,15 @@ impl App {
     /// Queues a new build of the same repo, branch and commit.
     pub async fn rebuild(&self, id: i64) -> Result<(BuildView, bool), AppError> {
         let old = self.build(id).await?.build.build;
+        // The build exists, its repository may not: a 404 would read as
+        // "no such build".
+        if let Err(AppError::NotFound(_)) = self.find_repo(&old.repo).await {
+            return Err(AppError::Conflict(format!(
+                "build #{id} cannot be rebuilt: its repository {:?} was deleted (its builds are \
+                 kept); create the repository again and push to build it",
+                old.repo
+            )));
+        }
         self.enqueue(
             &old.repo,
             &old.branch,

@@ -43,13 +43,17 @@ impl App {
         Ok(row.map(|(n, p, d, c)| self.repo_json(n, p, d, c)))
     }
 
-    /// Creates a repository with its hook.
+    /// Creates a repository with its hook, its `HEAD` naming
+    /// `default_branch` (`main` unless given).
     pub async fn create_repo(
         self: &Arc<Self>,
         name: String,
         description: String,
+        default_branch: Option<String>,
     ) -> Result<Repo, AppError> {
         validate_description(&description)?;
+        let default_branch = default_branch.unwrap_or_else(|| DEFAULT_BRANCH.to_string());
+        validate_default_branch(&default_branch)?;
         repos::validate_repo_name(&name).map_err(|reason| {
             AppError::from(RepoError::InvalidName {
                 name: name.clone(),
@@ -59,7 +63,7 @@ impl App {
         self.refuse_when_disk_full()?;
         let files = self.repos.clone();
         let (n, d) = (name.clone(), description.clone());
-        let path = blocking(move || Ok(files.create(&n, &d)?)).await?;
+        let path = blocking(move || Ok(files.create(&n, &d, &default_branch)?)).await?;
         let repo = self.insert_repo_row(&name, &path, &description).await;
         if let Err(e) = &repo {
             tracing::error!(repo = %name, error = %e, "cannot record a new repository; removing it");
@@ -109,6 +113,21 @@ impl App {
             description.to_string(),
             created,
         ))
+    }
+
+    /// Makes `branch` the default branch of repository `name` (its bare
+    /// repository's `HEAD`): the one its headline and badge are about. The
+    /// branch need not be pushed yet.
+    pub async fn set_default_branch(&self, name: &str, branch: String) -> Result<(), AppError> {
+        validate_default_branch(&branch)?;
+        let repo = self.find_repo(name).await?;
+        let files = self.repos.clone();
+        let path = std::path::PathBuf::from(&repo.path);
+        let b = branch.clone();
+        blocking(move || Ok(files.set_head_branch(&path, &b)?)).await?;
+        self.refresh_view(&repo).await?;
+        tracing::info!(repo = %name, branch = %branch, "Default branch changed");
+        Ok(())
     }
 
     /// Every managed repository.
@@ -176,6 +195,14 @@ impl App {
     }
 }
 
+/// The default branch of a repository created without one.
+const DEFAULT_BRANCH: &str = "main";
+
+fn validate_default_branch(branch: &str) -> Result<(), AppError> {
+    repos::validate_branch(branch)
+        .map_err(|why| AppError::invalid("default_branch", format!("invalid branch name: {why}")))
+}
+
 fn validate_description(description: &str) -> Result<(), AppError> {
     crate::text::check(description, crate::text::MAX_DESCRIPTION_CHARS, true)
         .map_err(|why| AppError::invalid("description", format!("description {why}")))
@@ -231,10 +258,17 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
             });
             let files = app.repos.clone();
             let (p, d) = (path.clone(), decl.description.clone());
+            let head = decl.default_branch.clone();
             blocking(move || {
                 let current = std::fs::read_to_string(p.join("description")).unwrap_or_default();
                 if current != format!("{d}\n") {
                     files.write_description(&p, &d)?;
+                }
+                // A declared default branch is kept, as the description is.
+                if let Some(head) = head
+                    && files.head_branch(&p).as_deref() != Some(head.as_str())
+                {
+                    files.set_head_branch(&p, &head)?;
                 }
                 Ok(())
             })
@@ -243,8 +277,12 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
                 app.insert_repo_row(name, &path, &decl.description).await?;
             }
         } else {
-            app.create_repo(name.clone(), decl.description.clone())
-                .await?;
+            app.create_repo(
+                name.clone(),
+                decl.description.clone(),
+                decl.default_branch.clone(),
+            )
+            .await?;
         }
     }
     Ok(())

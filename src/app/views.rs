@@ -33,11 +33,25 @@ pub struct BuildRef {
     pub subject: Option<String>,
     pub created_ms: i64,
     pub duration_ms: Option<i64>,
+    /// It passed without testing anything (see [`nothing_tested`]).
+    pub nothing_tested: bool,
+}
+
+/// A build that passed without testing anything: the flake has no checks
+/// for this host's system. Not a plain "passed" in any list.
+pub fn nothing_tested(build: &Build) -> bool {
+    build.status == Status::Success
+        && build
+            .checks
+            .as_ref()
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(Vec::is_empty)
 }
 
 impl From<&Build> for BuildRef {
     fn from(b: &Build) -> Self {
         BuildRef {
+            nothing_tested: nothing_tested(b),
             id: b.id,
             status: b.status,
             branch: b.branch.clone(),
@@ -75,6 +89,8 @@ pub struct BuildView {
     /// What a passing build did not test.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// It passed without testing anything (see [`nothing_tested`]).
+    pub nothing_tested: bool,
     /// A cancel was asked for and the build is being stopped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
@@ -157,6 +173,7 @@ impl App {
             log_url: format!("{}/api/builds/{}/logs", self.config.public_url, build.id),
             diagnosis: Explanation::of(&build),
             notices,
+            nothing_tested: nothing_tested(&build),
             stopping,
             progress,
             build,

@@ -189,52 +189,65 @@ pub fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Output categories reported from `nix flake show`.
-const CATEGORIES: [&str; 6] = [
+/// Output categories whose first level is the system (`checks.<system>.…`).
+const PER_SYSTEM: [&str; 7] = [
     "checks",
     "packages",
     "apps",
     "devShells",
-    "nixosModules",
-    "nixosConfigurations",
+    "formatter",
+    "legacyPackages",
+    "bundlers",
 ];
 
 /// Summarises `nix flake show --json` as
-/// `{"checks": {"x86_64-linux": ["ok", …]}, "nixosModules": ["default"], …}`.
+/// `{"checks": {"x86_64-linux": ["ok", …]}, "nixosModules": ["default"],
+/// "lib": [], …}`: every output category nix reports, standard or not.
 ///
 /// Per-system categories are maps of system to names; the others are lists
-/// of names. Older Nix prints leaves as `{"type": …}` objects, newer ones may
-/// wrap them in `{"children": …}` or print `{}` for unknown leaves; all are
-/// accepted, and an unexpected shape yields what could be read.
+/// of names. A category (or a system's entry) that nix shows as one value
+/// rather than an attribute set of them (`lib`, `formatter.<system>`, a
+/// category nix does not know) has no names: an empty list, still listed.
+/// Older Nix prints leaves as `{"type": …}` objects, newer ones may wrap
+/// them in `{"children": …}` or print `{}` or `{"leaf": …}` for leaves; all
+/// are accepted, and an unexpected shape yields what could be read.
 pub fn summarize_show(show: &Value) -> Value {
     let mut summary = Map::new();
     let Some(top) = show.as_object() else {
         return Value::Object(summary);
     };
-    for category in CATEGORIES {
-        let Some(value) = top.get(category).map(unwrap_children) else {
-            continue;
-        };
-        let Some(entries) = value.as_object() else {
-            continue;
-        };
-        let per_system = matches!(category, "checks" | "packages" | "apps" | "devShells");
-        if per_system {
-            let mut systems = Map::new();
-            for (system, outputs) in entries {
-                let names: Vec<Value> = unwrap_children(outputs)
-                    .as_object()
-                    .map(|o| o.keys().cloned().map(Value::String).collect())
-                    .unwrap_or_default();
-                systems.insert(system.clone(), Value::Array(names));
+    let names = |value: &Value| -> Value {
+        let value = unwrap_children(value);
+        match value.as_object() {
+            Some(entries) if !is_leaf(value) => {
+                Value::Array(entries.keys().cloned().map(Value::String).collect())
             }
-            summary.insert(category.into(), Value::Object(systems));
-        } else {
-            let names: Vec<Value> = entries.keys().cloned().map(Value::String).collect();
-            summary.insert(category.into(), Value::Array(names));
+            _ => Value::Array(Vec::new()),
         }
+    };
+    for (category, value) in top {
+        let value = unwrap_children(value);
+        let entries = value.as_object().filter(|_| !is_leaf(value));
+        let summarized = match entries {
+            Some(systems) if PER_SYSTEM.contains(&category.as_str()) => Value::Object(
+                systems
+                    .iter()
+                    .map(|(system, outputs)| (system.clone(), names(outputs)))
+                    .collect(),
+            ),
+            _ => names(value),
+        };
+        summary.insert(category.clone(), summarized);
     }
     Value::Object(summary)
+}
+
+/// Whether `nix flake show` printed `value` as one output rather than an
+/// attribute set of them.
+fn is_leaf(value: &Value) -> bool {
+    value.get("type").is_some_and(Value::is_string)
+        || value.get("leaf").is_some()
+        || value.as_object().is_some_and(Map::is_empty)
 }
 
 fn unwrap_children(value: &Value) -> &Value {
@@ -371,7 +384,29 @@ mod tests {
         assert_eq!(summary["checks"]["x86_64-linux"], json!(["fail", "ok"]));
         assert_eq!(summary["packages"]["x86_64-linux"], json!(["default"]));
         assert_eq!(summary["nixosModules"], json!(["default"]));
-        assert!(summary.get("formatter").is_none());
+        assert_eq!(summary["formatter"], json!({"x86_64-linux": []}));
+
+        // Nix 2.8's own words for a flake-utils-like and a nixpkgs.lib-like
+        // flake: every category is listed, those without names too.
+        let all = json!({
+            "lib": {"type": "unknown"},
+            "overlays": {"default": {"type": "nixpkgs-overlay"}},
+            "legacyPackages": {"x86_64-linux": {}},
+            "templates": {"t": {"description": "t", "type": "template"}},
+            "custom": {"type": "unknown"},
+            "hydraJobs": {"a": {"name": "ok", "type": "derivation"}}
+        });
+        assert_eq!(
+            summarize_show(&all),
+            json!({
+                "custom": [],
+                "hydraJobs": ["a"],
+                "legacyPackages": {"x86_64-linux": []},
+                "lib": [],
+                "overlays": ["default"],
+                "templates": ["t"]
+            })
+        );
 
         let newer =
             json!({"checks": {"children": {"aarch64-linux": {"children": {"t": {"leaf": true}}}}}});

@@ -17,6 +17,10 @@ pub const PERIOD: Duration = Duration::from_secs(15 * 60);
 /// Longest a single nix command of the pre-flight may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Bound on one substituter's probe: a host without network must be told
+/// within seconds, not after nix's own retries.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Oldest nix with flakes (`nix flake check`) as procurator-ci runs them.
 const MIN_VERSION: (u64, u64) = (2, 4);
 
@@ -25,8 +29,8 @@ const MIN_VERSION: (u64, u64) = (2, 4);
 pub struct Warning {
     /// Stable, for clients: `nix_unusable`, `nix_too_old`, `nix_untested`,
     /// `nix_config_unreadable`, `flakes_disabled`, `build_users_missing`,
-    /// `sandbox_off`, `store_unreachable`, `trivial_build_failed`,
-    /// `evaluation_not_isolated`.
+    /// `sandbox_off`, `store_unreachable`, `substituter_unreachable`,
+    /// `trivial_build_failed`, `evaluation_not_isolated`.
     pub code: &'static str,
     /// What is wrong and what to do, for people.
     pub message: String,
@@ -172,6 +176,18 @@ pub async fn run(app: &App) -> Report {
             for (code, message) in settings.problems(uid.is_root(), &groups, remote.as_deref()) {
                 warn(&mut report, code, message);
             }
+            for (url, error) in unreachable_substituters(&settings.substituters).await {
+                warn(
+                    &mut report,
+                    "substituter_unreachable",
+                    format!(
+                        "the substituter {url} cannot be reached ({error}): nix asks it for \
+                         every path it does not have, so builds wait on it and log `unable to \
+                         download`; make it reachable, or leave it out (`substituters =` in \
+                         NIX_CONFIG or nix.conf) before the daemon starts"
+                    ),
+                );
+            }
         }
         Err(error) => warn(
             &mut report,
@@ -262,6 +278,61 @@ fn untested(version: &str) -> Option<String> {
     }
 }
 
+/// The HTTP(S) substituters among `substituters` that do not answer
+/// `nix-cache-info` within [`PROBE_TIMEOUT`], with why, probed at once. A
+/// substituter's URL is shown without its user information.
+async fn unreachable_substituters(substituters: &[String]) -> Vec<(String, String)> {
+    let probes = substituters
+        .iter()
+        .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
+        .map(|url| {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                let shown = without_userinfo(&url);
+                probe(&url).err().map(|error| (shown, error))
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut unreachable = Vec::new();
+    for probe in probes {
+        if let Ok(Some(found)) = probe.await {
+            unreachable.push(found);
+        }
+    }
+    unreachable
+}
+
+/// Asks a binary cache for `nix-cache-info`, as nix does first.
+fn probe(url: &str) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PROBE_TIMEOUT))
+        .user_agent(concat!("procurator-ci/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let info = format!("{}/nix-cache-info", url.trim_end_matches('/'));
+    match agent.get(&info).call() {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("it answered {}", response.status())),
+        Err(ureq::Error::Timeout(_)) => {
+            Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `https://user:secret@host/x` → `https://host/x`.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// `nix (Nix) 2.8.0` → `(2, 8)`.
 fn parse_version(text: &str) -> Option<(u64, u64)> {
     let number = text.split_whitespace().last()?;
@@ -276,6 +347,7 @@ struct Settings {
     experimental_features: Vec<String>,
     sandbox: String,
     store: String,
+    substituters: Vec<String>,
 }
 
 impl Settings {
@@ -294,6 +366,9 @@ impl Settings {
                 }
                 "sandbox" => settings.sandbox = value,
                 "store" => settings.store = value,
+                "substituters" => {
+                    settings.substituters = value.split_whitespace().map(str::to_string).collect()
+                }
                 _ => {}
             }
         }
@@ -386,6 +461,23 @@ mod tests {
                 "{warning}"
             );
         }
+    }
+
+    #[test]
+    fn substituters_are_read_and_shown_without_credentials() {
+        let settings = Settings::parse(&format!(
+            "{SHOW_CONFIG}substituters = https://cache.nixos.org/ file:///x\n"
+        ));
+        assert_eq!(
+            settings.substituters,
+            ["https://cache.nixos.org/", "file:///x"]
+        );
+        assert!(Settings::parse("substituters = \n").substituters.is_empty());
+        assert_eq!(
+            without_userinfo("https://u:secret@cache.example.org/a@b"),
+            "https://cache.example.org/a@b"
+        );
+        assert_eq!(without_userinfo("https://c.org"), "https://c.org");
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct RepoDecl {
     /// Shown in the API and the web page, and written to git's `description`.
     #[serde(default)]
     pub description: String,
+    /// The branch the bare repository's `HEAD` names (its headline and
+    /// badge); kept in sync at startup when set, `main` at creation unless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
 }
 
 /// When a notification fires.
@@ -302,6 +306,18 @@ impl Config {
         let config = defaults::resolve(raw, figment)?;
         validate::validate(&config, figment, runtime_files)?;
         Ok(config)
+    }
+
+    /// Warnings for environment variables of this process that look meant
+    /// for procurator-ci but are not read (a misspelt `PROCURATOR_CI_`
+    /// prefix), each naming the variable and the closest one it reads.
+    pub fn foreign_environment() -> Vec<String> {
+        let keys: Vec<String> = match serde_json::to_value(RawConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        source::foreign_variables(names, &keys)
     }
 
     /// The configuration as TOML, suitable for loading again.

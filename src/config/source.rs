@@ -56,6 +56,49 @@ fn unknown_key(found: &str, expected: &[&str]) -> String {
     )
 }
 
+/// Environment variables that look meant for procurator-ci but that it
+/// does not read (`PROCURATOR_BIND_ADDRESS`, `PROCURATORCI_WORKERS`): every
+/// name starting with `PROCURATOR` outside `PROCURATOR_CI_*`, each with why
+/// and the closest name it reads when one is plausible. A typo in a prefix
+/// would otherwise leave a setting silently unapplied.
+pub(super) fn foreign_variables(
+    names: impl IntoIterator<Item = String>,
+    keys: &[String],
+) -> Vec<String> {
+    let known: Vec<String> = keys
+        .iter()
+        .map(|key| format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()))
+        .chain(std::iter::once(format!("{ENV_PREFIX}CONFIG")))
+        .collect();
+    let mut found: Vec<String> = names
+        .into_iter()
+        .filter(|name| {
+            let upper = name.to_ascii_uppercase();
+            upper.starts_with("PROCURATOR") && !upper.starts_with(ENV_PREFIX)
+        })
+        .map(|name| {
+            let upper = name.to_ascii_uppercase();
+            let closest = known
+                .iter()
+                .map(|k| (edit_distance(&upper, k), k))
+                .min()
+                .filter(|(distance, k)| *distance <= 3.max(k.len() / 4));
+            match closest {
+                Some((_, k)) => format!(
+                    "the environment variable {name} is not read by procurator-ci (its variables \
+                     start with {ENV_PREFIX}); did you mean {k}?"
+                ),
+                None => format!(
+                    "the environment variable {name} is not read by procurator-ci (its variables \
+                     start with {ENV_PREFIX})"
+                ),
+            }
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// Levenshtein distance between `a` and `b`, by characters.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -131,6 +174,36 @@ mod tests {
             assert!(err.contains("descripton"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn foreign_procurator_variables_are_named_with_the_closest_known_one() {
+        let keys = ["bind_address".to_string(), "workers".to_string()];
+        let said = super::foreign_variables(
+            [
+                "PROCURATOR_BIND_ADDRESS",
+                "PROCURATORCI_WORKERS",
+                "PROCURATOR_CI_WORKERS",
+                "PROCURATOR_CI_CONFIG",
+                "procurator_ci_workers",
+                "PROCURATOR_SOMETHING_ELSE_ENTIRELY",
+                "PATH",
+            ]
+            .map(String::from),
+            &keys,
+        );
+        assert_eq!(
+            said,
+            [
+                "the environment variable PROCURATORCI_WORKERS is not read by procurator-ci (its \
+                 variables start with PROCURATOR_CI_); did you mean PROCURATOR_CI_WORKERS?",
+                "the environment variable PROCURATOR_BIND_ADDRESS is not read by procurator-ci \
+                 (its variables start with PROCURATOR_CI_); did you mean \
+                 PROCURATOR_CI_BIND_ADDRESS?",
+                "the environment variable PROCURATOR_SOMETHING_ELSE_ENTIRELY is not read by \
+                 procurator-ci (its variables start with PROCURATOR_CI_)",
+            ]
+        );
     }
 
     #[test]

@@ -261,6 +261,15 @@ pub(super) fn validate(
                 &reason,
             ));
         }
+        if let Some(branch) = &decl.default_branch
+            && let Err(reason) = crate::repos::validate_branch(branch)
+        {
+            return Err(invalid(
+                &format!("repos.{name}.default_branch"),
+                format!("{branch:?}"),
+                &format!("is not a branch name procurator-ci builds: it {reason}"),
+            ));
+        }
     }
     validate_cache(config, figment, runtime_files)?;
     validate_local_inputs(config, figment)

@@ -2,6 +2,7 @@
 //! metrics, notifications of finished builds and backups.
 
 pub mod backup;
+pub mod instance;
 pub mod metrics;
 pub mod notify;
 pub mod systemd;

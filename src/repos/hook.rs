@@ -91,14 +91,25 @@ pub fn post_receive(socket: &Path, repo: &str, input: &mut impl Read, out: &mut 
             Ok((status, reply)) if status == 201 || status == 200 => {
                 let id = reply.get("id").and_then(Value::as_i64).unwrap_or_default();
                 let url = reply.get("url").and_then(Value::as_str).unwrap_or_default();
-                let verb = if status == 201 {
-                    "queued"
-                } else {
-                    "already queued"
+                let built_on = reply.get("branch").and_then(Value::as_str);
+                let state = reply.get("status").and_then(Value::as_str);
+                let verb = match (status, state) {
+                    (201, _) => "queued",
+                    (_, Some("success")) => "already passed",
+                    (_, Some("failed")) => "already failed",
+                    _ => "already queued",
+                };
+                // One build per commit and repository: a commit another
+                // branch's build stands for is not built again.
+                let shared = match built_on {
+                    Some(other) if other != update.branch => {
+                        format!(" (the same commit's build on {other})")
+                    }
+                    _ => String::new(),
                 };
                 let _ = writeln!(
                     out,
-                    "procurator-ci: build #{id} {verb} for {} ({short}) — {url}",
+                    "procurator-ci: build #{id} {verb} for {} ({short}){shared} — {url}",
                     update.branch
                 );
             }
@@ -268,10 +279,11 @@ fn run_chained(input: &[u8], out: &mut impl Write) {
 pub fn pre_receive(input: &mut impl Read, out: &mut impl Write) -> bool {
     let mut raw = Vec::new();
     let _ = input.read_to_end(&mut raw);
-    let mut accepted = true;
-    for update in parse_updates(&String::from_utf8_lossy(&raw)) {
+    let updates = parse_updates(&String::from_utf8_lossy(&raw));
+    let mut refused = Vec::new();
+    for update in &updates {
         if let Err(reason) = crate::repos::validate_branch(&update.branch) {
-            accepted = false;
+            refused.push(update.branch.as_str());
             let _ = writeln!(
                 out,
                 "procurator-ci: refusing the push: branch {:?} cannot be built: its name {reason}",
@@ -279,8 +291,26 @@ pub fn pre_receive(input: &mut impl Read, out: &mut impl Write) -> bool {
             );
         }
     }
+    // git refuses a push whole: a good branch beside a refused one is not
+    // stored either, and its pusher is told why rather than left guessing.
+    let refused_names = refused
+        .iter()
+        .map(|b| format!("{b:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let good = updates
+        .iter()
+        .filter(|u| !refused.is_empty() && !refused.contains(&u.branch.as_str()));
+    for update in good {
+        let _ = writeln!(
+            out,
+            "procurator-ci: branch {:?} is not pushed either: a push is refused whole, and it \
+             carries {refused_names}; push {:?} on its own, or rename the refused branch",
+            update.branch, update.branch
+        );
+    }
     let _ = out.flush();
-    accepted
+    refused.is_empty()
 }
 
 /// Runs the `pre-receive` hook on this process's stdin and stdout.
@@ -315,7 +345,18 @@ mod tests {
         assert_eq!(
             said,
             "procurator-ci: refusing the push: branch \"feature/ä-x\" cannot be built: its name \
-             must be printable ASCII, so that no branch can pass for another (found 'ä' U+00E4)\n"
+             must be printable ASCII, so that no branch can pass for another (found 'ä' U+00E4)\n\
+             procurator-ci: branch \"main\" is not pushed either: a push is refused whole, and it \
+             carries \"feature/ä-x\"; push \"main\" on its own, or rename the refused branch\n"
+        );
+        let mut out = Vec::new();
+        let dash = format!("{zero} {a} refs/heads/-x\n");
+        assert!(!pre_receive(&mut dash.as_bytes(), &mut out));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "procurator-ci: refusing the push: branch \"-x\" cannot be built: its name must not \
+             have a path component starting with '-' (git and other tools would read it as an \
+             option)\n"
         );
     }
 

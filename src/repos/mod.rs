@@ -121,7 +121,17 @@ impl RepoFiles {
 
     /// Creates a bare repository with the hook installed. It is built under a
     /// temporary name and renamed into place, so a failure leaves nothing.
-    pub fn create(&self, name: &str, description: &str) -> Result<PathBuf, RepoError> {
+    pub fn create(
+        &self,
+        name: &str,
+        description: &str,
+        default_branch: &str,
+    ) -> Result<PathBuf, RepoError> {
+        validate_branch(default_branch).map_err(|reason| RepoError::InvalidName {
+            name: default_branch.to_string(),
+            reason,
+        })?;
+        let initial = format!("--initial-branch={default_branch}");
         let path = self.path_of(name)?;
         if path.exists() {
             return Err(RepoError::Exists(name.to_string()));
@@ -137,7 +147,7 @@ impl RepoFiles {
                     "init".as_ref(),
                     "--bare".as_ref(),
                     "--quiet".as_ref(),
-                    "--initial-branch=main".as_ref(),
+                    initial.as_ref(),
                     "--".as_ref(),
                     staging.as_os_str(),
                 ],
@@ -156,6 +166,31 @@ impl RepoFiles {
             let _ = fs::remove_dir_all(&staging);
         }
         result.map(|()| path)
+    }
+
+    /// The branch the bare repository's `HEAD` names: its default branch,
+    /// which need not exist yet. `None` for a detached or unreadable `HEAD`.
+    /// Read from the file, as git writes it, without starting git.
+    pub fn head_branch(&self, repo: &Path) -> Option<String> {
+        let head = fs::read_to_string(repo.join("HEAD")).ok()?;
+        let branch = head.trim_end().strip_prefix("ref: refs/heads/")?;
+        validate_branch(branch).ok()?;
+        Some(branch.to_string())
+    }
+
+    /// Makes `branch` the repository's default branch (its `HEAD`), as
+    /// `git symbolic-ref HEAD refs/heads/<branch>` would.
+    pub fn set_head_branch(&self, repo: &Path, branch: &str) -> Result<(), RepoError> {
+        validate_branch(branch).map_err(|reason| RepoError::InvalidName {
+            name: branch.to_string(),
+            reason,
+        })?;
+        atomic_write(
+            &repo.join("HEAD"),
+            format!("ref: refs/heads/{branch}\n").as_bytes(),
+            0o644,
+        )
+        .map_err(io_error(format!("cannot write HEAD in {}", repo.display())))
     }
 
     /// Writes git's own `description` file, which other git tools show.

@@ -84,13 +84,17 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
     }
     for component in branch.split('/') {
         if component.starts_with('.') {
-            return Err("no path component may start with '.'".into());
+            return Err("must not have a path component starting with '.'".into());
         }
         if component.starts_with('-') {
-            return Err("no path component may start with '-'".into());
+            return Err(
+                "must not have a path component starting with '-' (git and other tools would \
+                 read it as an option)"
+                    .into(),
+            );
         }
         if component.ends_with(".lock") {
-            return Err("no path component may end with '.lock'".into());
+            return Err("must not have a path component ending in '.lock'".into());
         }
     }
     Ok(())

@@ -12,7 +12,8 @@
 //! batch commits, in the order of the changes, so the view is never behind
 //! the database. Loads run as writer jobs too, so no build change can fall
 //! between a load and the changes after it. Only current heads keep build state, so memory follows
-//! the branches that exist, not every branch ever built.
+//! the branches that exist, not every branch ever built. A branch whose head
+//! commit was built on another branch shows that build (`standing`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,62 +25,18 @@ use serde::Serialize;
 
 use crate::app::{App, AppError, BuildRef, Repo, blocking};
 use crate::build::queue::{self, Build, Status};
-use crate::ops::metrics::{
-    BuildStats, Finished, STATS_WINDOW, finished_builds, finished_per_branch,
-};
+use crate::ops::metrics::{BuildStats, STATS_WINDOW, finished_builds, finished_per_branch};
 use crate::repos::Branch;
 use crate::storage::store::StoreError;
 
 mod page;
+mod standing;
+mod window;
 
 use page::{Answer, gzip, page_json, range_of};
 pub use page::{BRANCH_PAGE_DEFAULT, BRANCH_PAGE_MAX, BranchPage};
-
-/// The newest finished builds by id, at most `STATS_WINDOW`, newest first:
-/// what the statistics are computed from, kept so that a build finishing
-/// updates them without a query.
-#[derive(Debug, Clone, Default)]
-struct Window(Vec<Finished>);
-
-impl Window {
-    fn new(mut finished: Vec<Finished>) -> Window {
-        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.id));
-        finished.dedup_by_key(|f| f.id);
-        finished.truncate(STATS_WINDOW as usize);
-        Window(finished)
-    }
-
-    /// Counts a build that has just finished, where its id puts it (the
-    /// statistics look at the newest ids, as the queries do).
-    fn add(&mut self, finished: Finished) {
-        let at = self.0.partition_point(|f| f.id > finished.id);
-        if at >= STATS_WINDOW as usize || self.0.get(at).is_some_and(|f| f.id == finished.id) {
-            return;
-        }
-        self.0.insert(at, finished);
-        self.0.truncate(STATS_WINDOW as usize);
-    }
-
-    fn stats(&self) -> BuildStats {
-        BuildStats::of(&self.0)
-    }
-}
-
-/// What `build` adds to the statistics: successes and failures only.
-fn finished(build: &Build) -> Option<Finished> {
-    matches!(build.status, Status::Success | Status::Failed).then(|| Finished {
-        id: build.id,
-        success: build.status == Status::Success,
-        duration_ms: build.duration_ms,
-    })
-}
-
-/// A newer build (or the same one, changed) replaces `latest`.
-fn newer(latest: &mut Option<BuildRef>, build: &Build) {
-    if latest.as_ref().is_none_or(|l| l.id <= build.id) {
-        *latest = Some(BuildRef::from(build));
-    }
-}
+use standing::shown;
+use window::{Window, finished, newer};
 
 /// One branch head and its builds.
 #[derive(Debug)]
@@ -103,22 +60,31 @@ struct BranchJson<'a> {
 }
 
 impl BranchState {
-    fn new(name: &str, commit: String, (latest, finished): (Option<BuildRef>, Window)) -> Self {
+    fn new(
+        name: &str,
+        commit: String,
+        (latest, finished): (Option<BuildRef>, Window),
+        standing: &HashMap<String, BuildRef>,
+    ) -> Self {
         let mut state = BranchState {
             commit,
             latest,
             finished,
             json: Bytes::new(),
         };
-        state.render(name);
+        state.render(name, standing);
         state
     }
 
-    fn render(&mut self, name: &str) {
+    fn render(&mut self, name: &str, standing: &HashMap<String, BuildRef>) {
         let json = BranchJson {
             name,
             commit: &self.commit,
-            latest_build: self.latest.as_ref(),
+            latest_build: shown(
+                self.latest.as_ref(),
+                standing.get(&self.commit),
+                &self.commit,
+            ),
             stats: self.finished.stats(),
         };
         self.json = serde_json::to_vec(&json)
@@ -131,10 +97,15 @@ impl BranchState {
 #[derive(Debug)]
 struct RepoState {
     repo: Repo,
+    /// The branch the bare repository's `HEAD` names: the default branch.
+    head: Option<String>,
     /// By name, in git's order of refs.
     branches: BTreeMap<String, BranchState>,
     /// The newest build of any branch, deleted ones included.
     last_build: Option<BuildRef>,
+    /// The newest queued, running, passed or failed build of each commit
+    /// built: what a branch at that commit shows when it has none of its own.
+    standing: HashMap<String, BuildRef>,
     finished: Window,
     /// The branches in page order and the default page, made on the first
     /// request after a change.
@@ -145,7 +116,7 @@ struct RepoState {
 /// (`repo` is set), or some of its branches.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    repo: Option<(Option<BuildRef>, Window)>,
+    repo: Option<(Option<BuildRef>, Window, HashMap<String, BuildRef>)>,
     branches: HashMap<String, (Option<BuildRef>, Window)>,
 }
 
@@ -156,6 +127,7 @@ fn load(
     conn: &Connection,
     repo: &str,
     names: &[String],
+    commits: &[String],
     whole: bool,
 ) -> Result<Loaded, StoreError> {
     if !whole {
@@ -189,8 +161,18 @@ fn load(
         .collect();
     let last = queue::latest_of_repo(conn, repo)?;
     let finished = finished_builds(conn, repo, None, STATS_WINDOW)?;
+    let heads: HashSet<&str> = commits.iter().map(String::as_str).collect();
+    let standing = queue::standing_per_commit(conn, repo)?
+        .iter()
+        .filter(|b| heads.contains(b.commit.as_str()))
+        .map(|b| (b.commit.clone(), BuildRef::from(b)))
+        .collect();
     Ok(Loaded {
-        repo: Some((last.as_ref().map(BuildRef::from), Window::new(finished))),
+        repo: Some((
+            last.as_ref().map(BuildRef::from),
+            Window::new(finished),
+            standing,
+        )),
         branches,
     })
 }
@@ -287,15 +269,19 @@ impl RepoViews {
             .map(|state| state.branches.contains_key(branch))
     }
 
+    /// The default branch of `repo` (its `HEAD`); `None` outside when not
+    /// loaded, inside when `HEAD` names no branch.
+    pub fn default_branch(&self, repo: &str) -> Option<Option<String>> {
+        self.state().get(repo).map(|state| state.head.clone())
+    }
+
     /// The status of the latest build of `branch`, `None` when the branch
     /// does not exist or has no build; `None` outside when not loaded.
     pub fn branch_status(&self, repo: &str, branch: &str) -> Option<Option<Status>> {
         self.state().get(repo).map(|state| {
-            state
-                .branches
-                .get(branch)
-                .and_then(|b| b.latest.as_ref())
-                .map(|l| l.status)
+            let branch = state.branches.get(branch)?;
+            let standing = state.standing.get(&branch.commit);
+            shown(branch.latest.as_ref(), standing, &branch.commit).map(|l| l.status)
         })
     }
 
@@ -353,7 +339,7 @@ impl RepoViews {
         };
         if head.commit != commit {
             head.commit = commit.to_string();
-            head.render(branch);
+            head.render(branch, &repo.standing);
             repo.answer = None;
         }
         Pushed::Moved
@@ -361,10 +347,10 @@ impl RepoViews {
 
     /// Installs what a load read, with the heads it was for. Runs on the
     /// writer thread, in commit order.
-    fn install(&self, repo: Repo, heads: Heads, loaded: &mut Loaded) {
+    fn install(&self, repo: Repo, heads: Heads, head: Option<String>, loaded: &mut Loaded) {
         let mut state = self.state();
         let name = repo.name.clone();
-        if let Some((last_build, finished)) = loaded.repo.take() {
+        if let Some((last_build, finished, standing)) = loaded.repo.take() {
             let Heads::All(heads) = heads else {
                 return;
             };
@@ -372,7 +358,7 @@ impl RepoViews {
                 .into_iter()
                 .map(|b| {
                     let builds = loaded.branches.remove(&b.name).unwrap_or_default();
-                    let branch = BranchState::new(&b.name, b.commit, builds);
+                    let branch = BranchState::new(&b.name, b.commit, builds, &standing);
                     (b.name, branch)
                 })
                 .collect();
@@ -380,8 +366,10 @@ impl RepoViews {
                 name,
                 RepoState {
                     repo,
+                    head,
                     branches,
                     last_build,
+                    standing,
                     finished,
                     answer: None,
                 },
@@ -392,7 +380,12 @@ impl RepoViews {
         let Some(view) = state.get_mut(&name) else {
             return;
         };
+        // A push (`Heads::One`) does not read `HEAD`; a scan does.
         let mut changed = false;
+        if matches!(heads, Heads::All(_)) && view.head != head {
+            view.head = head;
+            changed = true;
+        }
         let mut add = |view: &mut RepoState, b: Branch, loaded: &mut Loaded| match view
             .branches
             .get_mut(&b.name)
@@ -400,12 +393,12 @@ impl RepoViews {
             Some(known) if known.commit == b.commit => {}
             Some(known) => {
                 known.commit = b.commit;
-                known.render(&b.name);
+                known.render(&b.name, &view.standing);
                 changed = true;
             }
             None => {
                 let builds = loaded.branches.remove(&b.name).unwrap_or_default();
-                let branch = BranchState::new(&b.name, b.commit, builds);
+                let branch = BranchState::new(&b.name, b.commit, builds, &view.standing);
                 view.branches.insert(b.name, branch);
                 changed = true;
             }
@@ -441,12 +434,33 @@ impl RepoViews {
         if let Some(done) = done {
             view.finished.add(done);
         }
+        let standing = view.standing.get(&build.commit).map(|s| s.id);
+        if build.status == Status::Cancelled {
+            // A cancelled build stands for its commit no more.
+            if standing == Some(build.id) {
+                view.standing.remove(&build.commit);
+            }
+        } else if standing.is_none_or(|id| id <= build.id)
+            && view.branches.values().any(|b| b.commit == build.commit)
+        {
+            // Kept for current heads only: memory follows the branches.
+            view.standing
+                .insert(build.commit.clone(), BuildRef::from(build));
+        }
         if let Some(branch) = view.branches.get_mut(&build.branch) {
             newer(&mut branch.latest, build);
             if let Some(done) = done {
                 branch.finished.add(done);
             }
-            branch.render(&build.branch);
+        }
+        // Every branch at the commit shows it: its own, or the one standing.
+        let RepoState {
+            branches, standing, ..
+        } = view;
+        for (name, branch) in branches.iter_mut() {
+            if branch.commit == build.commit || *name == build.branch {
+                branch.render(name, standing);
+            }
         }
         view.answer = None;
     }
@@ -515,17 +529,19 @@ impl App {
         let _held = lock.lock().await;
         let files = self.repos.clone();
         let path = PathBuf::from(&repo.path);
-        let heads = blocking(move || Ok(files.branches(&path)?)).await?;
+        let (heads, head) =
+            blocking(move || Ok((files.branches(&path)?, files.head_branch(&path)))).await?;
         let unknown = self.views.unknown(&repo.name, &heads);
         let whole = unknown.is_none();
         let names = unknown.unwrap_or_else(|| heads.iter().map(|b| b.name.clone()).collect());
+        let commits: Vec<String> = heads.iter().map(|b| b.commit.clone()).collect();
         let (views, row, all) = (self.views.clone(), repo.clone(), heads.clone());
         let repo_name = repo.name.clone();
         let (name, undo) = (repo.name.clone(), self.views.clone());
         self.store
             .write_then(
-                move |conn| load(conn, &name, &names, whole),
-                move |loaded| views.install(row, Heads::All(all), loaded),
+                move |conn| load(conn, &name, &names, &commits, whole),
+                move |loaded| views.install(row, Heads::All(all), head, loaded),
                 move |_| undo.remove(&repo_name),
             )
             .await?;
@@ -555,8 +571,8 @@ impl App {
         let loaded = self
             .store
             .write_then(
-                move |conn| load(conn, &name, &names, false),
-                move |loaded| views.install(row, Heads::One(head), loaded),
+                move |conn| load(conn, &name, &names, &[], false),
+                move |loaded| views.install(row, Heads::One(head), None, loaded),
                 move |_| undo.remove(&repo_name),
             )
             .await;
@@ -600,6 +616,13 @@ impl App {
             .await
     }
 
+    /// The default branch of repository `name` (its `HEAD`), `None` when
+    /// `HEAD` names no branch.
+    pub async fn default_branch(&self, name: &str) -> Result<Option<String>, AppError> {
+        self.read_view(name, |views| views.default_branch(name))
+            .await
+    }
+
     /// The status of the latest build of `branch` of repository `name`;
     /// `None` when the branch does not exist or has no build.
     pub async fn branch_status(
@@ -609,34 +632,5 @@ impl App {
     ) -> Result<Option<Status>, AppError> {
         self.read_view(name, |views| views.branch_status(name, branch))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn done(id: i64, success: bool) -> Finished {
-        Finished {
-            id,
-            success,
-            duration_ms: Some(id),
-        }
-    }
-
-    #[test]
-    fn the_window_keeps_the_newest_ids_whatever_the_order_of_finishing() {
-        let mut window = Window::default();
-        for id in (1..=30).rev() {
-            window.add(done(id, id % 2 == 0));
-        }
-        window.add(done(25, false));
-        let ids: Vec<i64> = window.0.iter().map(|f| f.id).collect();
-        assert_eq!(ids, (11..=30).rev().collect::<Vec<_>>());
-        window.add(done(5, true));
-        assert_eq!(window.0.len(), STATS_WINDOW as usize);
-        assert_eq!(window.0.last().unwrap().id, 11);
-        let loaded = Window::new((1..=30).map(|id| done(id, id % 2 == 0)).collect());
-        assert_eq!(loaded.stats(), window.stats());
     }
 }

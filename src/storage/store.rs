@@ -348,6 +348,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (build_id, target)
     );
     CREATE INDEX cache_pushes_due ON cache_pushes (status, next_at);",
+    // 7: many refs at one commit (issue 25): the scan asks, per branch head,
+    // whether its commit has a build on that branch or a standing one on
+    // any; one seek whatever the statistics say, so it stays linear.
+    "DROP INDEX builds_by_commit;
+    CREATE INDEX builds_by_commit_branch ON builds (repo_name, commit_hash, branch);
+    ANALYZE;",
 ];
 
 /// The schema version this binary migrates to.
@@ -453,6 +459,12 @@ impl Store {
             });
         }
         migrate(&mut writer)?;
+        // Statistics for the planner, refreshed where they are stale (cheap
+        // when they are not): without them SQLite may pick an index that
+        // makes a scan of many branches quadratic.
+        writer
+            .execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")
+            .db()?;
         let reserve = Arc::new(Reserve::new(path));
         let (sender, receiver) = mpsc::channel::<Job>();
         let writer_reserve = reserve.clone();

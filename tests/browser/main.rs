@@ -12,6 +12,7 @@ mod check_progress;
 mod daily_use;
 mod driver;
 mod live;
+mod newcomer;
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -191,6 +191,8 @@ impl Daemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .env_remove("PROCURATOR_CI_CONFIG")
+            // Ours, not the daemon's: it would warn that it does not read it.
+            .env_remove(BINARY_VARIABLE)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         for (k, v) in &self.extra_env {

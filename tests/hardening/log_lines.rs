@@ -3,7 +3,6 @@
 //! plain and pretty formats the daemon's log keeps it on the one line of
 //! the refusal, escaped; no line of the log is the receiver's.
 
-
 use crate::common::{self, Daemon, Work, nonce};
 
 /// What the receiver answers: text that would read as the daemon's own

@@ -24,10 +24,24 @@ fn delete_needs_confirmation_and_keeps_history() {
     assert_eq!(status, 204);
     assert!(!daemon.repo_path("gone").exists());
     assert_eq!(daemon.get("/api/repos/gone").0, 404);
-    assert_eq!(
-        builds_of(&daemon, "gone").len(),
-        1,
-        "history stays readable"
+    let kept = builds_of(&daemon, "gone");
+    assert_eq!(kept.len(), 1, "history stays readable");
+    // Its builds cannot be rebuilt, and the answer says why rather than a
+    // 404 that reads as "no such build" (issue 24).
+    let id = kept[0]["id"].as_i64().unwrap();
+    daemon.wait_final(id);
+    let (status, body) = daemon.request(
+        "POST",
+        &format!("/api/builds/{id}/rebuild"),
+        None,
+        Some(&token),
+    );
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("build #{id} cannot be rebuilt"))
+            && message.contains("\"gone\" was deleted"),
+        "{body}"
     );
     assert_eq!(daemon.create_repo("gone")["name"], "gone");
     let (status, _) = daemon.post("/api/repos", &json!({"name": "gone"}));

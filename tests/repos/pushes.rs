@@ -56,8 +56,15 @@ fn three_branches_three_builds_deletions_and_tags_none() {
     work.push(&["HEAD:main"]);
     let base = builds_of(&daemon, "multi").len();
     assert_eq!(base, 1);
-    work.commit("next");
-    let output = work.push(&["HEAD:main", "HEAD:refs/heads/a", "HEAD:refs/heads/b/c"]);
+    // Three commits: one commit on several branches is built once.
+    let for_main = work.commit("next");
+    let for_a = work.commit("for a");
+    work.commit("for b/c");
+    let output = work.push(&[
+        &format!("{for_main}:refs/heads/main"),
+        &format!("{for_a}:refs/heads/a"),
+        "HEAD:refs/heads/b/c",
+    ]);
     let builds = builds_of(&daemon, "multi");
     assert_eq!(builds.len(), 4, "{output}");
     let mut branches: Vec<&str> = builds[..3]
@@ -270,6 +277,30 @@ fn a_branch_name_that_cannot_be_built_is_refused_at_push_time_with_the_reason() 
     let refs = git(&path, &["for-each-ref", "--format=%(refname)"]);
     assert!(refs.trim().is_empty(), "{refs}");
     assert!(builds_of(&daemon, "names").is_empty());
+    // A good branch beside a refused one is told why it was not stored;
+    // a leading '-' gets a sentence, not a garble (issue 24).
+    let out = std::process::Command::new("git")
+        .args([
+            "push",
+            "origin",
+            "HEAD:refs/heads/good",
+            "HEAD:refs/heads/-x",
+        ])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the push was accepted: {said}");
+    assert!(
+        said.contains(
+            "branch \"-x\" cannot be built: its name must not have a path component starting \
+             with '-'"
+        ) && said.contains(
+            "procurator-ci: branch \"good\" is not pushed either: a push is refused whole, and \
+             it carries \"-x\""
+        ),
+        "{said}"
+    );
     // A buildable name goes through as before.
     let output = work.push(&["HEAD:refs/heads/feature/a-x"]);
     assert!(output.contains("queued for feature/a-x"), "{output}");
@@ -325,4 +356,117 @@ fn a_commit_with_submodules_is_fetched_with_them() {
     assert_eq!(build["status"], "success", "{build}\n{log}");
     assert!(log.contains("&submodules=1"), "{log}");
     assert!(log.contains(&format!("sub> {marker}")), "{log}");
+}
+
+/// Issue 25: one commit pushed on many branches in one push is built once,
+/// and that build is shown on every branch at the commit; neither the scan
+/// nor a restart queues the rest; a commit already built elsewhere that a
+/// branch moves to supersedes that branch's older live build.
+#[test]
+fn one_commit_on_many_branches_is_built_once_and_shown_on_every_branch() {
+    let mut daemon = Daemon::start("");
+    let token = daemon.token();
+    daemon.create_repo("many");
+    let work = Work::clone(&daemon.repo_path("many"));
+    let commit = work.commit_flake(&[("ok", &common::ok_script())]);
+    let refs: Vec<String> = (0..120)
+        .map(|i| format!("HEAD:refs/heads/b{i:03}"))
+        .collect();
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let said = work.push(&refs);
+    let builds = builds_of(&daemon, "many");
+    assert_eq!(builds.len(), 1, "{said}");
+    let id = builds[0]["id"].as_i64().unwrap();
+    let built_on = builds[0]["branch"].as_str().unwrap().to_string();
+    assert!(
+        said.contains(&format!("(the same commit's build on {built_on})")),
+        "{said}"
+    );
+    daemon.wait_final(id);
+    // The scan and a restart find every head's commit built.
+    let (status, scanned) = daemon.request("POST", "/api/repos/many/scan", None, Some(&token));
+    assert_eq!(status, 200, "{scanned}");
+    assert_eq!(scanned["queued"], json!([]), "{scanned}");
+    daemon.stop();
+    daemon.spawn();
+    assert_eq!(builds_of(&daemon, "many").len(), 1);
+    let (_, view) = daemon.get("/api/repos/many?branches_limit=1000");
+    let branches = view["branches"].as_array().unwrap();
+    assert_eq!(branches.len(), 120, "{view}");
+    for branch in branches {
+        assert_eq!(branch["latest_build"]["id"], id, "{branch}");
+        assert_eq!(branch["latest_build"]["status"], "success", "{branch}");
+    }
+    let (_, svg) = daemon.request_text("GET", "/api/repos/many/badge.svg?branch=b077", None, None);
+    assert!(svg.contains("passing"), "{svg}");
+
+    // A branch with a slow build of another commit moves to the commit
+    // built: nothing is queued, and the slow build is superseded.
+    let slow = work.commit_flake(&[("slow", "/bin/sleep 30; echo ok > $out")]);
+    work.push(&["HEAD:refs/heads/b005"]);
+    let slow_id = daemon.build_of("b005", &slow);
+    daemon.wait_build(slow_id, Duration::from_secs(20), |b| {
+        b["status"] == "running"
+    });
+    let said = work.push(&["--force", &format!("{commit}:refs/heads/b005")]);
+    assert!(
+        said.contains(&format!("build #{id} already passed for b005")),
+        "{said}"
+    );
+    let cancelled = daemon.wait_final(slow_id);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(builds_of(&daemon, "many").len(), 2);
+    let (_, view) = daemon.get("/api/repos/many?branches_limit=1000");
+    let b005 = view["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "b005")
+        .unwrap()
+        .clone();
+    assert_eq!(b005["latest_build"]["id"], id, "{b005}");
+}
+
+/// Issue 25: a restart finds 10,000 branches at one unbuilt commit (made
+/// while it was away): it queues one build, shows it on every branch, and
+/// answers soon. The bound here is functional and generous (a debug build
+/// on a shared machine); the figure is in docs/performance.md.
+#[test]
+fn a_restart_with_ten_thousand_branches_at_one_commit_queues_one_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n",
+        &[],
+    );
+    daemon.spawn();
+    daemon.create_repo("wide");
+    let work = Work::clone(&daemon.repo_path("wide"));
+    let first = work.commit("one");
+    work.push(&["HEAD:main"]);
+    daemon.wait_final(daemon.build_of("main", &first));
+    daemon.stop();
+    let commit = work.commit("two");
+    work.push(&["HEAD:refs/heads/carrier"]);
+    let names: Vec<String> = (0..10_000).map(|i| format!("b{i:05}")).collect();
+    common::create_branches(
+        &daemon.repo_path("wide"),
+        names.iter().map(|n| (n.as_str(), commit.as_str())),
+    );
+    let started = std::time::Instant::now();
+    daemon.spawn();
+    let (status, page) = daemon.get("/api/repos/wide?branches_limit=1000");
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200, "{page}");
+    eprintln!("restart with 10,002 branches → first answer: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    assert_eq!(page["branches_total"], 10_002);
+    let builds = builds_of(&daemon, "wide");
+    assert_eq!(builds.len(), 2, "one build for 10,001 heads at one commit");
+    let id = builds[0]["id"].clone();
+    for branch in page["branches"].as_array().unwrap() {
+        if branch["name"] != "main" {
+            assert_eq!(branch["latest_build"]["id"], id, "{branch}");
+        }
+    }
 }

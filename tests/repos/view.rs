@@ -214,8 +214,11 @@ fn the_repository_view_is_rebuilt_at_start_with_the_pushes_made_meanwhile() {
     let work = Work::clone(&daemon.repo_path("kept"));
     let c1 = work.commit("one");
     work.push(&["HEAD:main", "HEAD:refs/heads/side"]);
-    daemon.wait_final(daemon.build_of("main", &c1));
-    daemon.wait_final(daemon.build_of("side", &c1));
+    // One build per commit and repository: side shows main's.
+    let b1 = daemon.build_of("main", &c1);
+    daemon.wait_final(b1);
+    let (_, view) = daemon.get("/api/repos/kept");
+    assert_eq!(branch_in(&view, "side").unwrap()["latest_build"]["id"], b1);
     let c2 = work.commit("two");
     work.push(&["HEAD:main"]);
     daemon.wait_final(daemon.build_of("main", &c2));
@@ -364,11 +367,11 @@ fn the_repository_view_pages_its_branches_newest_build_first() {
     let main_commit = work.commit("main");
     work.push(&["HEAD:main"]);
     let main_build = daemon.build_of("main", &main_commit);
-    // 250 more branches in one push, after main: main's build is the
+    // 250 more branches in one push, after main, each at its own commit
+    // (one commit on many branches is built once): main's build is the
     // oldest, so main is on no page but the last.
-    let commit = work.commit("wide");
     let refspecs: Vec<String> = (0..250)
-        .map(|i| format!("HEAD:refs/heads/b-{i:03}"))
+        .map(|i| format!("{}:refs/heads/b-{i:03}", work.commit(&format!("wide {i}"))))
         .collect();
     let pushed = work.push(&refspecs.iter().map(String::as_str).collect::<Vec<_>>());
     let latest = |branch: &str| -> i64 {
@@ -459,7 +462,6 @@ fn the_repository_view_pages_its_branches_newest_build_first() {
     let (_, names) = page_names(&daemon, "?branches_limit=3");
     assert_eq!(names[0], "b-000");
     assert_eq!(latest("b-000"), daemon.build_of("b-000", &again));
-    assert_ne!(commit, again);
 
     // Bad values name their field.
     for (query, field) in [
@@ -482,4 +484,70 @@ fn the_repository_view_pages_its_branches_newest_build_first() {
             .contains("branches_page"),
         "{body}"
     );
+}
+
+/// Issue 24: the default branch is the bare repository's `HEAD` (given at
+/// creation, changeable with `PATCH`, declared in the configuration), not
+/// the branch built last; badges without `?branch` follow it.
+#[test]
+fn the_default_branch_is_head_and_badges_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "[repos.declared]\ndefault_branch = \"develop\"\n",
+        &[],
+    );
+    daemon.spawn();
+    let token = daemon.token();
+    let badge = |repo: &str| {
+        let (status, svg) =
+            daemon.request_text("GET", &format!("/api/repos/{repo}/badge.svg"), None, None);
+        assert_eq!(status, 200, "{svg}");
+        svg
+    };
+    // Declared: HEAD names the configured branch, before any push.
+    let head = std::fs::read_to_string(daemon.repo_path("declared").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/develop\n");
+    let (_, view) = daemon.get("/api/repos/declared");
+    assert_eq!(view["default_branch"]["name"], "develop", "{view}");
+    assert!(view["default_branch"]["latest_build"].is_null(), "{view}");
+
+    let body = json!({"name": "lib", "default_branch": "trunk"}).to_string();
+    let (status, created) = daemon.request("POST", "/api/repos", Some(&body), Some(&token));
+    assert_eq!(status, 201, "{created}");
+    let head = std::fs::read_to_string(daemon.repo_path("lib").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/trunk\n");
+    let work = Work::clone(&daemon.repo_path("lib"));
+    common::build_one(&daemon, &work, "trunk", &common::ok_script());
+    // A failing feature branch, built last, heads nothing.
+    let failed = common::build_one(&daemon, &work, "feature", &common::failing_script());
+    assert_eq!(failed["status"], "failed");
+    let (_, view) = daemon.get("/api/repos/lib");
+    assert_eq!(view["default_branch"]["name"], "trunk", "{view}");
+    assert_eq!(
+        view["default_branch"]["latest_build"]["status"], "success",
+        "{view}"
+    );
+    assert!(badge("lib").contains("passing"), "{}", badge("lib"));
+    // Changed through the API: the badge follows.
+    let body = json!({"default_branch": "feature"}).to_string();
+    let (status, view) = daemon.request("PATCH", "/api/repos/lib", Some(&body), Some(&token));
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["default_branch"]["name"], "feature", "{view}");
+    let head = std::fs::read_to_string(daemon.repo_path("lib").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/feature\n");
+    assert!(badge("lib").contains("failing"), "{}", badge("lib"));
+    // Bad input names the field; no token, no change.
+    let body = json!({"default_branch": "-x"}).to_string();
+    let (status, error) = daemon.request("PATCH", "/api/repos/lib", Some(&body), Some(&token));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["field"], "default_branch", "{error}");
+    let body = json!({"default_branch": "trunk"}).to_string();
+    let (status, _) = daemon.request("PATCH", "/api/repos/lib", Some(&body), None);
+    assert_eq!(status, 401);
+    // It holds across a restart (HEAD is read from git).
+    daemon.stop();
+    daemon.spawn();
+    let (_, view) = daemon.get("/api/repos/lib");
+    assert_eq!(view["default_branch"]["name"], "feature", "{view}");
 }

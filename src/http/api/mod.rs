@@ -33,7 +33,7 @@ use guards::{
     RequestIds, authorize, check_host, drop_invalid_request_id, nosniff, refuse_declared_oversize,
 };
 use logs::build_logs;
-use repos::{badge, create_repo, delete_repo, get_repo, list_repos, scan_repo};
+use repos::{badge, change_repo, create_repo, delete_repo, get_repo, list_repos, scan_repo};
 
 use crate::app::App;
 
@@ -83,7 +83,10 @@ pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/health", get(health))
         .route("/api/repos", get(list_repos).post(create_repo))
-        .route("/api/repos/{name}", get(get_repo).delete(delete_repo))
+        .route(
+            "/api/repos/{name}",
+            get(get_repo).patch(change_repo).delete(delete_repo),
+        )
         .route("/api/repos/{name}/scan", post(scan_repo))
         .route("/api/repos/{name}/badge.svg", get(badge))
         .route("/api/builds", get(list_builds).post(create_build))
@@ -147,13 +150,28 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
     // What a client needs before its first read: whether reads need the
     // token, the daemon's public address for links it builds, and what the
     // pre-flight found wrong with the host's nix.
+    // Not `ok` before the pre-flight has looked at the host: a client that
+    // waits for `ok` then knows nix works. Still 200, so that liveness
+    // probes see an answering daemon.
+    let pending = preflight.checked_at.is_none();
+    let verdict = if pending {
+        "starting"
+    } else if preflight.warnings.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
     Ok(axum::Json(json!({
-        "status": if preflight.warnings.is_empty() { "ok" } else { "degraded" },
+        "status": verdict,
         "warnings": preflight.warnings,
         "preflight": {
+            "pending": pending,
             "checked_at": preflight.checked_at,
             "nix_version": preflight.nix_version,
         },
+        // Where the token is, so that the page's token dialog can say: a
+        // path, never the token.
+        "api_token_file": app.token.source,
         "version": env!("CARGO_PKG_VERSION"),
         "builds": status,
         "public_read": app.config.public_read,

@@ -18,6 +18,14 @@ pub(super) struct CreateRepo {
     name: String,
     #[serde(default)]
     description: String,
+    /// The branch its `HEAD` names; `main` unless given.
+    default_branch: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChangeRepo {
+    default_branch: String,
 }
 
 /// Serialised JSON, sent as it is.
@@ -33,8 +41,22 @@ pub(super) async fn create_repo(
     State(app): AppState,
     Json(body): Json<CreateRepo>,
 ) -> ApiResult<impl IntoResponse> {
-    let repo = app.create_repo(body.name, body.description).await?;
+    let repo = app
+        .create_repo(body.name, body.description, body.default_branch)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(repo)))
+}
+
+/// `PATCH /api/repos/{name}`: changes the default branch; answers the
+/// repository's view as `GET` does.
+pub(super) async fn change_repo(
+    State(app): AppState,
+    Path(name): Path<String>,
+    Json(body): Json<ChangeRepo>,
+) -> ApiResult<impl IntoResponse> {
+    app.set_default_branch(&name, body.default_branch).await?;
+    let (json, _) = app.repo_detail(&name, BranchPage::default(), false).await?;
+    Ok(json_bytes(json))
 }
 
 #[derive(Deserialize)]
@@ -142,10 +164,19 @@ pub(super) async fn badge(
     Path(name): Path<String>,
     Query(query): Query<BadgeQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let branch = query.branch.unwrap_or_else(|| "main".into());
-    crate::repos::validate_branch(&branch)
-        .map_err(|r| ApiError::invalid("branch", format!("invalid branch name: {r}")))?;
-    let status = app.branch_status(&name, &branch).await?;
+    // Without `?branch`, the repository's default branch (its `HEAD`).
+    let branch = match query.branch {
+        Some(branch) => {
+            crate::repos::validate_branch(&branch)
+                .map_err(|r| ApiError::invalid("branch", format!("invalid branch name: {r}")))?;
+            Some(branch)
+        }
+        None => app.default_branch(&name).await?,
+    };
+    let status = match branch {
+        Some(branch) => app.branch_status(&name, &branch).await?,
+        None => None,
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

@@ -89,10 +89,6 @@ pub(super) fn range_of(page: BranchPage, total: usize) -> std::ops::Range<usize>
     start..start.saturating_add(page.limit).min(total)
 }
 
-/// The branch the repository's headline and badge are about: `main` when
-/// it exists (the badge's default), else the first by name.
-const DEFAULT_BRANCH: &str = "main";
-
 impl RepoState {
     pub(super) fn answer(&mut self) -> &mut Answer {
         self.answer.get_or_insert_with(|| {
@@ -110,21 +106,33 @@ impl RepoState {
                 branches_total: self.branches.len(),
             })
             .expect("a repository serialises");
-            let default = self
-                .branches
-                .get(DEFAULT_BRANCH)
-                .or_else(|| self.branches.values().next());
+            // The branch the headline and badge are about: the one `HEAD`
+            // names, listed even before it is pushed.
             let mut fixed = head[..head.len() - 1].to_vec();
             fixed.extend_from_slice(b",\"default_branch\":");
-            match default {
-                Some(branch) => fixed.extend_from_slice(&branch.json),
+            match self.head.as_deref() {
+                Some(name) => match self.branches.get(name) {
+                    Some(branch) => fixed.extend_from_slice(&branch.json),
+                    None => fixed.extend_from_slice(
+                        &serde_json::to_vec(&serde_json::json!({
+                            "name": name, "commit": null, "latest_build": null, "stats": null,
+                        }))
+                        .expect("a branch serialises"),
+                    ),
+                },
                 None => fixed.extend_from_slice(b"null"),
             }
-            // The branch with the newest build first, as a forge lists them;
+            // The branch with the newest build it shows first, as a forge
+            // lists them;
             // never built last. The map is by name, and the sort is stable:
             // ties stay by name, so pages do not shuffle between requests.
             let mut ranked: Vec<&BranchState> = self.branches.values().collect();
-            ranked.sort_by_key(|b| std::cmp::Reverse(b.latest.as_ref().map(|l| l.id)));
+            ranked.sort_by_key(|b| {
+                let standing = self.standing.get(&b.commit);
+                std::cmp::Reverse(
+                    super::shown(b.latest.as_ref(), standing, &b.commit).map(|l| l.id),
+                )
+            });
             let order: Vec<Bytes> = ranked.into_iter().map(|b| b.json.clone()).collect();
             let first = range_of(BranchPage::default(), order.len());
             let json = page_json(&fixed, &order[first], 0, order.len());
