@@ -14,6 +14,20 @@ use std::time::Duration;
 
 use common::Daemon;
 
+/// A daemon in `dir` that survives restarts, whose "nix" (`/bin/true`)
+/// passes every build at once and whose scan waits an hour, with repository
+/// `repo` created and cloned.
+fn restartable(dir: &Path, repo: &str) -> (Daemon, common::Work) {
+    let mut daemon = Daemon::configure(dir, QUICK, &[]);
+    daemon.spawn();
+    daemon.create_repo(repo);
+    let work = common::Work::clone(&daemon.repo_path(repo));
+    (daemon, work)
+}
+
+/// Builds pass at once; the scan leaves the test alone.
+const QUICK: &str = "nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n";
+
 fn builds_of(daemon: &Daemon, repo: &str) -> Vec<serde_json::Value> {
     let (status, body) = daemon.get(&format!("/api/builds?repo={repo}&limit=500"));
     assert_eq!(status, 200, "{body}");

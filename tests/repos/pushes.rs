@@ -434,14 +434,7 @@ fn one_commit_on_many_branches_is_built_once_and_shown_on_every_branch() {
 #[test]
 fn a_restart_with_ten_thousand_branches_at_one_commit_queues_one_build() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::configure(
-        dir.path(),
-        "nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n",
-        &[],
-    );
-    daemon.spawn();
-    daemon.create_repo("wide");
-    let work = Work::clone(&daemon.repo_path("wide"));
+    let (mut daemon, work) = super::restartable(dir.path(), "wide");
     let first = work.commit("one");
     work.push(&["HEAD:main"]);
     daemon.wait_final(daemon.build_of("main", &first));

@@ -204,14 +204,7 @@ fn the_repository_view_shows_each_change_in_the_next_answer() {
 #[test]
 fn the_repository_view_is_rebuilt_at_start_with_the_pushes_made_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::configure(
-        dir.path(),
-        "nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n",
-        &[],
-    );
-    daemon.spawn();
-    daemon.create_repo("kept");
-    let work = Work::clone(&daemon.repo_path("kept"));
+    let (mut daemon, work) = super::restartable(dir.path(), "kept");
     let c1 = work.commit("one");
     work.push(&["HEAD:main", "HEAD:refs/heads/side"]);
     // One build per commit and repository: side shows main's.
@@ -327,7 +320,7 @@ fn repo_view_gzip(daemon: &Daemon, name: &str) -> (u16, Option<String>, serde_js
 /// compressed answer changes with the view.
 #[test]
 fn the_repository_view_is_gzipped_for_clients_that_accept_it_and_stays_current() {
-    let daemon = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n");
+    let daemon = Daemon::start(super::QUICK);
     daemon.create_repo("zipped");
     let work = Work::clone(&daemon.repo_path("zipped"));
     let c1 = work.commit("one");
@@ -361,7 +354,7 @@ fn page_names(daemon: &Daemon, query: &str) -> (serde_json::Value, Vec<String>) 
 /// page, and pages that together list every branch exactly once.
 #[test]
 fn the_repository_view_pages_its_branches_newest_build_first() {
-    let daemon = Daemon::start("nix_bin = \"/bin/true\"\nscan_interval_secs = 3600\n");
+    let daemon = Daemon::start(super::QUICK);
     daemon.create_repo("paged");
     let work = Work::clone(&daemon.repo_path("paged"));
     let main_commit = work.commit("main");
