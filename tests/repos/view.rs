@@ -380,9 +380,17 @@ fn the_repository_view_pages_its_branches_newest_build_first() {
     let (status, _) = daemon.post("/api/repos/paged/scan", &json!({}));
     assert_eq!(status, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Every build ended: the pages compared below must not change between
+    // two reads (a loaded machine is still running some otherwise).
     let builds = loop {
         let builds = builds_of(&daemon, "paged");
-        if builds.len() >= 251 {
+        let ended = |b: &serde_json::Value| {
+            matches!(
+                b["status"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+        };
+        if builds.len() >= 251 && builds.iter().all(ended) {
             break builds;
         }
         assert!(
