@@ -77,25 +77,23 @@ impl Message {
     }
 
     /// The error itself, without `error:`, trace or code excerpt: nix's
-    /// `raw_msg` where it gives one, else read from the text (see
-    /// [`error_of`]).
-    pub fn error(&self) -> String {
+    /// `raw_msg` where it gives one, else read from `plain`, the text
+    /// without colours (see [`error_of`]).
+    pub fn error(&self, plain: &str) -> String {
         match &self.raw {
             Some(raw) if !raw.trim().is_empty() => raw.trim().to_string(),
-            _ => error_of(&self.plain()),
+            _ => error_of(plain),
         }
     }
 }
 
-/// The error proper of an error's plain text, whichever way nix lays it
-/// out: `error: X` (2.8, also after `error (ignored): `), or a trace of
-/// `… while …` lines with the error as the last `error: X` (2.1x on, where
-/// `nix flake check` gives no `raw_msg` for the errors it goes past). The
-/// lines that continue it are kept; its `at` line, code excerpt and blank
-/// lines are not.
-pub fn error_of(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let strip = |line: &str| -> Option<String> {
+/// The line of an error's plain text that holds the error itself, and the
+/// error on it, whichever way nix lays it out: `error: X` (2.8, also after
+/// `error (ignored): `), or a trace of `… while …` lines with the error as
+/// the last `error: X` (2.1x on, where `nix flake check` gives no `raw_msg`
+/// for the errors it goes past).
+pub fn innermost_error<'a>(lines: &[&'a str]) -> Option<(usize, &'a str)> {
+    lines.iter().enumerate().rev().find_map(|(i, line)| {
         let mut rest = line.trim();
         rest = rest.strip_prefix("error (ignored):").unwrap_or(rest).trim();
         let mut found = false;
@@ -103,17 +101,19 @@ pub fn error_of(text: &str) -> String {
             rest = after.trim();
             found = true;
         }
-        found.then(|| rest.to_string())
-    };
-    let Some((start, first)) = lines
-        .iter()
-        .enumerate()
-        .rev()
-        .find_map(|(i, line)| strip(line).filter(|e| !e.is_empty()).map(|e| (i, e)))
-    else {
+        (found && !rest.is_empty()).then_some((i, rest))
+    })
+}
+
+/// The error proper of an error's plain text ([`innermost_error`]), with
+/// the lines that continue it; its `at` line, code excerpt and blank lines
+/// are not kept. The whole text when no line is an error.
+pub fn error_of(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some((start, first)) = innermost_error(&lines) else {
         return text.trim().to_string();
     };
-    let mut error = first;
+    let mut error = first.to_string();
     for line in &lines[start + 1..] {
         let line = line.trim();
         if line.is_empty() || line.starts_with("at ") || line.starts_with('…') {

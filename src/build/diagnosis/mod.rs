@@ -180,7 +180,7 @@ impl Diagnosis {
         } else {
             Doing::Unknown
         };
-        let mut error = message.error();
+        let mut error = message.error(&plain);
         // Nix 2.8 meets a builtin of a later Nix as a missing attribute;
         // the code excerpt shows it was one of `builtins`.
         if let Some(name) = error
@@ -331,13 +331,16 @@ fn user_summary(
     explained
 }
 
+/// How nix 2.3x begins the name of a flake's source: `«git+file:///…»`.
+const SOURCE_URL: &str = "«git+file:";
+
 /// A file of the flake's source as the user knows it, in the repository:
 /// `/nix/store/<hash>-source/dir/file.nix` (nix before 2.2x) and
 /// `«git+file:///…?ref=…&rev=…»/dir/file.nix` (nix 2.3x names the source by
 /// its flake reference) are both `dir/file.nix`; the store path or the URL
 /// means nothing to the user.
 fn repo_path(file: &str) -> String {
-    if let Some(rest) = file.strip_prefix("«git+file:")
+    if let Some(rest) = file.strip_prefix(SOURCE_URL)
         && let Some((_, path)) = rest.split_once("»/")
     {
         return path.to_string();
@@ -361,23 +364,15 @@ fn shorten_sources(text: &str) -> String {
     while let Some(at) = next_source(rest) {
         out.push_str(&rest[..at]);
         let path = &rest[at..];
-        let end = path
-            .find(|c: char| c == '\'' || c == '"' || c == ':' || c.is_whitespace())
-            .unwrap_or(path.len());
-        // A URL's own colon (`«git+file:///…»`) is not the end.
-        let end = match path.strip_prefix("«git+file:") {
-            Some(url) => url
-                .find('»')
-                .map(|close| {
-                    let after = "«git+file:".len() + close + '»'.len_utf8();
-                    after
-                        + path[after..]
-                            .find(|c: char| c == '\'' || c == '"' || c == ':' || c.is_whitespace())
-                            .unwrap_or(path.len() - after)
-                })
-                .unwrap_or(end),
-            None => end,
-        };
+        // A URL's own colons (`«git+file:///…»`) do not end the path.
+        let url = path
+            .strip_prefix(SOURCE_URL)
+            .and_then(|url| url.find('»'))
+            .map_or(0, |close| SOURCE_URL.len() + close + '»'.len_utf8());
+        let end = url
+            + path[url..]
+                .find(|c: char| c == '\'' || c == '"' || c == ':' || c.is_whitespace())
+                .unwrap_or(path.len() - url);
         out.push_str(&repo_path(&path[..end]));
         rest = &path[end..];
     }
@@ -387,7 +382,7 @@ fn shorten_sources(text: &str) -> String {
 
 /// Where the next store path or `«git+file:…»` source in `text` starts.
 fn next_source(text: &str) -> Option<usize> {
-    match (text.find("/nix/store/"), text.find("«git+file:")) {
+    match (text.find("/nix/store/"), text.find(SOURCE_URL)) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
@@ -405,15 +400,7 @@ fn trace_location(text: &str) -> Option<String> {
         (column.parse::<u64>().is_ok() && line.parse::<u64>().is_ok())
             .then(|| format!("{}:{line}:{column}", repo_path(file)))
     };
-    let error = lines
-        .iter()
-        .rposition(|line| {
-            let line = line.trim();
-            let line = line.strip_prefix("error (ignored):").unwrap_or(line).trim();
-            line.strip_prefix("error:")
-                .is_some_and(|rest| !rest.trim().is_empty())
-        })
-        .unwrap_or(0);
+    let error = crate::build::nixlog::innermost_error(&lines).map_or(0, |(at, _)| at);
     lines[error..]
         .iter()
         .find_map(place)
