@@ -70,6 +70,50 @@ pub fn fd_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// The process's open TCP connections (not listeners) on a local port: the
+/// clients it still holds.
+pub fn connections_on(pid: i32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // 0A is LISTEN.
+            if local_port == Some(port) && *state != "0A" {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    fd_targets(pid)
+        .iter()
+        .filter(|t| inodes.contains(*t))
+        .count()
+}
+
+/// What each open file descriptor of a process points at (`socket:[…]`,
+/// a path, `pipe:[…]`), sorted.
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    targets.sort();
+    targets
+}
+
 /// A tmpfs mounted on a directory for the life of the guard (root only:
 /// `None` when it cannot be mounted).
 pub struct Tmpfs(PathBuf);
