@@ -226,7 +226,9 @@ impl Daemon {
         let mut command = self.command();
         command.stdout(Stdio::null()).stderr(log);
         self.child = Some(spawn_bound_to_this_process(command));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A bound on "never starts", not a speed goal: a restart over ten
+        // thousand queued builds on a loaded CI machine came near 30 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(resp) = agent().get(format!("{}/api/health", self.base())).call()
                 && resp.status() == 200
