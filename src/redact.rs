@@ -46,6 +46,18 @@ const PLAIN_PARAMETERS: &[&str] = &[
 /// `text` with the credentials of every URL in it masked (see the module's
 /// comment). Borrowed when there is nothing to mask.
 pub fn urls(text: &str) -> Cow<'_, str> {
+    masked(text, true)
+}
+
+/// `text` with the user information of every URL in it masked, queries and
+/// fragments kept: for nix's messages about flake references, whose
+/// queries (`?ref=…&rev=…`) say which revision failed and hold no secret,
+/// while a private input's URL may carry a token as its user.
+pub fn url_users(text: &str) -> Cow<'_, str> {
+    masked(text, false)
+}
+
+fn masked(text: &str, queries: bool) -> Cow<'_, str> {
     if !text.contains("://") {
         return Cow::Borrowed(text);
     }
@@ -62,7 +74,7 @@ pub fn urls(text: &str) -> Cow<'_, str> {
             .map_or(rest.len(), |i| after + i);
         out.push_str(&rest[..scheme_start]);
         let url = &rest[scheme_start..end];
-        let masked = url_masked(&rest[scheme_start..at], &rest[after..end]);
+        let masked = url_masked(&rest[scheme_start..at], &rest[after..end], queries);
         changed |= masked != url;
         out.push_str(&masked);
         rest = &rest[end..];
@@ -75,22 +87,28 @@ pub fn urls(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// `scheme://rest` with its credentials masked.
-fn url_masked(scheme: &str, rest: &str) -> String {
+/// `scheme://rest` with its credentials masked: the user information, and
+/// with `queries` the query's values and the fragment.
+fn url_masked(scheme: &str, rest: &str, queries: bool) -> String {
     let (before_fragment, fragment) = match rest.split_once('#') {
+        Some(_) if !queries => (rest, None),
         Some((before, fragment)) => (before, Some(fragment)),
         None => (rest, None),
     };
     let (before_query, query) = match before_fragment.split_once('?') {
-        Some((before, query)) => (before, Some(query)),
-        None => (before_fragment, None),
+        Some((before, query)) if queries => (before, Some(query)),
+        _ => (before_fragment, None),
     };
-    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let authority_end = before_query
+        .find(['/', '?', '#'])
+        .unwrap_or(before_query.len());
     let (authority, path) = before_query.split_at(authority_end);
     let mut out = format!("{scheme}://");
     match authority.rsplit_once('@') {
         Some((user, host)) => {
-            let ssh = matches!(scheme.to_ascii_lowercase().as_str(), "ssh" | "ssh-ng");
+            // `git+ssh` is ssh to nix's fetchers.
+            let scheme = scheme.to_ascii_lowercase();
+            let ssh = matches!(scheme.rsplit('+').next(), Some("ssh" | "ssh-ng"));
             if ssh && !user.contains(':') {
                 out.push_str(user);
             } else {
@@ -127,7 +145,25 @@ fn url_masked(scheme: &str, rest: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::urls;
+    use super::{url_users, urls};
+
+    #[test]
+    fn url_users_masks_the_user_information_and_keeps_the_rest() {
+        assert_eq!(
+            url_users(
+                "unable to fetch 'git+https://x-access-token:ghp_secret@github.com/o/r?ref=main&rev=abc#frag' now"
+            ),
+            "unable to fetch 'git+https://***@github.com/o/r?ref=main&rev=abc#frag' now"
+        );
+        assert_eq!(
+            url_users("git+ssh://git@host/r?ref=main"),
+            "git+ssh://git@host/r?ref=main"
+        );
+        assert_eq!(
+            url_users("path:/srv/x?narHash=sha256-A"),
+            "path:/srv/x?narHash=sha256-A"
+        );
+    }
 
     #[test]
     fn user_information_is_masked() {

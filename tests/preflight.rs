@@ -141,7 +141,7 @@ fn an_unreachable_substituter_is_a_warning_at_start_and_a_reachable_one_is_not()
     );
     assert!(
         messages.iter().any(|m| m.contains(&format!(
-            "http://127.0.0.1:{silent}/ cannot be reached (no answer within 3 s)"
+            "http://***@127.0.0.1:{silent}/ cannot be reached (no answer within 3 s)"
         ))),
         "{messages:?}"
     );

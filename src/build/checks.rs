@@ -157,7 +157,7 @@ impl Renderer {
                 }
             }
             Event::Msg(message) if message.level <= LEVEL_INFO => {
-                let text = crate::build::nixlog::withhold_hashes(&message.text);
+                let text = crate::build::nixlog::publishable(&message.text);
                 out.extend_from_slice(text.as_bytes());
                 out.push(b'\n');
             }

@@ -142,7 +142,7 @@ pub fn first_error(stderr: &[u8]) -> String {
     } else {
         crate::build::process::tail(stderr, 300)
     };
-    crate::build::nixlog::withhold_hashes(&error)
+    crate::build::nixlog::publishable(&error)
 }
 
 /// The arguments of `nix flake show --json` for `flake`.

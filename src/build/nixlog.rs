@@ -170,13 +170,20 @@ pub fn parse(line: &[u8]) -> Option<Event> {
     })
 }
 
+/// A message of nix as the daemon shows it (log, summary, per-check
+/// message): the credentials a flake reference's URL may carry as its user
+/// masked, and every hash nix says it "got" withheld.
+pub fn publishable(text: &str) -> String {
+    withhold_hashes(&crate::redact::url_users(text))
+}
+
 /// `text` with every hash nix says it "got" withheld: the hash of an
 /// input's contents (`NAR hash mismatch in input …, got 'sha256-…'`, and
 /// nix 2.3x's `mismatch in field '…' of input '{…}', got '{…}'` whose JSON
 /// carries it) or of a fixed-output build (`got:    sha256-…`). A pusher may
 /// point an input at a file they cannot read; its hash must not come back
 /// to them in the summary or the public log.
-pub fn withhold_hashes(text: &str) -> String {
+fn withhold_hashes(text: &str) -> String {
     const WITHHELD: &str = "(withheld by procurator-ci)";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

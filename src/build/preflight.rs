@@ -288,7 +288,7 @@ async fn unreachable_substituters(substituters: &[String]) -> Vec<(String, Strin
         .map(|url| {
             let url = url.clone();
             tokio::task::spawn_blocking(move || {
-                let shown = without_userinfo(&url);
+                let shown = crate::redact::urls(&url).into_owned();
                 probe(&url).err().map(|error| (shown, error))
             })
         })
@@ -318,18 +318,6 @@ fn probe(url: &str) -> Result<(), String> {
             Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
         }
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// `https://user:secret@host/x` → `https://host/x`.
-fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_string(),
     }
 }
 
@@ -473,11 +461,6 @@ mod tests {
             ["https://cache.nixos.org/", "file:///x"]
         );
         assert!(Settings::parse("substituters = \n").substituters.is_empty());
-        assert_eq!(
-            without_userinfo("https://u:secret@cache.example.org/a@b"),
-            "https://cache.example.org/a@b"
-        );
-        assert_eq!(without_userinfo("https://c.org"), "https://c.org");
     }
 
     #[test]

@@ -137,6 +137,43 @@ fn credentials_in_push_targets_and_webhook_urls_are_shown_nowhere() {
     assert_no_secret("the log", &log);
 }
 
+/// A flake input whose URL carries a token as its user (how a private
+/// repository is often reached) that cannot be fetched: nix's error quotes
+/// the URL, and the summary and the log show it with the token masked.
+#[test]
+fn credentials_in_a_flake_inputs_url_are_masked_in_the_summary_and_the_log() {
+    let closed = common::free_port();
+    let daemon = Daemon::start("max_retries = 0");
+    daemon.create_repo("private-input");
+    let work = Work::clone(&daemon.repo_path("private-input"));
+    let url =
+        format!("git+http://input-user:input-s3cret@127.0.0.1:{closed}/team/private.git?ref=main");
+    std::fs::write(
+        work.path().join("flake.nix"),
+        format!(
+            "{{\n  inputs.private = {{ url = \"{url}\"; flake = false; }};\n  \
+             outputs = {{ self, private }}: {{ checks.x86_64-linux = {{}}; }};\n}}\n"
+        ),
+    )
+    .unwrap();
+    let commit = work.commit("a private input");
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "failed", "{build}");
+    let log = daemon.log_of(id);
+    // Nix 2.8 quotes only git's error, which leaves the user information
+    // out; later versions name the input by its URL.
+    let quoted = format!("@127.0.0.1:{closed}/team/private.git");
+    if log.contains(&quoted) {
+        assert!(log.contains(&format!("***{quoted}")), "{log}");
+    }
+    for text in [&build.to_string(), &log, &daemon.log()] {
+        assert!(!text.contains("input-s3cret"), "{text}");
+        assert!(!text.contains("input-user"), "{text}");
+    }
+}
+
 #[test]
 fn the_plain_log_shows_no_credential_either() {
     let (daemon, _, _, closed) = failing_with_credentials("auto");

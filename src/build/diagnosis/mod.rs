@@ -213,7 +213,7 @@ impl Diagnosis {
                 self.failed_drvs.push(drv);
             }
         }
-        let message = crate::build::nixlog::withhold_hashes(&shorten_sources(&message));
+        let message = crate::build::nixlog::publishable(&shorten_sources(&message));
         let message: String = message.chars().take(300).collect();
         self.errors.push(NixError {
             message,
