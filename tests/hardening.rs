@@ -3,13 +3,16 @@
 //! header taken as sent, validated request ids, 401s counted and logged at
 //! a bounded rate, the daemon's own file modes, and a token file others can
 //! read refused. Beside it (issue 25): no credential in any answer or log
-//! (`hardening/secrets.rs`), fair NAR downloads and room for short requests
+//! (`hardening/secrets.rs`) or on nix's command line
+//! (`hardening/push_credentials.rs`), fair NAR downloads and room for short requests
 //! while streams are held (`hardening/streams.rs`), and log lines that
 //! cannot be forged (`hardening/log_lines.rs`).
 
 mod common;
 #[path = "hardening/log_lines.rs"]
 mod log_lines;
+#[path = "hardening/push_credentials.rs"]
+mod push_credentials;
 #[path = "hardening/secrets.rs"]
 mod secrets;
 #[path = "hardening/streams.rs"]

@@ -8,6 +8,7 @@
 //! held by the cache; pushes run in `push`, serving in `serve`.
 
 pub mod narinfo;
+mod netrc;
 pub mod push;
 pub mod serve;
 

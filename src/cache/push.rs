@@ -239,6 +239,10 @@ async fn copy(app: &App, target: &str, outputs: &[Output]) -> Result<(), String>
         "--extra-experimental-features".to_string(),
         "nix-command".into(),
     ];
+    let credentials = app.config.cache_dir.join("push-credentials");
+    let (target, netrc) = super::netrc::split(target, &credentials)
+        .map_err(|e| format!("cannot write the push target's credentials for nix: {e}"))?;
+    let target = target.as_str();
     let destination = if is_binary_cache(target) {
         signing_url(target, &cache.key_file)
     } else {
@@ -255,6 +259,13 @@ async fn copy(app: &App, target: &str, outputs: &[Output]) -> Result<(), String>
     };
     let mut args = vec!["copy".to_string()];
     args.extend(features);
+    if let Some(netrc) = &netrc {
+        args.extend([
+            "--option".into(),
+            "netrc-file".into(),
+            netrc.path().display().to_string(),
+        ]);
+    }
     args.extend(["--to".into(), destination]);
     args.extend(paths);
     run(app, &args).await

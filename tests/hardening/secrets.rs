@@ -1,6 +1,6 @@
 //! No credential in any answer or log (issue 25, item 3): a `cache_push`
 //! target and a `[[notify]] url` with credentials, a push that fails (nix's
-//! error quotes the target whole) and a webhook that is refused. The API,
+//! error quotes the target) and a webhook that is refused. The API,
 //! the event stream, the daemon's log in each format (JSON, plain, pretty,
 //! the journal), `/metrics`, health and a configuration error
 //! show the targets with `***` for the credentials, and never the
@@ -90,9 +90,11 @@ fn credentials_in_push_targets_and_webhook_urls_are_shown_nowhere() {
     let build = daemon.build(id);
     let push = &build["cache"]["pushes"][0];
     assert_eq!(push["target"], masked.as_str(), "{build}");
+    // nix is given the target without its credentials (they go in a netrc
+    // file), so its error names the bare target.
     let error = push["error"].as_str().unwrap();
     assert!(
-        error.contains(&masked),
+        error.contains(&format!("127.0.0.1:{closed}")),
         "nix's error names the target: {error}"
     );
     assert_no_secret("GET /api/builds/{id}", &build.to_string());
