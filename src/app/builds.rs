@@ -91,6 +91,7 @@ impl App {
         if trigger == "push" {
             // The hook reports a push: the branch's head has moved.
             self.record_push(&repo_row, branch, commit).await;
+            self.adopt_first_branch(&repo_row, branch).await;
         }
         let new = NewBuild {
             repo: repo.to_string(),

@@ -130,6 +130,34 @@ impl App {
         Ok(())
     }
 
+    /// Makes a repository's first pushed branch its default when `HEAD`
+    /// names a branch that does not exist (a repository made for `main`,
+    /// pushed `master`), as forges do with an empty repository; a
+    /// `default_branch` declared in the configuration is kept.
+    pub(crate) async fn adopt_first_branch(&self, repo: &Repo, branch: &str) {
+        let declared = self
+            .config
+            .repos
+            .get(&repo.name)
+            .is_some_and(|decl| decl.default_branch.is_some());
+        let Some(Some(head)) = self.views.default_branch(&repo.name) else {
+            return;
+        };
+        if declared
+            || head == branch
+            || self.views.has_branch(&repo.name, &head) != Some(false)
+            || self.views.branch_count(&repo.name) != Some(1)
+        {
+            return;
+        }
+        if let Err(e) = self
+            .set_default_branch(&repo.name, branch.to_string())
+            .await
+        {
+            tracing::warn!(repo = %repo.name, branch, error = %e, "cannot make the first pushed branch the default");
+        }
+    }
+
     /// Every managed repository.
     pub async fn list_repos(&self) -> Result<Vec<Repo>, AppError> {
         let rows: Vec<(String, String, String, i64)> = self

@@ -269,6 +269,11 @@ impl RepoViews {
             .map(|state| state.branches.contains_key(branch))
     }
 
+    /// How many branches `repo` has; `None` when not loaded.
+    pub fn branch_count(&self, repo: &str) -> Option<usize> {
+        self.state().get(repo).map(|state| state.branches.len())
+    }
+
     /// The default branch of `repo` (its `HEAD`); `None` outside when not
     /// loaded, inside when `HEAD` names no branch.
     pub fn default_branch(&self, repo: &str) -> Option<Option<String>> {

@@ -552,3 +552,30 @@ fn the_default_branch_is_head_and_badges_follow_it() {
     let (_, view) = daemon.get("/api/repos/lib");
     assert_eq!(view["default_branch"]["name"], "feature", "{view}");
 }
+
+#[test]
+fn the_first_pushed_branch_becomes_the_default_when_head_names_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::configure(
+        dir.path(),
+        "[repos.declared]\ndefault_branch = \"develop\"\n",
+        &[],
+    );
+    daemon.spawn();
+    // Made for `main`, pushed `master` (and a feature branch after it).
+    daemon.create_repo("older");
+    let work = Work::clone(&daemon.repo_path("older"));
+    common::build_one(&daemon, &work, "master", &common::ok_script());
+    common::build_one(&daemon, &work, "feature", &common::failing_script());
+    let head = std::fs::read_to_string(daemon.repo_path("older").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/master\n");
+    let (_, view) = daemon.get("/api/repos/older");
+    assert_eq!(view["default_branch"]["name"], "master", "{view}");
+    let (_, svg) = daemon.request_text("GET", "/api/repos/older/badge.svg", None, None);
+    assert!(svg.contains("passing"), "{svg}");
+    // A default declared in the configuration is the administrator's: kept.
+    let work = Work::clone(&daemon.repo_path("declared"));
+    common::build_one(&daemon, &work, "main", &common::ok_script());
+    let head = std::fs::read_to_string(daemon.repo_path("declared").join("HEAD")).unwrap();
+    assert_eq!(head, "ref: refs/heads/develop\n");
+}
