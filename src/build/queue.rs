@@ -188,7 +188,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Build>, StoreError> {
 pub fn enqueue(conn: &Connection, new: &NewBuild) -> Result<(Build, bool), StoreError> {
     // A push (or the scan) of a commit another branch's build stands for
     // queues nothing: that build is shown on this branch too.
-    if matches!(new.trigger, "push" | "scan")
+    if matches!(new.trigger, "push" | "scan" | "upstream")
         && let Some(standing) = standing_build(conn, &new.repo, &new.branch, &new.commit)?
     {
         return Ok((standing, false));

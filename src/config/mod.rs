@@ -64,6 +64,21 @@ pub struct RepoDecl {
     /// badge); kept in sync at startup when set, `main` at creation unless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_branch: Option<String>,
+    /// A git URL the repository mirrors (fetched with prune into its
+    /// branches, which are built as pushes are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A token (`token` or `user:token`, for https) or an SSH private key
+    /// that the upstream asks for; read at start, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_credentials_file: Option<PathBuf>,
+    /// Seconds between looks at the upstream (300 unless set; 0: only
+    /// webhooks make the daemon look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<u64>,
+    /// The secret webhooks of the upstream's forge are signed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 /// When a notification fires.

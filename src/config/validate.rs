@@ -270,9 +270,66 @@ pub(super) fn validate(
                 &format!("is not a branch name procurator-ci builds: it {reason}"),
             ));
         }
+        validate_upstream(name, decl, &invalid, runtime_files)?;
     }
     validate_cache(config, figment, runtime_files)?;
     validate_local_inputs(config, figment)
+}
+
+/// A repository's `upstream` keys: a URL git fetches from without a
+/// secret in it, the files only with an upstream, and readable.
+fn validate_upstream(
+    name: &str,
+    decl: &crate::config::RepoDecl,
+    invalid: &impl Fn(&str, String, &str) -> ConfigError,
+    runtime_files: RuntimeFiles,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("repos.{name}.{k}");
+    if let Some(url) = &decl.upstream
+        && let Err(reason) = crate::repos::upstream::validate_url(url)
+    {
+        return Err(invalid(
+            &key("upstream"),
+            format!("{:?}", crate::redact::urls(url)),
+            &reason,
+        ));
+    }
+    let files = [
+        ("upstream_credentials_file", &decl.upstream_credentials_file),
+        ("webhook_secret_file", &decl.webhook_secret_file),
+    ];
+    for (field, file) in files {
+        let Some(path) = file else { continue };
+        if decl.upstream.is_none() {
+            return Err(invalid(
+                &key(field),
+                path.display().to_string(),
+                "needs `upstream`: only a repository mirrored from an upstream uses it",
+            ));
+        }
+        if runtime_files == RuntimeFiles::Read
+            && let Err(reason) = crate::repos::upstream::read_secret_file(path)
+        {
+            return Err(invalid(&key(field), path.display().to_string(), &reason));
+        }
+    }
+    if let Some(secs) = decl.poll_interval_secs {
+        if decl.upstream.is_none() {
+            return Err(invalid(
+                &key("poll_interval_secs"),
+                secs.to_string(),
+                "needs `upstream`: only a repository mirrored from an upstream is polled",
+            ));
+        }
+        if let Err(reason) = crate::repos::upstream::validate_poll_interval(secs) {
+            return Err(invalid(
+                &key("poll_interval_secs"),
+                secs.to_string(),
+                &reason,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `allowed_local_inputs`: absolute, normalised roots that hold none of the

@@ -28,7 +28,9 @@ pub mod git_objects;
 pub mod hook;
 pub mod install;
 mod names;
+pub mod upstream;
 pub mod views;
+pub mod webhooks;
 
 pub use names::{validate_branch, validate_commit, validate_repo_name};
 
