@@ -223,6 +223,7 @@ pub struct UpstreamRequest {
     pub upstream_credentials_file: Option<PathBuf>,
     pub poll_interval_secs: Option<u64>,
     pub webhook_secret_file: Option<PathBuf>,
+    pub build_fork_pull_requests: Option<bool>,
 }
 
 impl UpstreamRequest {
@@ -237,6 +238,10 @@ impl UpstreamRequest {
                 ),
                 ("poll_interval_secs", self.poll_interval_secs.is_some()),
                 ("webhook_secret_file", self.webhook_secret_file.is_some()),
+                (
+                    "build_fork_pull_requests",
+                    self.build_fork_pull_requests.is_some(),
+                ),
             ] {
                 if set {
                     return Err(AppError::invalid(
@@ -280,6 +285,7 @@ impl UpstreamRequest {
             credentials_file: self.upstream_credentials_file,
             poll_interval_secs,
             webhook_secret_file: self.webhook_secret_file,
+            build_fork_pull_requests: self.build_fork_pull_requests.unwrap_or(false),
         }))
     }
 }
@@ -294,6 +300,7 @@ fn declared_upstream(decl: &crate::config::RepoDecl) -> Option<UpstreamSettings>
             .poll_interval_secs
             .unwrap_or(DEFAULT_POLL_INTERVAL_SECS),
         webhook_secret_file: decl.webhook_secret_file.clone(),
+        build_fork_pull_requests: decl.build_fork_pull_requests,
     })
 }
 

@@ -79,6 +79,10 @@ pub struct RepoDecl {
     /// The secret webhooks of the upstream's forge are signed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Build pull requests from forks without a maintainer's approval
+    /// (off: each new head of a fork's pull request waits for one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub build_fork_pull_requests: bool,
 }
 
 /// When a notification fires.

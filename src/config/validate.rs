@@ -313,6 +313,13 @@ fn validate_upstream(
             return Err(invalid(&key(field), path.display().to_string(), &reason));
         }
     }
+    if decl.build_fork_pull_requests && decl.upstream.is_none() {
+        return Err(invalid(
+            &key("build_fork_pull_requests"),
+            "true".into(),
+            "needs `upstream`: pull requests come from an upstream's forge",
+        ));
+    }
     if let Some(secs) = decl.poll_interval_secs {
         if decl.upstream.is_none() {
             return Err(invalid(

@@ -56,6 +56,7 @@ pub struct UpstreamSettings {
     pub credentials_file: Option<PathBuf>,
     pub poll_interval_secs: u64,
     pub webhook_secret_file: Option<PathBuf>,
+    pub build_fork_pull_requests: bool,
 }
 
 /// Whether `url` is a git URL procurator-ci fetches from: `https://`,
@@ -300,6 +301,33 @@ impl Remote {
         Ok(parse_ls_remote(&String::from_utf8_lossy(&out)))
     }
 
+    /// Fetches a pull request's head ref (see [`super::is_pull_ref`]) into
+    /// the same ref of the repository.
+    pub fn fetch_pull(&self, tools: &Tools, head_ref: &str) -> Result<(), UpstreamError> {
+        if !super::is_pull_ref(head_ref) {
+            return Err(UpstreamError(format!(
+                "{head_ref} is not a pull request's head"
+            )));
+        }
+        let refspec = format!("+{head_ref}:{head_ref}");
+        run(
+            self.command(
+                tools,
+                &[
+                    "fetch",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--quiet",
+                    REMOTE,
+                    &refspec,
+                ],
+            ),
+            FETCH_TIMEOUT,
+            "git fetch",
+        )?;
+        Ok(())
+    }
+
     /// Fetches the upstream's branches into the repository's, deleting
     /// those the upstream no longer has.
     pub fn fetch(&self, tools: &Tools) -> Result<(), UpstreamError> {
@@ -424,6 +452,9 @@ impl RepoFiles {
         if let Some(f) = &s.webhook_secret_file {
             config(&["procurator.webhookSecretFile", &f.to_string_lossy()])?;
         }
+        if s.build_fork_pull_requests {
+            config(&["procurator.buildForkPullRequests", "true"])?;
+        }
         Ok(())
     }
 
@@ -471,6 +502,9 @@ impl RepoFiles {
             webhook_secret_file: values
                 .remove("procurator.webhooksecretfile")
                 .map(PathBuf::from),
+            build_fork_pull_requests: values
+                .get("procurator.buildforkpullrequests")
+                .is_some_and(|v| v == "true"),
         }))
     }
 

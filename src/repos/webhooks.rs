@@ -61,6 +61,91 @@ impl Delivery {
     }
 }
 
+/// What a pull (merge) request event asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullAction {
+    /// Opened, updated or reopened: build its head as the upstream has it.
+    Build,
+    /// Closed or merged: its queued and running builds are cancelled.
+    Close,
+}
+
+/// A pull or merge request event, read from a verified delivery's body:
+/// which request, what happened, and whether its head lives in a fork.
+/// Never a commit: the head is fetched from the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullEvent {
+    pub number: u64,
+    /// `refs/pull/<n>/head`, or GitLab's `refs/merge-requests/<n>/head`.
+    pub head_ref: String,
+    pub action: PullAction,
+    /// The head is in another repository than the base (or in one that is
+    /// gone): its code is not the project's.
+    pub fork: bool,
+}
+
+/// The pull request event in `body`, when `delivery` is one this daemon
+/// acts on (opened, updated, reopened, closed); `None` for anything else.
+pub fn pull_event(delivery: &Delivery, body: &[u8]) -> Option<PullEvent> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match delivery.forge {
+        Forge::GitLab => {
+            if delivery.event != "Merge Request Hook" {
+                return None;
+            }
+            let attributes = &json["object_attributes"];
+            let action = match attributes["action"].as_str()? {
+                "open" | "reopen" | "update" => PullAction::Build,
+                "close" | "merge" => PullAction::Close,
+                _ => return None,
+            };
+            let number = attributes["iid"].as_u64()?;
+            let (source, target) = (
+                &attributes["source_project_id"],
+                &attributes["target_project_id"],
+            );
+            Some(PullEvent {
+                number,
+                head_ref: format!("refs/merge-requests/{number}/head"),
+                action,
+                fork: source.is_null() || source != target,
+            })
+        }
+        Forge::GitHub | Forge::Gitea | Forge::Forgejo => {
+            if !matches!(
+                delivery.event.as_str(),
+                "pull_request" | "pull_request_sync"
+            ) {
+                return None;
+            }
+            let action = match json["action"].as_str()? {
+                // GitHub says `synchronize`, Gitea and Forgejo `synchronized`.
+                "opened" | "synchronize" | "synchronized" | "reopened" => PullAction::Build,
+                "closed" => PullAction::Close,
+                _ => return None,
+            };
+            let pull = &json["pull_request"];
+            let number = json["number"]
+                .as_u64()
+                .or_else(|| pull["number"].as_u64())?;
+            let repo_of = |side: &str| {
+                let repo = &pull[side]["repo"];
+                repo["full_name"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| repo["id"].as_u64().map(|id| id.to_string()))
+            };
+            let (head, base) = (repo_of("head"), repo_of("base"));
+            Some(PullEvent {
+                number,
+                head_ref: format!("refs/pull/{number}/head"),
+                action,
+                fork: head.is_none() || head != base,
+            })
+        }
+    }
+}
+
 /// Why a delivery is refused (401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -239,6 +324,43 @@ mod tests {
         // The body signed is the body checked.
         let headers = [("x-hub-signature-256", gh.as_str())];
         assert!(verify(lookup(&headers), b"Hello, World?", secret).is_err());
+    }
+
+    #[test]
+    fn pull_request_events_name_their_ref_action_and_fork() {
+        let github = Delivery {
+            forge: Forge::GitHub,
+            id: None,
+            event: "pull_request".into(),
+        };
+        let body = br#"{"action":"synchronize","number":7,"pull_request":{"head":{"repo":{"full_name":"me/app"}},"base":{"repo":{"full_name":"team/app"}}}}"#;
+        assert_eq!(
+            pull_event(&github, body),
+            Some(PullEvent {
+                number: 7,
+                head_ref: "refs/pull/7/head".into(),
+                action: PullAction::Build,
+                fork: true
+            })
+        );
+        let same = br#"{"action":"closed","number":8,"pull_request":{"head":{"repo":{"full_name":"team/app"}},"base":{"repo":{"full_name":"team/app"}}}}"#;
+        let event = pull_event(&github, same).unwrap();
+        assert_eq!((event.action, event.fork), (PullAction::Close, false));
+        let gone = br#"{"action":"opened","number":9,"pull_request":{"head":{"repo":null},"base":{"repo":{"full_name":"team/app"}}}}"#;
+        assert!(pull_event(&github, gone).unwrap().fork);
+        let labeled = br#"{"action":"labeled","number":9}"#;
+        assert_eq!(pull_event(&github, labeled), None);
+        let gitlab = Delivery {
+            forge: Forge::GitLab,
+            id: None,
+            event: "Merge Request Hook".into(),
+        };
+        let body = br#"{"object_kind":"merge_request","object_attributes":{"iid":3,"action":"open","source_project_id":15,"target_project_id":15}}"#;
+        let event = pull_event(&gitlab, body).unwrap();
+        assert_eq!(
+            (event.head_ref.as_str(), event.fork),
+            ("refs/merge-requests/3/head", false)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod pulls;
 mod servers;
 mod webhooks;
 

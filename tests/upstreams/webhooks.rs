@@ -15,12 +15,12 @@ use super::{builds_of, servers, upstream_build, upstream_status, wait_until};
 use crate::common::{self, Daemon};
 use servers::Upstream;
 
-const SECRET: &str = "webhook-secret-6d1f0b";
+pub const SECRET: &str = "webhook-secret-6d1f0b";
 
 /// A delivery's headers: name, value.
-type Headers = Vec<(&'static str, String)>;
+pub type Headers = Vec<(&'static str, String)>;
 
-fn fixture(name: &str) -> String {
+pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("tests/upstreams/fixtures/{name}")),
@@ -28,7 +28,7 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
-fn hmac_hex(secret: &str, body: &str) -> String {
+pub fn hmac_hex(secret: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     mac.finalize()
@@ -39,7 +39,12 @@ fn hmac_hex(secret: &str, body: &str) -> String {
 }
 
 /// POSTs `body` to the webhook with `headers`, no token; status and answer.
-fn deliver(daemon: &Daemon, repo: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
+pub fn deliver(
+    daemon: &Daemon,
+    repo: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, Value) {
     let agent = common::agent_with_timeout(Duration::from_secs(30));
     let mut request = ureq::http::Request::builder()
         .method("POST")
@@ -57,7 +62,7 @@ fn deliver(daemon: &Daemon, repo: &str, headers: &[(&str, String)], body: &str) 
     )
 }
 
-fn github(event: &str, delivery: &str, body: &str) -> Headers {
+pub fn github(event: &str, delivery: &str, body: &str) -> Headers {
     vec![
         ("X-GitHub-Event", event.to_string()),
         ("X-GitHub-Delivery", delivery.to_string()),

@@ -94,6 +94,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/repos/{name}/upstream",
             get(upstreams::upstream_status),
         )
+        .route(
+            "/api/repos/{name}/pulls/{number}/approve",
+            post(upstreams::approve_pull),
+        )
         .route("/api/builds", get(list_builds).post(create_build))
         .route("/api/builds/{id}", get(get_build))
         .route("/api/builds/{id}/logs", get(build_logs))

@@ -24,6 +24,7 @@ pub(super) struct CreateRepo {
     upstream_credentials_file: Option<std::path::PathBuf>,
     poll_interval_secs: Option<u64>,
     webhook_secret_file: Option<std::path::PathBuf>,
+    build_fork_pull_requests: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +51,7 @@ pub(super) async fn create_repo(
         upstream_credentials_file: body.upstream_credentials_file,
         poll_interval_secs: body.poll_interval_secs,
         webhook_secret_file: body.webhook_secret_file,
+        build_fork_pull_requests: body.build_fork_pull_requests,
     }
     .settings()?;
     let repo = app

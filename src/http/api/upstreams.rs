@@ -72,3 +72,22 @@ pub(super) async fn webhook(
     };
     Ok((status, axum::Json(answer)))
 }
+
+/// `POST /api/repos/{name}/pulls/{number}/approve`: a maintainer lets the
+/// head of a fork's pull request that waits for approval build (without
+/// secrets). 201 with the build, 200 when an identical build exists.
+pub(super) async fn approve_pull(
+    State(app): AppState,
+    Path((name, number)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let number: u64 = number
+        .parse()
+        .map_err(|_| ApiError::invalid("number", "a pull request number is a positive integer"))?;
+    let (build, created) = app.approve_pull(&name, number).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(build)))
+}
