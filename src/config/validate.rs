@@ -536,6 +536,60 @@ mod tests {
     }
 
     #[test]
+    fn upstream_keys_are_checked_naming_the_key() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            jail.create_file("secret", "s3cret\n")?;
+            let cases = [
+                (
+                    "[repos.app]\nupstream = \"https://ci:hunter2@git.example.org/app.git\"\n",
+                    "repos.app.upstream",
+                    "upstream_credentials_file",
+                ),
+                (
+                    "[repos.app]\nupstream = \"ftp://git.example.org/app\"\n",
+                    "repos.app.upstream",
+                    "scheme",
+                ),
+                (
+                    "[repos.app]\nwebhook_secret_file = \"secret\"\n",
+                    "repos.app.webhook_secret_file",
+                    "needs `upstream`",
+                ),
+                (
+                    "[repos.app]\nupstream = \"git://h/a.git\"\nupstream_credentials_file = \"/nonexistent/creds\"\n",
+                    "repos.app.upstream_credentials_file",
+                    "cannot read it",
+                ),
+                (
+                    "[repos.app]\nupstream = \"git://h/a.git\"\npoll_interval_secs = 100000\n",
+                    "repos.app.poll_interval_secs",
+                    "at most 86400",
+                ),
+                (
+                    "[repos.app]\nbuild_fork_pull_requests = true\n",
+                    "repos.app.build_fork_pull_requests",
+                    "needs `upstream`",
+                ),
+            ];
+            for (toml, key, why) in cases {
+                jail.create_file("u.toml", toml)?;
+                let err = load_in(jail, Some("u.toml")).unwrap_err().to_string();
+                assert!(err.contains(key) && err.contains(why), "{toml}: {err}");
+                assert!(!err.contains("hunter2"), "{err}");
+            }
+            jail.create_file(
+                "u.toml",
+                "[repos.app]\nupstream = \"git@git.example.org:team/app.git\"\n\
+                 webhook_secret_file = \"secret\"\npoll_interval_secs = 0\n",
+            )?;
+            let config = load_in(jail, Some("u.toml")).unwrap();
+            assert_eq!(config.repos["app"].poll_interval_secs, Some(0));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unreadable_token_file_is_rejected() {
         Jail::expect_with(|jail| {
             clear_config_env(jail);
