@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod defaults;
 mod source;
+mod upstreams;
 mod validate;
 
 pub use validate::exposed_mode;
@@ -370,6 +371,7 @@ fn configuration_imports_no_feature_module() {
         ("defaults.rs", include_str!("defaults.rs")),
         ("source.rs", include_str!("source.rs")),
         ("validate.rs", include_str!("validate.rs")),
+        ("upstreams.rs", include_str!("upstreams.rs")),
     ];
     for feature in ["cache", "http", "build", "app", "server", "ops"] {
         let path = format!("crate::{feature}");
