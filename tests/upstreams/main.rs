@@ -302,16 +302,18 @@ fn an_upstream_that_is_down_backs_off_then_recovers() {
     });
     let status = upstream_status(&daemon, "app");
     assert_eq!(status["state"], "failing", "{status}");
-    // After three failures in a row the next look waits 4 s (±10 %): the
-    // wait doubled from the 1 s interval.
+    // After n failures in a row the next look waits 2^(n-1) s (±10 %):
+    // the wait doubles from the 1 s interval.
     let checked =
         chrono::DateTime::parse_from_rfc3339(status["last_checked_at"].as_str().unwrap()).unwrap();
     let next =
         chrono::DateTime::parse_from_rfc3339(status["next_check_at"].as_str().unwrap()).unwrap();
     let wait = (next - checked).num_milliseconds();
-    if status["failures"] == 3 {
-        assert!((3400..=4600).contains(&wait), "waits {wait} ms: {status}");
-    }
+    let expected = 1000 * 2i64.pow(status["failures"].as_u64().unwrap() as u32 - 1);
+    assert!(
+        (expected * 9 / 10 - 50..=expected * 11 / 10 + 50).contains(&wait),
+        "waits {wait} ms, not about {expected}: {status}"
+    );
     assert!(builds_of(&daemon, "app").is_empty());
     let _server = servers::git_daemon(root.path(), port);
     // A look now (the scan endpoint also looks at the upstream).
