@@ -233,3 +233,64 @@ fn upstream_build_of(daemon: &Daemon, head_ref: &str, commit: &str, trigger: &st
     assert_eq!(build["trigger"], trigger, "{build}");
     build
 }
+
+/// A fork's build gets no secret: its outputs are not recorded in the
+/// binary cache, so they are neither signed, served nor pushed, while the
+/// trusted build of the same repository's branch is.
+#[test]
+fn a_forks_build_is_neither_cached_nor_pushed() {
+    let root = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(root.path(), "app");
+    let trusted = upstream.push_new("main");
+    let secret_key = root.path().join("cache.secret");
+    let key = std::process::Command::new("nix")
+        .args(["key", "generate-secret", "--key-name", "ci-test-1"])
+        .env("NIX_CONFIG", crate::common::NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    std::fs::write(&secret_key, key.stdout).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pushed = root.path().join("pushed");
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let daemon = Daemon::start(&format!(
+        "scan_interval_secs = 3600\ncache_secret_key_file = \"{}\"\ncache_serve = true\n\
+         cache_push = [\"file://{}\"]\n[repos.app]\nupstream = \"file://{}\"\n\
+         poll_interval_secs = 0\nwebhook_secret_file = \"{}\"\nbuild_fork_pull_requests = true\n",
+        secret_key.display(),
+        pushed.display(),
+        upstream.bare.display(),
+        secret.display()
+    ));
+    let main = upstream_build_of(&daemon, "main", &trusted, "upstream");
+    let main = daemon.wait_build(
+        main["id"].as_i64().unwrap(),
+        Duration::from_secs(120),
+        |b| b["cache"]["pushes"][0]["status"] == "pushed",
+    );
+    assert!(main["cache"]["outputs"][0]["path"].is_string(), "{main}");
+
+    let fork = push_to(&upstream, "refs/pull/4/head");
+    pull_request(&daemon, 4, "opened", "stranger/app", "c-1");
+    let build = upstream_build_of(&daemon, "refs/pull/4/head", &fork, "fork_pull_request");
+    let build = daemon.wait_final(build["id"].as_i64().unwrap());
+    assert_eq!(build["status"], "success", "{build}");
+    let out = build["checks"][0]["out_path"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    let build = daemon.build(build["id"].as_i64().unwrap());
+    assert!(build["cache"].is_null(), "{build}");
+    let hash = &out["/nix/store/".len()..][..32];
+    let (status, _) = daemon.get(&format!("/nix-cache/{hash}.narinfo"));
+    assert_eq!(status, 404, "a fork's output is served");
+    let pushed_infos: Vec<_> = std::fs::read_dir(&pushed)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !pushed_infos.iter().any(|f| f.starts_with(hash)),
+        "{pushed_infos:?}"
+    );
+}
