@@ -175,7 +175,7 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
         warnings.push(crate::build::preflight::Warning {
             code: "upstream_failing",
             message: format!(
-                "the upstream of repository {repo} cannot be read ({} failures in a row; \
+                "the upstream of repository {repo} cannot be read (failures in a row: {}; \
                  next try at {}): {}",
                 status.failures,
                 status.next_check_at.as_deref().unwrap_or("-"),
