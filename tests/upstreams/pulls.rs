@@ -162,6 +162,17 @@ fn a_forks_pull_request_waits_for_approval_and_builds_untrusted() {
             .all(|b| b["branch"] != "refs/pull/2/head")
     );
 
+    // Nor is it built on request, as a trusted build would be.
+    let (status, refused) = daemon.post(
+        "/api/builds",
+        &serde_json::json!({"repo": "app", "branch": "refs/pull/2/head", "commit": commit}),
+    );
+    assert_eq!(
+        (status, refused["error"]["field"].as_str()),
+        (400, Some("branch")),
+        "{refused}"
+    );
+
     // Without the token, no approval.
     let (status, _) = daemon.request("POST", "/api/repos/app/pulls/2/approve", Some("{}"), None);
     assert_eq!(status, 401);
