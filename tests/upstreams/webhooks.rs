@@ -284,3 +284,16 @@ fn a_webhook_storm_is_one_look_at_a_time() {
     );
     assert!(requests.len() < 600, "{} requests", requests.len());
 }
+
+/// With private reads, the webhook does not tell which repositories exist:
+/// an unknown one is 401 as one without webhooks is.
+#[test]
+fn private_reads_hide_which_repositories_exist() {
+    let daemon = Daemon::start(&format!("{}public_read = false\n", super::QUICK));
+    daemon.create_repo("plain");
+    let push = fixture("github-push.json");
+    for repo in ["nosuch", "plain"] {
+        let (status, answer) = deliver(&daemon, repo, &github("push", "x", &push), &push);
+        assert_eq!(status, 401, "{repo}: {answer}");
+    }
+}
