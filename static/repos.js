@@ -26,7 +26,7 @@ import { buildsHash } from "./builds.js";
 function upstreamCard(name, up, onApproved) {
   const hook = `${location.origin}/api/repos/${encodeURIComponent(name)}/webhook`;
   const facts = [
-    ["Upstream", h("code", { text: up.url })],
+    ["URL", h("code", { text: up.url })],
     ["State", h("span", { class: `upstream-state upstream-${up.state}`, text: up.state === "failing" ? `failing (${up.failures} in a row)` : up.state })],
     up.last_error ? ["Error", h("pre", { class: "upstream-error", text: up.last_error })] : null,
     up.last_checked_at ? ["Last look", localTime(up.last_checked_at)] : null,
@@ -449,7 +449,7 @@ export class RepoView extends View {
     this.moreButton.textContent = `Show more branches (${left} more)`;
   }
 
-  /** The next page of branches, after those shown. */
+  /** The upstream card of a mirrored repository (nothing for the others). */
   async loadUpstream() {
     const slot = this.upstreamSlot;
     let up;
@@ -464,6 +464,7 @@ export class RepoView extends View {
     slot.replaceChildren(upstreamCard(this.name, up, () => this.loadUpstream()));
   }
 
+  /** The next page of branches, after those shown. */
   async loadMore() {
     const button = this.moreButton;
     button.disabled = true;

@@ -50,6 +50,22 @@ impl App {
         // The known heads answer for the branches the daemon has seen; git
         // (a kept reader, off the executor) for the others.
         let pull = repos::is_pull_ref(branch);
+        // Whether a pull request's head is a fork's is known from its forge's
+        // event only: it is built from there, or rebuilt as it was.
+        if pull
+            && !matches!(
+                trigger,
+                "pull_request" | queue::UNTRUSTED_TRIGGER | "rebuild"
+            )
+        {
+            return Err(AppError::invalid(
+                "branch",
+                format!(
+                    "{branch} is a pull request's head: it is built when its forge's webhook \
+                     announces it (a fork's once approved), not on request"
+                ),
+            ));
+        }
         // A pull request's ref is no branch: the view does not know it.
         let cached = if pull {
             None

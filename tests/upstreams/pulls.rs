@@ -54,9 +54,10 @@ fn pull_requests_build_supersede_and_cancel_when_closed() {
     let root = tempfile::tempdir().unwrap();
     let upstream = Upstream::new(root.path(), "app");
     upstream.push_new("main");
-    // "nix" that never ends: builds stay running until cancelled.
+    // "nix" that does not end before the test: builds stay running until
+    // cancelled (and end by themselves should the test fail).
     let slow = root.path().join("slow-nix");
-    std::fs::write(&slow, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::write(&slow, "#!/bin/sh\nexec sleep 120\n").unwrap();
     crate::servers::make_executable(&slow);
     let daemon = daemon(root.path(), &upstream, "", slow.to_str().unwrap());
     wait_until(&daemon, Duration::from_secs(20), "the first look", || {

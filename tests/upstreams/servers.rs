@@ -46,13 +46,18 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group: `git daemon` runs `git-daemon` as a child, sshd
+        // and lighttpd have children of their own.
+        // SAFETY: kill(2) touches no memory.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
 
 impl Server {
     fn spawn(mut command: Command, port: u16, log: PathBuf, dir: Option<TempDir>) -> Server {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
         let out = std::fs::File::create(&log).unwrap();
         command
             .stdin(Stdio::null())

@@ -282,7 +282,15 @@ impl App {
         headers: impl Fn(&str) -> Option<&'a str>,
         body: &[u8],
     ) -> Result<WebhookAnswer, AppError> {
-        let repo = self.find_repo(name).await?;
+        // Which repositories exist is no secret only when reads are public.
+        let repo = match self.find_repo(name).await {
+            Err(AppError::NotFound(_)) if !self.config.public_read => {
+                return Err(AppError::Unauthorized(format!(
+                    "repository {name:?} takes no webhooks"
+                )));
+            }
+            other => other?,
+        };
         let Some(mirror) = self.upstreams.get(&repo.name) else {
             return Err(AppError::Unauthorized(format!(
                 "repository {name:?} has no upstream and takes no webhooks"
@@ -447,9 +455,8 @@ async fn mirror_loop(app: Arc<App>, name: String, mirror: Arc<Mirror>, poll_secs
     // The first look soon after start, spread so that many repositories do
     // not all ask at the same moment.
     let mut wait = Some(Duration::from_secs(5).min(poll).mul_f64(random_fraction()));
+    mirror.status.lock().expect("status").next_check_at = next_at(wait);
     loop {
-        let next = wait.map(|w| format_ms(now_ms() + w.as_millis() as i64));
-        mirror.status.lock().expect("status").next_check_at = next;
         let sleep = async {
             match wait {
                 Some(w) => tokio::time::sleep(w).await,
@@ -495,7 +502,14 @@ async fn mirror_loop(app: Arc<App>, name: String, mirror: Arc<Mirror>, poll_secs
                 wait = Some(spread(delay));
             }
         }
+        // With the look's outcome, so that a reader sees both or neither.
+        status.next_check_at = next_at(wait);
     }
+}
+
+/// When a look `wait` from now happens, if one is due.
+fn next_at(wait: Option<Duration>) -> Option<String> {
+    wait.map(|w| format_ms(now_ms() + w.as_millis() as i64))
 }
 
 #[cfg(test)]
