@@ -25,6 +25,28 @@ let
   credentialsDir = "/run/credentials/procurator-ci.service";
   notifySecretCredential = i: "notify-secret-${toString i}";
   cacheKeyCredential = "cache-secret-key";
+  # A mirrored repository's files, as credentials named after it.
+  repoCredential = name: kind: "repo-${name}-${kind}";
+  repoSecrets = lib.concatLists (
+    lib.mapAttrsToList (
+      name: repo:
+      lib.optional (repo.upstream_credentials_file != null) {
+        credential = repoCredential name "upstream-credentials";
+        file = repo.upstream_credentials_file;
+      }
+      ++ lib.optional (repo.webhook_secret_file != null) {
+        credential = repoCredential name "webhook-secret";
+        file = repo.webhook_secret_file;
+      }
+    ) cfg.repos
+  );
+  secretPath =
+    lib.types.nullOr (
+      lib.types.pathWith {
+        inStore = false;
+        absolute = true;
+      }
+    );
   caching = cfg.cache.serve || cfg.cache.push != [ ];
   # `file://` caches and plain absolute paths (a local store) are directories
   # the daemon writes: the unit's only writable paths besides its own are
@@ -191,6 +213,51 @@ in
               The branch the repository's `HEAD` names: the one its page's
               headline and its badge (without `?branch`) are about. Kept in
               sync at every start when set; `main` at creation otherwise.
+            '';
+          };
+          options.upstream = lib.mkOption {
+            type = lib.types.nullOr lib.types.singleLineStr;
+            default = null;
+            example = "https://github.com/team/app.git";
+            description = ''
+              A git URL (`https://`, `ssh://` or `user@host:path`, `git://`,
+              `file://`) the repository mirrors: its branches are fetched
+              (with prune) and built as pushes are. No password or token in
+              it: those go in `upstream_credentials_file`.
+            '';
+          };
+          options.upstream_credentials_file = lib.mkOption {
+            type = secretPath;
+            default = null;
+            example = "/run/keys/app-deploy-token";
+            description = ''
+              A token (`token` or `user:token`) for an https upstream, or an
+              SSH private key for an ssh one, outside the Nix store. Passed to
+              the daemon with systemd's `LoadCredential=`.
+            '';
+          };
+          options.poll_interval_secs = lib.mkOption {
+            type = lib.types.nullOr lib.types.ints.unsigned;
+            default = null;
+            example = 60;
+            description = "Seconds between looks at the upstream (the daemon's default is 300; 0: webhooks only).";
+          };
+          options.webhook_secret_file = lib.mkOption {
+            type = secretPath;
+            default = null;
+            example = "/run/keys/app-webhook-secret";
+            description = ''
+              The secret the forge signs webhooks with (GitHub, Gitea and
+              Forgejo: the webhook's secret; GitLab: its secret token),
+              outside the Nix store. Passed with `LoadCredential=`.
+            '';
+          };
+          options.build_fork_pull_requests = lib.mkOption {
+            type = lib.types.bool;
+            default = false;
+            description = ''
+              Build forks' pull requests without a maintainer's approval
+              (untrusted either way: no cache push, no secrets).
             '';
           };
         }
@@ -499,9 +566,18 @@ in
     nix.distributedBuilds = lib.mkIf (cfg.buildMachines != [ ]) (lib.mkDefault true);
 
     services.procurator-ci.settings.repos = lib.mapAttrs (
-      _: repo:
+      name: repo:
       { inherit (repo) description; }
       // lib.optionalAttrs (repo.default_branch != null) { inherit (repo) default_branch; }
+      // lib.optionalAttrs (repo.upstream != null) { inherit (repo) upstream; }
+      // lib.optionalAttrs (repo.poll_interval_secs != null) { inherit (repo) poll_interval_secs; }
+      // lib.optionalAttrs repo.build_fork_pull_requests { build_fork_pull_requests = true; }
+      // lib.optionalAttrs (repo.upstream_credentials_file != null) {
+        upstream_credentials_file = "${credentialsDir}/${repoCredential name "upstream-credentials"}";
+      }
+      // lib.optionalAttrs (repo.webhook_secret_file != null) {
+        webhook_secret_file = "${credentialsDir}/${repoCredential name "webhook-secret"}";
+      }
     ) cfg.repos;
 
     users.users = lib.mkMerge [
@@ -544,6 +620,8 @@ in
       path = [
         config.nix.package
         pkgs.git
+        # ssh:// upstreams.
+        pkgs.openssh
       ];
       # nix's caches go to $CACHE_DIRECTORY (CacheDirectory= below), which
       # the daemon passes to nix and git as XDG_CACHE_HOME.
@@ -581,6 +659,7 @@ in
         LoadCredential =
           lib.optional (cfg.apiTokenFile != null) "${tokenCredential}:${cfg.apiTokenFile}"
           ++ map (secret: "${secret.credential}:${secret.secret_file}") notifySecrets
+          ++ map (secret: "${secret.credential}:${secret.file}") repoSecrets
           ++ lib.optional (
             cfg.cache.secretKeyFile != null
           ) "${cacheKeyCredential}:${cfg.cache.secretKeyFile}";

@@ -272,6 +272,7 @@ async fn build_app(
         cache,
         views: Default::default(),
         isolation,
+        upstreams: Default::default(),
     }))
 }
 

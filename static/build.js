@@ -331,6 +331,9 @@ export class BuildView extends View {
           ? h("span", {}, `${b.trigger}, of `, h("a", { href: `#/builds/${b.rebuild_of}`, text: `#${b.rebuild_of}` }))
           : b.trigger,
       ],
+      b.untrusted
+        ? ["Trust", h("span", { class: "tag untrusted", text: "untrusted: a fork's pull request, built without secrets (no cache push, no signed notifications)" })]
+        : null,
       ["Queued", h("span", {}, agoEl(b.created_ms, b.created_at), h("span", { class: "muted", text: ` · ${localTime(b.created_at)}` }))],
       b.started_at ? ["Started", localTime(b.started_at)] : null,
       b.finished_at ? ["Finished", localTime(b.finished_at)] : null,

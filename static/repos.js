@@ -12,10 +12,68 @@ import {
   setTitle,
   toast,
   confirmDialog,
+  localTime,
 } from "./ui.js";
 import { api } from "./api.js";
 import { View, repoCache } from "./feed.js";
 import { buildsHash } from "./builds.js";
+
+/**
+ * The upstream a repository mirrors: its state (a failing one in red, with
+ * the error and the next try), the webhook URL to paste into the forge, and
+ * the forks' pull requests that wait for a maintainer's approval.
+ */
+function upstreamCard(name, up, onApproved) {
+  const hook = `${location.origin}/api/repos/${encodeURIComponent(name)}/webhook`;
+  const facts = [
+    ["URL", h("code", { text: up.url })],
+    ["State", h("span", { class: `upstream-state upstream-${up.state}`, text: up.state === "failing" ? `failing (${up.failures} in a row)` : up.state })],
+    up.last_error ? ["Error", h("pre", { class: "upstream-error", text: up.last_error })] : null,
+    up.last_checked_at ? ["Last look", localTime(up.last_checked_at)] : null,
+    up.next_check_at ? ["Next look", localTime(up.next_check_at)] : null,
+    ["Polling", up.poll_interval_secs ? `every ${up.poll_interval_secs} s` : "off (webhooks only)"],
+    ["Forks' pull requests", up.build_fork_pull_requests ? "built at once, untrusted" : "wait for approval, then built untrusted"],
+  ].filter(Boolean);
+  const waiting = (up.awaiting_approval || []).map((a) =>
+    h(
+      "li",
+      {},
+      `#${a.number} at `,
+      h("code", { text: shortCommit(a.commit) }),
+      " ",
+      h("button", {
+        type: "button",
+        class: "primary approve-pull",
+        "data-number": String(a.number),
+        text: "Approve and build",
+        onclick: async (event) => {
+          event.target.disabled = true;
+          try {
+            const build = await api(`/api/repos/${encodeURIComponent(name)}/pulls/${a.number}/approve`, {
+              method: "POST",
+              purpose: "Approving a fork's pull request needs the API token.",
+            });
+            toast(`Build #${build.id} queued for pull request #${a.number} (untrusted).`);
+            onApproved();
+          } catch (e) {
+            event.target.disabled = false;
+            toast(e.message, "error");
+          }
+        },
+      }),
+    ),
+  );
+  return h(
+    "section",
+    { class: "card upstream-card", "aria-labelledby": "upstream-title" },
+    h("h2", { id: "upstream-title", text: "Upstream" }),
+    h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)])),
+    up.webhook
+      ? copyField("Webhook URL (content type application/json, the repository's webhook secret)", hook, "webhook-url", 1)
+      : h("p", { class: "hint", text: "No webhook_secret_file: the forge's webhooks are refused; the daemon polls." }),
+    waiting.length ? h("div", {}, h("h3", { text: "Waiting for approval" }), h("ul", { class: "awaiting" }, waiting)) : null,
+  );
+}
 
 /** Success rate and median duration over a branch's recent builds. */
 function statsCells(stats) {
@@ -377,6 +435,10 @@ export class RepoView extends View {
             h("button", { type: "button", id: "repo-delete", class: "danger", text: "Delete repository…", onclick: () => this.remove(repo) }),
           ),
     );
+    // A mirrored repository's upstream, after the cards.
+    this.upstreamSlot = h("div", { class: "upstream-slot" });
+    this.body.insertBefore(this.upstreamSlot, this.body.children[3] || null);
+    this.loadUpstream();
   }
 
   /** Where the next page starts and how many branches are left. */
@@ -385,6 +447,21 @@ export class RepoView extends View {
     const left = page.branches_total - this.shown.size;
     this.moreEnd.hidden = this.nextOffset === null || left <= 0;
     this.moreButton.textContent = `Show more branches (${left} more)`;
+  }
+
+  /** The upstream card of a mirrored repository (nothing for the others). */
+  async loadUpstream() {
+    const slot = this.upstreamSlot;
+    let up;
+    try {
+      up = await api(`/api/repos/${encodeURIComponent(this.name)}/upstream`);
+    } catch (e) {
+      // 404: the repository mirrors nothing.
+      if (e.status !== 404 && !this.destroyed) slot.replaceChildren(errorBox(e, () => this.loadUpstream()));
+      return;
+    }
+    if (this.destroyed || slot !== this.upstreamSlot) return;
+    slot.replaceChildren(upstreamCard(this.name, up, () => this.loadUpstream()));
   }
 
   /** The next page of branches, after those shown. */

@@ -35,7 +35,7 @@ impl App {
     ) -> Result<(BuildView, bool), AppError> {
         repos::validate_repo_name(repo)
             .map_err(|r| AppError::invalid("repo", format!("invalid repository name: {r}")))?;
-        repos::validate_branch(branch)
+        repos::validate_build_ref(branch)
             .map_err(|r| AppError::invalid("branch", format!("invalid branch name: {r}")))?;
         repos::validate_commit(commit)
             .map_err(|r| AppError::invalid("commit", format!("invalid commit: {r}")))?;
@@ -49,7 +49,29 @@ impl App {
         })?;
         // The known heads answer for the branches the daemon has seen; git
         // (a kept reader, off the executor) for the others.
-        let cached = self.views.has_branch(repo, branch);
+        let pull = repos::is_pull_ref(branch);
+        // Whether a pull request's head is a fork's is known from its forge's
+        // event only: it is built from there, or rebuilt as it was.
+        if pull
+            && !matches!(
+                trigger,
+                "pull_request" | queue::UNTRUSTED_TRIGGER | "rebuild"
+            )
+        {
+            return Err(AppError::invalid(
+                "branch",
+                format!(
+                    "{branch} is a pull request's head: it is built when its forge's webhook \
+                     announces it (a fork's once approved), not on request"
+                ),
+            ));
+        }
+        // A pull request's ref is no branch: the view does not know it.
+        let cached = if pull {
+            None
+        } else {
+            self.views.has_branch(repo, branch)
+        };
         let known = cached == Some(true);
         let files = self.repos.clone();
         let path = PathBuf::from(&repo_row.path);
@@ -57,6 +79,8 @@ impl App {
         let (exists, head, found) = blocking(move || {
             let head = if known {
                 None
+            } else if pull {
+                files.pull_head(&path, &name)?
             } else {
                 files.branch_head(&path, &name)?
             };
@@ -79,7 +103,7 @@ impl App {
         }
         // A branch made without the hook: the view learns its head once the
         // build is stored (a push records its own below).
-        let unseen_head = head.filter(|_| cached == Some(false) && trigger != "push");
+        let unseen_head = head.filter(|_| cached == Some(false) && trigger != "push" && !pull);
         // Any commit of the repository may be built on the branch (a rebuild
         // of an older one is legitimate); one it does not have cannot.
         let Some(info) = found else {
@@ -380,12 +404,18 @@ impl App {
                 old.repo
             )));
         }
+        // A fork's pull request stays untrusted when built again.
+        let trigger = if old.untrusted() {
+            queue::UNTRUSTED_TRIGGER
+        } else {
+            "rebuild"
+        };
         self.enqueue(
             &old.repo,
             &old.branch,
             &old.commit,
             old.author,
-            "rebuild",
+            trigger,
             Some(id),
         )
         .await

@@ -11,10 +11,12 @@
 
 mod builds;
 mod repos;
+mod upstreams;
 mod views;
 
 pub use builds::recover_orphans;
-pub use repos::prepare_repos;
+pub use repos::{UpstreamRequest, prepare_repos};
+pub use upstreams::{Mirrors, UpstreamStatus, WebhookAnswer};
 pub use views::{BuildDetail, BuildRef, BuildView, Explanation, Repo};
 
 use std::collections::HashMap;
@@ -43,6 +45,9 @@ pub enum AppError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// The request did not prove who sent it (a webhook's signature).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The daemon cannot serve this now (database locked, disk full,
     /// shutting down); retrying later may work.
     #[error("{0}")]
@@ -126,6 +131,8 @@ pub struct App {
     pub views: Arc<crate::repos::views::RepoViews>,
     /// What nix's evaluation of a pushed flake cannot see.
     pub isolation: crate::build::isolation::Isolation,
+    /// The repositories mirrored from an upstream.
+    pub upstreams: Mirrors,
 }
 
 /// Runs `job` on the blocking pool.

@@ -2,10 +2,14 @@
 //! listing, finding and deleting them, and at startup adopting those found
 //! on disk and creating the declared ones ([`prepare_repos`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use super::{App, AppError, Repo, blocking};
 use crate::build::queue::{format_ms, now_ms};
+use crate::repos::upstream::{self, DEFAULT_POLL_INTERVAL_SECS, UpstreamSettings};
 use crate::repos::{self, RepoError};
 use crate::storage::store::SqlResultExt;
 
@@ -44,12 +48,14 @@ impl App {
     }
 
     /// Creates a repository with its hook, its `HEAD` naming
-    /// `default_branch` (`main` unless given).
+    /// `default_branch` (`main` unless given), mirroring `upstream` when
+    /// one is named.
     pub async fn create_repo(
         self: &Arc<Self>,
         name: String,
         description: String,
         default_branch: Option<String>,
+        upstream: Option<UpstreamSettings>,
     ) -> Result<Repo, AppError> {
         validate_description(&description)?;
         let default_branch = default_branch.unwrap_or_else(|| DEFAULT_BRANCH.to_string());
@@ -63,7 +69,16 @@ impl App {
         self.refuse_when_disk_full()?;
         let files = self.repos.clone();
         let (n, d) = (name.clone(), description.clone());
-        let path = blocking(move || Ok(files.create(&n, &d, &default_branch)?)).await?;
+        let settings = upstream.clone();
+        let path = blocking(move || {
+            let path = files.create(&n, &d, &default_branch)?;
+            if let Err(e) = files.write_upstream(&path, settings.as_ref()) {
+                let _ = files.delete(&n);
+                return Err(e.into());
+            }
+            Ok(path)
+        })
+        .await?;
         let repo = self.insert_repo_row(&name, &path, &description).await;
         if let Err(e) = &repo {
             tracing::error!(repo = %name, error = %e, "cannot record a new repository; removing it");
@@ -77,6 +92,9 @@ impl App {
             tracing::warn!(repo = %repo.name, error = %e, "cannot load the view of a new repository");
         }
         tracing::info!(repo = %repo.name, path = %repo.path, "Repository created");
+        if let Some(settings) = upstream {
+            self.start_upstream(&repo.name, path, settings).await?;
+        }
         self.events.publish("repo.created", None, &repo);
         Ok(repo)
     }
@@ -217,10 +235,101 @@ impl App {
             })
             .await?;
         self.views.remove(name);
+        self.upstreams.stop(name);
         tracing::warn!(repo = %name, path = %repo.path, "Repository deleted");
         self.events.publish("repo.deleted", None, &repo);
         Ok(())
     }
+}
+
+/// A repository's upstream keys, as `POST /api/repos` and `[repos.NAME]`
+/// name them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRequest {
+    pub upstream: Option<String>,
+    pub upstream_credentials_file: Option<PathBuf>,
+    pub poll_interval_secs: Option<u64>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub build_fork_pull_requests: Option<bool>,
+}
+
+impl UpstreamRequest {
+    /// The settings these keys make, each key checked (the files must be
+    /// readable by the daemon); `None` without an `upstream`.
+    pub fn settings(self) -> Result<Option<UpstreamSettings>, AppError> {
+        let Some(url) = self.upstream else {
+            for (field, set) in [
+                (
+                    "upstream_credentials_file",
+                    self.upstream_credentials_file.is_some(),
+                ),
+                ("poll_interval_secs", self.poll_interval_secs.is_some()),
+                ("webhook_secret_file", self.webhook_secret_file.is_some()),
+                (
+                    "build_fork_pull_requests",
+                    self.build_fork_pull_requests.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(AppError::invalid(
+                        field,
+                        format!("{field} needs `upstream`: only a mirrored repository uses it"),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        upstream::validate_url(&url).map_err(|why| {
+            AppError::invalid(
+                "upstream",
+                format!("upstream {}: {why}", crate::redact::urls(&url)),
+            )
+        })?;
+        let poll_interval_secs = self
+            .poll_interval_secs
+            .unwrap_or(DEFAULT_POLL_INTERVAL_SECS);
+        upstream::validate_poll_interval(poll_interval_secs).map_err(|why| {
+            AppError::invalid("poll_interval_secs", format!("poll_interval_secs {why}"))
+        })?;
+        for (field, file) in [
+            ("upstream_credentials_file", &self.upstream_credentials_file),
+            ("webhook_secret_file", &self.webhook_secret_file),
+        ] {
+            if let Some(path) = file {
+                if !path.is_absolute() {
+                    return Err(AppError::invalid(
+                        field,
+                        format!("{field} must be an absolute path"),
+                    ));
+                }
+                upstream::read_secret_file(path).map_err(|why| {
+                    AppError::invalid(field, format!("{field} {}: {why}", path.display()))
+                })?;
+            }
+        }
+        Ok(Some(UpstreamSettings {
+            url,
+            credentials_file: self.upstream_credentials_file,
+            poll_interval_secs,
+            webhook_secret_file: self.webhook_secret_file,
+            build_fork_pull_requests: self.build_fork_pull_requests.unwrap_or(false),
+        }))
+    }
+}
+
+/// The upstream settings of a declared repository (validated with the
+/// configuration).
+fn declared_upstream(decl: &crate::config::RepoDecl) -> Option<UpstreamSettings> {
+    decl.upstream.as_ref().map(|url| UpstreamSettings {
+        url: url.clone(),
+        credentials_file: decl.upstream_credentials_file.clone(),
+        poll_interval_secs: decl
+            .poll_interval_secs
+            .unwrap_or(DEFAULT_POLL_INTERVAL_SECS),
+        webhook_secret_file: decl.webhook_secret_file.clone(),
+        build_fork_pull_requests: decl.build_fork_pull_requests,
+    })
 }
 
 /// The default branch of a repository created without one.
@@ -287,7 +396,10 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
             let files = app.repos.clone();
             let (p, d) = (path.clone(), decl.description.clone());
             let head = decl.default_branch.clone();
+            let settings = declared_upstream(decl);
             blocking(move || {
+                // The configuration says what the repository mirrors.
+                files.write_upstream(&p, settings.as_ref())?;
                 let current = std::fs::read_to_string(p.join("description")).unwrap_or_default();
                 if current != format!("{d}\n") {
                     files.write_description(&p, &d)?;
@@ -309,8 +421,19 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
                 name.clone(),
                 decl.description.clone(),
                 decl.default_branch.clone(),
+                declared_upstream(decl),
             )
             .await?;
+        }
+    }
+    // Every repository with an upstream in its config mirrors it (those
+    // created through the API keep theirs there too).
+    for name in &on_disk {
+        let path = app.repos.path_of(name)?;
+        let files = app.repos.clone();
+        let p = path.clone();
+        if let Some(settings) = blocking(move || Ok(files.read_upstream(&p)?)).await? {
+            app.start_upstream(name, path, settings).await?;
         }
     }
     Ok(())

@@ -91,6 +91,9 @@ pub struct BuildView {
     pub notices: Vec<String>,
     /// It passed without testing anything (see [`nothing_tested`]).
     pub nothing_tested: bool,
+    /// Of a fork's pull request: built without secrets.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
     /// A cancel was asked for and the build is being stopped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
@@ -174,6 +177,7 @@ impl App {
             diagnosis: Explanation::of(&build),
             notices,
             nothing_tested: nothing_tested(&build),
+            untrusted: build.untrusted(),
             stopping,
             progress,
             build,

@@ -30,7 +30,15 @@ pub fn flake_ref(repo: &Path, branch: &str, commit: &str, submodules: bool) -> S
     format!(
         "git+file://{}?ref={}&rev={}{}",
         percent_encode(&repo.to_string_lossy(), true),
-        percent_encode(&format!("refs/heads/{branch}"), true),
+        // A pull request's build carries its whole head ref.
+        percent_encode(
+            &if crate::repos::is_pull_ref(branch) {
+                branch.to_string()
+            } else {
+                format!("refs/heads/{branch}")
+            },
+            true
+        ),
         percent_encode(commit, false),
         if submodules { "&submodules=1" } else { "" }
     )

@@ -174,6 +174,19 @@ pub struct NewBuild {
     pub max_retries: u32,
 }
 
+/// The trigger of a build of a pull request from a fork: its code is not
+/// the project's, so it gets no secrets (no cache push or signing, no
+/// notification that carries a secret) and is marked untrusted.
+pub const UNTRUSTED_TRIGGER: &str = "fork_pull_request";
+
+impl Build {
+    /// Whether the build is of a fork's pull request (see
+    /// [`UNTRUSTED_TRIGGER`]).
+    pub fn untrusted(&self) -> bool {
+        self.trigger == UNTRUSTED_TRIGGER
+    }
+}
+
 /// Fetches one build.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Build>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))
@@ -188,8 +201,10 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Build>, StoreError> {
 pub fn enqueue(conn: &Connection, new: &NewBuild) -> Result<(Build, bool), StoreError> {
     // A push (or the scan) of a commit another branch's build stands for
     // queues nothing: that build is shown on this branch too.
-    if matches!(new.trigger, "push" | "scan")
-        && let Some(standing) = standing_build(conn, &new.repo, &new.branch, &new.commit)?
+    if matches!(
+        new.trigger,
+        "push" | "scan" | "upstream" | "pull_request" | UNTRUSTED_TRIGGER
+    ) && let Some(standing) = standing_build(conn, &new.repo, &new.branch, &new.commit)?
     {
         return Ok((standing, false));
     }
@@ -573,12 +588,26 @@ pub fn standing_build(
 ) -> Result<Option<Build>, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM builds WHERE repo_name = ?1 AND commit_hash = ?3 AND branch <> ?2 \
-         AND status IN ('queued', 'running', 'success', 'failed') ORDER BY id DESC LIMIT 1"
+         AND status IN ('queued', 'running', 'success', 'failed') \
+         AND trigger <> '{UNTRUSTED_TRIGGER}' ORDER BY id DESC LIMIT 1"
     ))
     .db()?
     .query_row(params![repo, branch, commit], from_row)
     .optional()
     .db()
+}
+
+/// The queued and running builds of `branch` (a branch or a pull
+/// request's head ref) of `repo`.
+pub fn live_of(conn: &Connection, repo: &str, branch: &str) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id FROM builds WHERE repo_name = ?1 AND branch = ?2 \
+             AND status IN ('queued', 'running') ORDER BY id",
+        )
+        .db()?;
+    let rows = stmt.query_map(params![repo, branch], |r| r.get(0)).db()?;
+    rows.collect::<Result<Vec<_>, _>>().db()
 }
 
 /// Whether any build of repository `repo` is recorded.

@@ -242,7 +242,9 @@ fn roots_dir(app: &App, id: i64) -> PathBuf {
 /// Records a successful build's outputs in the cache; called in a task of
 /// its own when a build succeeds.
 pub async fn record(app: Arc<App>, build: Build) {
-    if app.cache.is_none() {
+    // A fork's code gets no secret: its outputs are neither signed, served
+    // nor pushed.
+    if app.cache.is_none() || build.untrusted() {
         return;
     }
     let id = build.id;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod defaults;
 mod source;
+mod upstreams;
 mod validate;
 
 pub use validate::exposed_mode;
@@ -64,6 +65,25 @@ pub struct RepoDecl {
     /// badge); kept in sync at startup when set, `main` at creation unless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_branch: Option<String>,
+    /// A git URL the repository mirrors (fetched with prune into its
+    /// branches, which are built as pushes are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A token (`token` or `user:token`, for https) or an SSH private key
+    /// that the upstream asks for; read at start, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_credentials_file: Option<PathBuf>,
+    /// Seconds between looks at the upstream (300 unless set; 0: only
+    /// webhooks make the daemon look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<u64>,
+    /// The secret webhooks of the upstream's forge are signed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Build pull requests from forks without a maintainer's approval
+    /// (off: each new head of a fork's pull request waits for one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub build_fork_pull_requests: bool,
 }
 
 /// When a notification fires.
@@ -351,6 +371,7 @@ fn configuration_imports_no_feature_module() {
         ("defaults.rs", include_str!("defaults.rs")),
         ("source.rs", include_str!("source.rs")),
         ("validate.rs", include_str!("validate.rs")),
+        ("upstreams.rs", include_str!("upstreams.rs")),
     ];
     for feature in ["cache", "http", "build", "app", "server", "ops"] {
         let path = format!("crate::{feature}");

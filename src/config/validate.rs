@@ -270,6 +270,7 @@ pub(super) fn validate(
                 &format!("is not a branch name procurator-ci builds: it {reason}"),
             ));
         }
+        super::upstreams::validate_upstream(name, decl, &invalid, runtime_files)?;
     }
     validate_cache(config, figment, runtime_files)?;
     validate_local_inputs(config, figment)

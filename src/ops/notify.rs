@@ -203,6 +203,18 @@ pub fn spawn(app: &Arc<App>) {
                 if !matches(entry, &build) {
                     continue;
                 }
+                // A fork's build gets no secret: no signed webhook, no
+                // command (whose environment and argv are the operator's).
+                if build["untrusted"] == true
+                    && (entry.secret_file.is_some() || entry.command.is_some())
+                {
+                    tracing::info!(
+                        notify = index,
+                        build_id = build["id"].as_i64().unwrap_or_default(),
+                        "not notifying about an untrusted build with a secret"
+                    );
+                    continue;
+                }
                 let delivery = Delivery {
                     event_id: event.id,
                     build_id: build["id"].as_i64().unwrap_or_default(),

@@ -28,9 +28,13 @@ pub mod git_objects;
 pub mod hook;
 pub mod install;
 mod names;
+pub mod upstream;
 pub mod views;
+pub mod webhooks;
 
-pub use names::{validate_branch, validate_commit, validate_repo_name};
+pub use names::{
+    is_pull_ref, validate_branch, validate_build_ref, validate_commit, validate_repo_name,
+};
 
 /// A repository operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +265,30 @@ impl RepoFiles {
         match self.tools.git(
             repo,
             // No option can hide in it: the name starts with `refs/heads/`.
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{name}^{{commit}}"),
+            ],
+        ) {
+            Ok(out) => Ok(Some(String::from_utf8_lossy(&out).trim().to_string())),
+            Err(CommandError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The commit a pull request's head ref (see [`is_pull_ref`]) names in
+    /// `repo`, or `None` when it has none.
+    pub fn pull_head(&self, repo: &Path, name: &str) -> Result<Option<String>, RepoError> {
+        if !is_pull_ref(name) {
+            return Err(RepoError::InvalidName {
+                name: name.to_string(),
+                reason: "is not a pull request's head ref".into(),
+            });
+        }
+        match self.tools.git(
+            repo,
             &[
                 "rev-parse",
                 "--verify",

@@ -100,6 +100,28 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `name` is the head ref of a pull or merge request as forges
+/// publish it: `refs/pull/<n>/head` (GitHub, Gitea, Forgejo) or
+/// `refs/merge-requests/<n>/head` (GitLab). A build of one carries the
+/// whole ref as its branch: no branch name starts with `refs/`.
+pub fn is_pull_ref(name: &str) -> bool {
+    let number = name
+        .strip_prefix("refs/pull/")
+        .or_else(|| name.strip_prefix("refs/merge-requests/"))
+        .and_then(|rest| rest.strip_suffix("/head"));
+    number.is_some_and(|n| {
+        (1..=12).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0')
+    })
+}
+
+/// Checks what a build may be of: a branch, or a pull request's head ref.
+pub fn validate_build_ref(name: &str) -> Result<(), String> {
+    if is_pull_ref(name) {
+        return Ok(());
+    }
+    validate_branch(name)
+}
+
 /// Checks a commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 pub fn validate_commit(commit: &str) -> Result<(), String> {
     if !(commit.len() == 40 || commit.len() == 64) {

@@ -104,6 +104,7 @@ impl From<AppError> for ApiError {
             AppError::Invalid { field, message } => ApiError::invalid(&field, message),
             AppError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             AppError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AppError::Unauthorized(m) => ApiError::unauthorized(&m),
             AppError::Unavailable(m) => {
                 tracing::warn!(error = %m, "request refused: service unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)

@@ -11,6 +11,7 @@ mod events;
 mod guards;
 mod logs;
 mod repos;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/repos/{name}/scan", post(scan_repo))
         .route("/api/repos/{name}/badge.svg", get(badge))
+        .route(
+            "/api/repos/{name}/upstream",
+            get(upstreams::upstream_status),
+        )
+        .route(
+            "/api/repos/{name}/pulls/{number}/approve",
+            post(upstreams::approve_pull),
+        )
         .route("/api/builds", get(list_builds).post(create_build))
         .route("/api/builds/{id}", get(get_build))
         .route("/api/builds/{id}/logs", get(build_logs))
@@ -102,8 +111,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/nix-cache/nar/{file}", get(cache::nar))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), authorize))
         .with_state(app.clone());
+    // The signature authenticates a forge's delivery; it has no token.
+    let webhooks = Router::new()
+        .route("/api/repos/{name}/webhook", post(upstreams::webhook))
+        .with_state(app.clone());
     Router::new()
         .merge(api)
+        .merge(webhooks)
         .merge(crate::http::web::router())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -154,16 +168,31 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
     // waits for `ok` then knows nix works. Still 200, so that liveness
     // probes see an answering daemon.
     let pending = preflight.checked_at.is_none();
+    // An upstream that cannot be read: its new commits are not built.
+    let failing = app.upstreams.failing();
+    let mut warnings = preflight.warnings.clone();
+    for (repo, status) in &failing {
+        warnings.push(crate::build::preflight::Warning {
+            code: "upstream_failing",
+            message: format!(
+                "the upstream of repository {repo} cannot be read (failures in a row: {}; \
+                 next try at {}): {}",
+                status.failures,
+                status.next_check_at.as_deref().unwrap_or("-"),
+                status.last_error.as_deref().unwrap_or("-")
+            ),
+        });
+    }
     let verdict = if pending {
         "starting"
-    } else if preflight.warnings.is_empty() {
+    } else if warnings.is_empty() {
         "ok"
     } else {
         "degraded"
     };
     Ok(axum::Json(json!({
         "status": verdict,
-        "warnings": preflight.warnings,
+        "warnings": warnings,
         "preflight": {
             "pending": pending,
             "checked_at": preflight.checked_at,
@@ -176,6 +205,10 @@ async fn health(State(app): AppState) -> ApiResult<impl IntoResponse> {
         "builds": status,
         "public_read": app.config.public_read,
         "public_url": app.config.public_url,
+        "upstreams": {
+            "mirrored": app.upstreams.count(),
+            "failing": failing,
+        },
         "cache": app.cache.as_ref().map(|cache| json!({
             "public_key": cache.key.public(),
             "url": app.config.cache_serve.then(|| format!("{}/nix-cache", app.config.public_url)),

@@ -20,6 +20,11 @@ pub(super) struct CreateRepo {
     description: String,
     /// The branch its `HEAD` names; `main` unless given.
     default_branch: Option<String>,
+    upstream: Option<String>,
+    upstream_credentials_file: Option<std::path::PathBuf>,
+    poll_interval_secs: Option<u64>,
+    webhook_secret_file: Option<std::path::PathBuf>,
+    build_fork_pull_requests: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -41,10 +46,22 @@ pub(super) async fn create_repo(
     State(app): AppState,
     Json(body): Json<CreateRepo>,
 ) -> ApiResult<impl IntoResponse> {
+    let upstream = crate::app::UpstreamRequest {
+        upstream: body.upstream,
+        upstream_credentials_file: body.upstream_credentials_file,
+        poll_interval_secs: body.poll_interval_secs,
+        webhook_secret_file: body.webhook_secret_file,
+        build_fork_pull_requests: body.build_fork_pull_requests,
+    }
+    .settings()?;
     let repo = app
-        .create_repo(body.name, body.description, body.default_branch)
+        .create_repo(body.name, body.description, body.default_branch, upstream)
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(repo)))
+    let mut json = serde_json::to_value(&repo).map_err(|_| ApiError::internal())?;
+    if let Some(status) = app.upstreams.status(&repo.name) {
+        json["upstream"] = serde_json::to_value(status).map_err(|_| ApiError::internal())?;
+    }
+    Ok((StatusCode::CREATED, axum::Json(json)))
 }
 
 /// `PATCH /api/repos/{name}`: changes the default branch; answers the
@@ -150,6 +167,8 @@ pub(super) async fn scan_repo(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let queued = app.scan(Some(&name)).await?;
+    // A mirrored repository also looks at its upstream now.
+    app.upstreams.look(&name);
     Ok(axum::Json(json!({ "queued": queued })))
 }
 
