@@ -158,6 +158,8 @@ impl Rule {
 /// The hint of the rules that say the host's Nix is older than the flake
 /// needs.
 const OLD_NIX: &str = "Not your code: the CI host's Nix is older than this flake needs (the message says what is missing); its administrator upgrades it (the health page names the version). Retried automatically.";
+/// The hint of the rules about remote builders.
+const BUILDERS: &str = "Not your code: a remote build machine (nix's `builders`) was lost or could not take the build; the health page names a machine that does not answer. Retried automatically.";
 /// The hint of a commit without a flake.
 const NO_FLAKE: &str =
     "Add a flake.nix at the root of the repository (`nix flake init` makes one) and push again.";
@@ -190,6 +192,22 @@ pub static RULES: &[Rule] = &[
         kind: FailureKind::Host,
         explain: "the Nix daemon is not reachable",
         hint: None,
+    },
+    // Nix 2.8 when the builder's connection ends mid-build (its sshd or
+    // nix-daemon killed, the machine gone); after the rows above, which
+    // say the same of a local daemon that cannot be opened.
+    Rule {
+        contains: &["unexpected end-of-file"],
+        kind: FailureKind::Host,
+        explain: "a build machine was lost: its connection ended during the build",
+        hint: Some(BUILDERS),
+    },
+    Rule {
+        contains: &["unable to start any build"],
+        kind: FailureKind::Host,
+        explain: "no build machine could take the build (every remote builder failed to connect, \
+                  or none has the system and features it needs)",
+        hint: Some(BUILDERS),
     },
     Rule {
         contains: &["unable to start the daemon"],
@@ -421,8 +439,13 @@ const ECHOES: [&str; 5] = [
 /// Whether an error only repeats or follows another one (`build of '…'
 /// failed` repeats the failure of the build it names; nix 2.8 adds a
 /// `(use '--show-trace' …)` line).
+///
+/// `cannot build on '…'` is nix giving up on one remote builder and trying
+/// another: it decides nothing by itself, and when no machine is left nix
+/// says `unable to start any build`.
 pub(super) fn is_echo(message: &str) -> bool {
     message.starts_with("build of '")
+        || message.starts_with("cannot build on '")
         || message.starts_with("(use '--show-trace'")
         || ECHOES.iter().any(|echo| message.contains(echo))
 }
