@@ -181,6 +181,11 @@ impl Daemon {
         }
     }
 
+    /// Keeps `tmp` (its state directory's parent) as long as the daemon.
+    pub fn keep(&mut self, tmp: TempDir) {
+        self._tmp = Some(tmp);
+    }
+
     /// The command that starts this daemon.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(binary());

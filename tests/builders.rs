@@ -1,0 +1,400 @@
+//! Nix's remote builders, real (issue 22): two builder hosts of
+//! scripts/nix-builders (each its own store, nix-daemon and sshd on a
+//! loopback address, Nix 2.26), reached over SSH with a generated key and
+//! their host keys; the daemon's nix (the host's) gets `builders` and
+//! `max-jobs = 0`, so every check is built remotely.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, NIX_CONFIG, Work, nonce};
+use serde_json::Value;
+
+/// One builder host: its address and the process that holds it (killing
+/// it kills every process of the host).
+struct Host {
+    address: String,
+    child: Child,
+}
+
+/// Builder hosts and the files nix reaches them with.
+struct Builders {
+    hosts: Vec<Host>,
+    dir: tempfile::TempDir,
+}
+
+impl Builders {
+    /// Starts `count` builder hosts, or says why it cannot (not root).
+    fn start(count: usize) -> Option<Builders> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: builder hosts need root (namespaces, pivot_root); scripts/test runs as root"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        keygen(&key);
+        let hosts = (0..count)
+            .map(|i| {
+                let address = address();
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nix-builders");
+                let mut command = Command::new(script);
+                command
+                    .arg("host")
+                    .arg(dir.path().join(format!("host{i}")))
+                    .arg(&address)
+                    .arg(key.with_extension("pub"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(
+                        std::fs::File::create(dir.path().join(format!("host{i}.log"))).unwrap(),
+                    );
+                Host {
+                    address,
+                    child: common::spawn_bound_to_this_process(command),
+                }
+            })
+            .collect();
+        let builders = Builders { hosts, dir };
+        for (i, host) in builders.hosts.iter().enumerate() {
+            // The first use builds the builder root (a copy of the 2.26
+            // chroot with openssh-server): minutes at most.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while TcpStream::connect((host.address.as_str(), 22)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "builder {i} does not listen: {}",
+                    std::fs::read_to_string(builders.dir.path().join(format!("host{i}.log")))
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Some(builders)
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("key")
+    }
+
+    /// The host key of host `i`, as nix's machines format takes it.
+    fn host_key(&self, i: usize) -> String {
+        public_key(
+            &self
+                .dir
+                .path()
+                .join(format!("host{i}/ssh_host_ed25519_key.pub")),
+        )
+    }
+
+    fn uri(&self, i: usize) -> String {
+        format!("ssh-ng://root@{}", self.hosts[i].address)
+    }
+
+    /// A machines file of `lines` (URI, host key), one slot each.
+    fn machines(&self, lines: &[(String, String)]) -> PathBuf {
+        let path = self.dir.path().join(format!("machines-{}", nonce("m")));
+        let text: String = lines
+            .iter()
+            .map(|(uri, host_key)| {
+                format!(
+                    "{uri} x86_64-linux {} 1 1 - - {host_key}\n",
+                    self.key().display()
+                )
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every host, each with its own key.
+    fn all(&self) -> PathBuf {
+        let lines: Vec<_> = (0..self.hosts.len())
+            .map(|i| (self.uri(i), self.host_key(i)))
+            .collect();
+        self.machines(&lines)
+    }
+
+    /// Kills host `i` (its sshd, nix-daemon and builds) and waits for it.
+    fn kill(&mut self, i: usize) {
+        let host = &mut self.hosts[i];
+        host.child.kill().unwrap();
+        host.child.wait().unwrap();
+    }
+}
+
+impl Drop for Builders {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            let _ = host.child.kill();
+            let _ = host.child.wait();
+        }
+    }
+}
+
+/// A loopback address of its own for each host of this process.
+fn address() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(2);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "127.{}.{}.{}",
+        100 + std::process::id() % 150,
+        n / 250,
+        n % 250 + 2
+    )
+}
+
+fn keygen(path: &Path) {
+    common::run_ok(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "procurator-ci-test",
+                "-f",
+            ])
+            .arg(path),
+    );
+}
+
+/// `TYPE KEY` of a public key file, base64-encoded as nix's machines
+/// format takes a host key.
+fn public_key(path: &Path) -> String {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).unwrap();
+    let key: Vec<&str> = text.split_whitespace().take(2).collect();
+    base64::engine::general_purpose::STANDARD.encode(key.join(" "))
+}
+
+/// A daemon whose nix builds only on the machines of `machines`.
+fn daemon_with(machines: &Path, extra: &str) -> Daemon {
+    let tmp = tempfile::tempdir().unwrap();
+    let nix_config = format!(
+        "{NIX_CONFIG}max-jobs = 0\nbuilders = @{}\n",
+        machines.display()
+    );
+    let mut daemon = Daemon::configure(tmp.path(), extra, &[("NIX_CONFIG", &nix_config)]);
+    daemon.keep(tmp);
+    daemon.spawn();
+    daemon
+}
+
+fn checks(build: &Value) -> Vec<Value> {
+    build["checks"].as_array().cloned().unwrap_or_default()
+}
+
+/// A check script that waits `secs` seconds on the builder.
+fn waiting(secs: u32) -> String {
+    format!("echo {}; /bin/sleep {secs}; echo ok > $out", nonce("wait"))
+}
+
+/// The processes whose command line names `address`: what nix left of its
+/// connections to a builder.
+fn processes_naming(address: &str) -> Vec<String> {
+    common::all_pids()
+        .into_iter()
+        .map(common::cmdline)
+        .filter(|c| c.contains(&format!("@{address}")))
+        .collect()
+}
+
+#[test]
+fn checks_spread_over_two_builders_and_each_says_where() {
+    let Some(builders) = Builders::start(2) else {
+        return;
+    };
+    let daemon = daemon_with(&builders.all(), "");
+    daemon.create_repo("spread");
+    let work = Work::clone(&daemon.repo_path("spread"));
+    let scripts: Vec<(String, String)> = (0..4).map(|i| (format!("c{i}"), waiting(2))).collect();
+    let named: Vec<(&str, &str)> = scripts
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
+    let commit = work.commit_flake(&named);
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "success", "{build}");
+    let machines: Vec<String> = checks(&build)
+        .iter()
+        .map(|c| c["machine"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let (first, second) = (builders.uri(0), builders.uri(1));
+    for machine in &machines {
+        assert!(*machine == first || *machine == second, "{build}");
+    }
+    assert!(
+        machines.contains(&first) && machines.contains(&second),
+        "{machines:?}"
+    );
+    let attempts = build["attempts"].as_array().unwrap();
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(
+        attempts[0]["machines"],
+        serde_json::json!(expected),
+        "{build}"
+    );
+    // The journal's fields (here its JSON twin): where the build ran.
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Build succeeded") && l.contains(&format!("\"build_id\":{id}")))
+        .unwrap_or_else(|| panic!("no end of build {id}: {log}"));
+    assert!(line.contains(&first) && line.contains(&second), "{line}");
+    let (_, metrics) = daemon.request_text("GET", "/metrics", None, Some(&daemon.token()));
+    for uri in [&first, &second] {
+        assert!(
+            metrics.contains(&format!(
+                "procurator_machine_attempts_total{{machine=\"{uri}\",result=\"success\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
+}
+
+#[test]
+fn a_builder_killed_mid_build_is_the_hosts_and_the_retry_passes_on_the_other() {
+    let Some(mut builders) = Builders::start(2) else {
+        return;
+    };
+    let daemon = daemon_with(&builders.all(), "max_retries = 2");
+    daemon.create_repo("lost");
+    let work = Work::clone(&daemon.repo_path("lost"));
+    let commit = work.commit_flake(&[("slow", &waiting(6))]);
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+    // Where the check runs, as the live progress says it.
+    let running = daemon.wait_build(id, Duration::from_secs(60), |b| {
+        checks(b).iter().any(|c| {
+            c["status"] == "running"
+                && c["machine"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ssh-ng://"))
+        })
+    });
+    let machine = checks(&running)[0]["machine"].as_str().unwrap().to_string();
+    let lost = (0..2)
+        .find(|i| builders.uri(*i) == machine)
+        .expect("one of ours");
+    let other = builders.uri(1 - lost);
+    let address = builders.hosts[lost].address.clone();
+    builders.kill(lost);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "success", "{build}");
+    let attempts = build["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{build}");
+    assert_eq!(attempts[0]["outcome"], "retry", "{build}");
+    assert_eq!(
+        attempts[0]["machines"],
+        serde_json::json!([machine]),
+        "{build}"
+    );
+    assert_eq!(
+        attempts[1]["machines"],
+        serde_json::json!([other]),
+        "{build}"
+    );
+    assert_eq!(checks(&build)[0]["machine"], other.as_str(), "{build}");
+    let log = daemon.log();
+    let retry = log
+        .lines()
+        .find(|l| l.contains("Scheduling retry for build"))
+        .unwrap_or_else(|| panic!("no retry: {log}"));
+    assert!(retry.contains("\"failure_kind\":\"host\""), "{retry}");
+    assert!(retry.contains("a build machine was lost"), "{retry}");
+    assert!(retry.contains(&machine), "{retry}");
+    // Nothing of the lost host's connections is left on the CI side; the
+    // host itself went with its namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_naming(&address).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            processes_naming(&address)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_unreachable_builder_and_a_wrong_host_key_are_named_before_any_push() {
+    let Some(builders) = Builders::start(1) else {
+        return;
+    };
+    // Host 0 with another host's key; an address nothing listens on.
+    let stranger = builders.dir.path().join("stranger");
+    keygen(&stranger);
+    let wrong_key = (builders.uri(0), public_key(&stranger.with_extension("pub")));
+    let nowhere = format!("ssh-ng://root@{}", address());
+    let machines = builders.machines(&[wrong_key.clone(), (nowhere.clone(), builders.host_key(0))]);
+    let daemon = daemon_with(&machines, "");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let health = loop {
+        let (_, health) = daemon.get("/api/health");
+        if health["preflight"]["pending"] == false {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "no pre-flight: {health}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let warning = |uri: &str| {
+        health["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| {
+                w["code"] == "builder_unreachable"
+                    && w["message"].as_str().unwrap().contains(&format!("{uri} "))
+            })
+            .unwrap_or_else(|| panic!("no warning for {uri}: {health}"))["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        warning(&wrong_key.0).contains("Host key verification failed"),
+        "{health}"
+    );
+    assert!(warning(&nowhere).contains("Connection refused"), "{health}");
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("builder_unreachable") && l.contains(&nowhere)),
+        "{log}"
+    );
+}
+
+#[test]
+fn no_builder_left_fails_as_the_host_with_nixs_reason_and_is_retried() {
+    let Some(builders) = Builders::start(1) else {
+        return;
+    };
+    let nowhere = format!("ssh-ng://root@{}", address());
+    let machines = builders.machines(&[(nowhere, builders.host_key(0))]);
+    let daemon = daemon_with(&machines, "max_retries = 1");
+    daemon.create_repo("none");
+    let work = Work::clone(&daemon.repo_path("none"));
+    let commit = work.commit_flake(&[("c", &waiting(0))]);
+    work.push(&["HEAD:main"]);
+    let build = daemon.wait_final(daemon.build_of("main", &commit));
+    assert_eq!(build["status"], "failed", "{build}");
+    assert_eq!(build["failure_kind"], "host", "{build}");
+    let summary = build["failure_summary"].as_str().unwrap();
+    assert!(
+        summary.contains("no build machine could take the build"),
+        "{summary}"
+    );
+    assert!(summary.contains("unable to start any build"), "{summary}");
+    assert_eq!(build["attempts"].as_array().unwrap().len(), 2, "{build}");
+}
