@@ -2,10 +2,13 @@
 //! repositories and real `nix flake check` with an offline configuration.
 #![allow(dead_code)]
 
+mod builders;
 mod git;
 mod system;
 
 // Every test binary includes this harness and uses a part of it.
+#[allow(unused_imports)]
+pub use builders::*;
 #[allow(unused_imports)]
 pub use git::*;
 #[allow(unused_imports)]
