@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Builders, Work, address, daemon_with, keygen, nonce, public_key};
+use common::{Builders, Work, address, daemon_with, daemon_with_env, keygen, nonce, public_key};
 use serde_json::Value;
 
 fn checks(build: &Value) -> Vec<Value> {
@@ -139,6 +139,88 @@ fn a_builder_killed_mid_build_is_the_hosts_and_the_retry_passes_on_the_other() {
     assert!(retry.contains(&machine), "{retry}");
     // Nothing of the lost host's connections is left on the CI side; the
     // host itself went with its namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_naming(&address).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            processes_naming(&address)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A check that prints a tick a second for `secs` seconds, then passes.
+fn ticking(secs: u32) -> String {
+    let ticks: Vec<String> = (1..=secs).map(|i| i.to_string()).collect();
+    format!(
+        "echo {}; for i in {}; do echo tick $i; /bin/sleep 1; done; echo ok > $out",
+        nonce("tick"),
+        ticks.join(" ")
+    )
+}
+
+#[test]
+fn a_frozen_builder_is_bounded_by_the_silence_limit_then_the_hosts_and_the_retry_passes() {
+    let Some(builders) = Builders::start(2) else {
+        return;
+    };
+    // ssh gives up on a machine that accepts but never answers, so the
+    // retry's nix moves on to the other machine (see docs/nixos.md).
+    let daemon = daemon_with_env(
+        &builders.all(),
+        "max_retries = 2\nmax_silent_secs = 4",
+        &[("NIX_SSHOPTS", "-o ConnectTimeout=3")],
+    );
+    daemon.create_repo("frozen");
+    let work = Work::clone(&daemon.repo_path("frozen"));
+    let commit = work.commit_flake(&[("ticks", &ticking(6))]);
+    work.push(&["HEAD:main"]);
+    let id = daemon.build_of("main", &commit);
+    let running = daemon.wait_build(id, Duration::from_secs(60), |b| {
+        checks(b).iter().any(|c| {
+            c["status"] == "running"
+                && c["machine"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ssh-ng://"))
+        })
+    });
+    let machine = checks(&running)[0]["machine"].as_str().unwrap().to_string();
+    let frozen = (0..2)
+        .find(|i| builders.uri(*i) == machine)
+        .expect("one of ours");
+    let other = builders.uri(1 - frozen);
+    let address = builders.hosts[frozen].address.clone();
+    builders.freeze(frozen);
+    let build = daemon.wait_final(id);
+    assert_eq!(build["status"], "success", "{build}");
+    let attempts = build["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{build}");
+    assert_eq!(attempts[0]["outcome"], "retry", "{build}");
+    assert_eq!(
+        attempts[1]["machines"],
+        serde_json::json!([other]),
+        "{build}"
+    );
+    let log = daemon.log();
+    let retry = log
+        .lines()
+        .find(|l| l.contains("Scheduling retry for build"))
+        .unwrap_or_else(|| panic!("no retry: {log}"));
+    assert!(retry.contains("\"failure_kind\":\"host\""), "{retry}");
+    assert!(retry.contains("max_silent_secs"), "{retry}");
+    assert!(retry.contains(&format!("{machine} (")), "{retry}");
+    assert!(retry.contains("which no longer answers"), "{retry}");
+    let (_, first) = daemon.request_text(
+        "GET",
+        &format!("/api/builds/{id}/logs?attempt=1"),
+        None,
+        None,
+    );
+    assert!(
+        first.contains(&format!("the build machine {machine} does not answer")),
+        "{first}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !processes_naming(&address).is_empty() {
         assert!(

@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use crate::build::process::Tools;
 
-/// Longest a machine may take to answer: nix asks the next machine after
-/// ssh gives up, so one that hangs only costs time, but the pre-flight
-/// must say so within bounds.
+/// Longest a machine may take to answer the pre-flight: nix asks the next
+/// machine after ssh gives up, so one that hangs only costs time, but the
+/// pre-flight must say so within bounds.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Longest a machine may take to answer once a build on it went silent or
+/// overran its time: a machine that answers is not to blame.
+pub const LOST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One line of nix's machines format: `URI systems key max-jobs speed
 /// supported-features mandatory-features base64-host-key`, `-` for none.
@@ -91,7 +95,12 @@ pub fn read_setting(value: &str) -> Result<String, String> {
 
 /// Whether `machine` answers, asked by nix with the key and host key it
 /// would build with; why not, in ssh's words where it gave any.
-pub async fn ping(tools: &Tools, nix_bin: &str, machine: &Machine) -> Result<(), String> {
+pub async fn ping(
+    tools: &Tools,
+    nix_bin: &str,
+    machine: &Machine,
+    timeout: Duration,
+) -> Result<(), String> {
     let url = machine.store_url();
     let args = [
         "store",
@@ -107,8 +116,8 @@ pub async fn ping(tools: &Tools, nix_bin: &str, machine: &Machine) -> Result<(),
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let output = match tokio::time::timeout(PING_TIMEOUT, command.output()).await {
-        Err(_) => return Err(format!("no answer within {} s", PING_TIMEOUT.as_secs())),
+    let output = match tokio::time::timeout(timeout, command.output()).await {
+        Err(_) => return Err(format!("no answer within {} s", timeout.as_secs())),
         Ok(Err(e)) => return Err(format!("cannot run {nix_bin}: {e}")),
         Ok(Ok(output)) => output,
     };
@@ -116,6 +125,54 @@ pub async fn ping(tools: &Tools, nix_bin: &str, machine: &Machine) -> Result<(),
         return Ok(());
     }
     Err(reason(&String::from_utf8_lossy(&output.stderr)))
+}
+
+/// The machines of nix's `builders` setting as nix reads it now (`nix
+/// show-config`); none when it cannot say.
+pub async fn configured(tools: &Tools, nix_bin: &str) -> Vec<Machine> {
+    let args = [
+        "show-config",
+        "--extra-experimental-features",
+        "nix-command",
+    ];
+    let mut command = tokio::process::Command::from(tools.command(nix_bin, args));
+    command
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let Ok(Ok(output)) = tokio::time::timeout(LOST_TIMEOUT, command.output()).await else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let Some(setting) = text.lines().find_map(|l| l.strip_prefix("builders = ")) else {
+        return Vec::new();
+    };
+    let setting = setting.to_string();
+    tokio::task::spawn_blocking(move || read_setting(&setting))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|text| parse(&text))
+        .unwrap_or_default()
+}
+
+/// Which of the machines named by `uris` (as nix names them in its log)
+/// do not answer within [`LOST_TIMEOUT`], with why.
+pub async fn not_answering(tools: &Tools, nix_bin: &str, uris: &[String]) -> Vec<(String, String)> {
+    let machines: Vec<Machine> = configured(tools, nix_bin)
+        .await
+        .into_iter()
+        .filter(|m| uris.contains(&m.uri))
+        .collect();
+    let pings = machines
+        .iter()
+        .map(|machine| ping(tools, nix_bin, machine, LOST_TIMEOUT));
+    futures_util::future::join_all(pings)
+        .await
+        .into_iter()
+        .zip(&machines)
+        .filter_map(|(answer, machine)| answer.err().map(|e| (machine.uri.clone(), e)))
+        .collect()
 }
 
 /// Why a machine did not answer, from what `nix store ping` printed: ssh's

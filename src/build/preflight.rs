@@ -304,7 +304,7 @@ async fn unreachable_builders(app: &App, setting: &str) -> Vec<(String, String)>
     let tools = app.repos.tools();
     let pings = machines
         .iter()
-        .map(|machine| builders::ping(tools, &app.config.nix_bin, machine));
+        .map(|machine| builders::ping(tools, &app.config.nix_bin, machine, builders::PING_TIMEOUT));
     futures_util::future::join_all(pings)
         .await
         .into_iter()

@@ -116,6 +116,26 @@ impl Builders {
         self.machines(&lines)
     }
 
+    /// Stops every process of host `i` (SIGSTOP): its sshd, nix-daemon and
+    /// builds hang, as on a machine that froze.
+    pub fn freeze(&self, i: usize) {
+        let unshare = self.hosts[i].child.id();
+        let namespace = std::fs::read_link(format!("/proc/{unshare}/ns/pid_for_children")).unwrap();
+        let members: Vec<i32> = super::all_pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&namespace)
+            })
+            .collect();
+        assert!(!members.is_empty(), "no process in host {i}'s namespace");
+        for pid in members {
+            super::signal(pid, "STOP");
+        }
+    }
+
     /// Kills host `i` (its sshd, nix-daemon and builds) and waits for it.
     pub fn kill(&mut self, i: usize) {
         let host = &mut self.hosts[i];
@@ -173,12 +193,19 @@ pub fn public_key(path: &Path) -> String {
 
 /// A daemon whose nix builds only on the machines of `machines`.
 pub fn daemon_with(machines: &Path, extra: &str) -> Daemon {
+    daemon_with_env(machines, extra, &[])
+}
+
+/// The same with more of the daemon's environment (`NIX_SSHOPTS`).
+pub fn daemon_with_env(machines: &Path, extra: &str, env: &[(&str, &str)]) -> Daemon {
     let tmp = tempfile::tempdir().unwrap();
     let nix_config = format!(
         "{NIX_CONFIG}max-jobs = 0\nbuilders = @{}\n",
         machines.display()
     );
-    let mut daemon = Daemon::configure(tmp.path(), extra, &[("NIX_CONFIG", &nix_config)]);
+    let mut env = env.to_vec();
+    env.push(("NIX_CONFIG", &nix_config));
+    let mut daemon = Daemon::configure(tmp.path(), extra, &env);
     daemon.keep(tmp);
     daemon.spawn();
     daemon

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::child::{NIX_BIN_HINT, spawn_with_pipe, terminate};
 use super::introspect::introspect;
 use crate::app::App;
+use crate::build::builders;
 use crate::build::checks::{self, CheckMap, CheckResult, DrvBuild};
 use crate::build::diagnosis::Verdict;
 use crate::build::flake_inputs;
@@ -277,6 +278,36 @@ pub(super) async fn execute(
         Some(Ok(map)) => map,
         _ => None,
     };
+    // Stopped for silence or time while remote machines built part of it:
+    // one that no longer answers is to blame, not the check.
+    let lost = match &waited {
+        Err(Stop::Silence(_) | Stop::Timeout(_)) => {
+            let seen = tracker.seen_ending();
+            let mut building: Vec<String> = pumped
+                .builds
+                .iter()
+                // Ended after the stop: cut short by it, not finished.
+                .filter(|(drv, build)| {
+                    build.finished_ms.is_none_or(|at| at >= stopped_ms) && !seen.contains_key(*drv)
+                })
+                .filter_map(|(_, build)| build.machine.clone())
+                .collect();
+            building.sort();
+            building.dedup();
+            if building.is_empty() {
+                Vec::new()
+            } else {
+                builders::not_answering(app.repos.tools(), &config.nix_bin, &building).await
+            }
+        }
+        _ => Vec::new(),
+    };
+    for (machine, why) in &lost {
+        note(
+            &writer,
+            &format!("procurator-ci: the build machine {machine} does not answer: {why}\n"),
+        );
+    }
     let stopped_at = waited.as_ref().err().map(|_| stopped_ms);
     let checks = match check_map {
         Some(map) => Some(
@@ -295,6 +326,19 @@ pub(super) async fn execute(
     let exit_code = status.and_then(|s| s.code());
     let failed = |kind, summary| Outcome::Failed { kind, summary };
     let outcome = match waited {
+        Err(Stop::Timeout(why) | Stop::Silence(why)) if !lost.is_empty() => {
+            let machines: Vec<String> = lost
+                .iter()
+                .map(|(machine, why)| format!("{machine} ({why})"))
+                .collect();
+            failed(
+                FailureKind::Host,
+                format!(
+                    "a build machine was lost: {why} while building on {}, which no longer answers",
+                    machines.join(", ")
+                ),
+            )
+        }
         Err(Stop::Timeout(why)) => failed(FailureKind::Timeout, why),
         Err(Stop::Silence(why)) => failed(FailureKind::Silence, why),
         Err(Stop::Cancelled(why)) => Outcome::Cancelled { reason: why },
