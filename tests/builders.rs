@@ -303,3 +303,20 @@ fn no_builder_left_fails_as_the_host_with_nixs_reason_and_is_retried() {
     assert!(summary.contains("unable to start any build"), "{summary}");
     assert_eq!(build["attempts"].as_array().unwrap().len(), 2, "{build}");
 }
+
+#[test]
+fn the_older_ssh_protocol_builds_and_names_its_machine_too() {
+    let Some(builders) = Builders::start(1) else {
+        return;
+    };
+    let legacy = builders.uri(0).replace("ssh-ng://", "ssh://");
+    let machines = builders.machines(&[(legacy.clone(), builders.host_key(0))]);
+    let daemon = daemon_with(&machines, "");
+    daemon.create_repo("legacy");
+    let work = Work::clone(&daemon.repo_path("legacy"));
+    let commit = work.commit_flake(&[("c", &waiting(0))]);
+    work.push(&["HEAD:main"]);
+    let build = daemon.wait_final(daemon.build_of("main", &commit));
+    assert_eq!(build["status"], "success", "{build}");
+    assert_eq!(checks(&build)[0]["machine"], legacy.as_str(), "{build}");
+}
