@@ -278,27 +278,9 @@ pub(super) async fn execute(
         Some(Ok(map)) => map,
         _ => None,
     };
-    // Stopped for silence or time while remote machines built part of it:
-    // one that no longer answers is to blame, not the check.
     let lost = match &waited {
         Err(Stop::Silence(_) | Stop::Timeout(_)) => {
-            let seen = tracker.seen_ending();
-            let mut building: Vec<String> = pumped
-                .builds
-                .iter()
-                // Ended after the stop: cut short by it, not finished.
-                .filter(|(drv, build)| {
-                    build.finished_ms.is_none_or(|at| at >= stopped_ms) && !seen.contains_key(*drv)
-                })
-                .filter_map(|(_, build)| build.machine.clone())
-                .collect();
-            building.sort();
-            building.dedup();
-            if building.is_empty() {
-                Vec::new()
-            } else {
-                builders::not_answering(app.repos.tools(), &config.nix_bin, &building).await
-            }
+            lost_machines(app, &pumped.builds, &tracker.seen_ending(), stopped_ms).await
         }
         _ => Vec::new(),
     };
@@ -477,6 +459,31 @@ async fn per_check(
     })
     .await
     .unwrap_or_default()
+}
+
+/// Of the remote machines that were building when the build was stopped
+/// for silence or time, those that no longer answer, with why: a machine
+/// that hangs is to blame, not the check.
+async fn lost_machines(
+    app: &App,
+    builds: &HashMap<String, DrvBuild>,
+    seen_ending: &HashMap<String, (i64, bool)>,
+    stopped_ms: i64,
+) -> Vec<(String, String)> {
+    let mut building: Vec<String> = builds
+        .iter()
+        // Ended after the stop: cut short by it, not finished.
+        .filter(|(drv, build)| {
+            build.finished_ms.is_none_or(|at| at >= stopped_ms) && !seen_ending.contains_key(*drv)
+        })
+        .filter_map(|(_, build)| build.machine.clone())
+        .collect();
+    building.sort();
+    building.dedup();
+    if building.is_empty() {
+        return Vec::new();
+    }
+    builders::not_answering(app.repos.tools(), &app.config.nix_bin, &building).await
 }
 
 /// Writes a line of our own into the build's log.
