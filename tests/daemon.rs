@@ -250,7 +250,8 @@ fn journald_entries_carry_structured_fields() {
     let repo = daemon.create_repo(&name);
     assert_eq!(repo["name"], name.as_str());
     let work = common::Work::clone(&daemon.repo_path(&name));
-    let commit = work.commit_flake(&[("ok", &common::passing("journal"))]);
+    // New to nix, so that it is built (and its machine named).
+    let commit = work.commit_flake(&[("ok", &common::passing(&common::nonce("journal")))]);
     work.push(&["HEAD:main"]);
     let build = daemon
         .builds()
@@ -258,7 +259,7 @@ fn journald_entries_carry_structured_fields() {
         .find(|b| b["commit"] == commit.as_str())
         .unwrap();
     let id = build["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = Command::new("journalctl")
             .args([
