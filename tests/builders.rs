@@ -301,6 +301,10 @@ fn no_builder_left_fails_as_the_host_with_nixs_reason_and_is_retried() {
         "{summary}"
     );
     assert!(summary.contains("unable to start any build"), "{summary}");
+    assert_eq!(
+        build["diagnosis"]["title"], "A build machine was lost or could not take the build",
+        "{build}"
+    );
     assert_eq!(build["attempts"].as_array().unwrap().len(), 2, "{build}");
 }
 

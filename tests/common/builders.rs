@@ -136,11 +136,31 @@ impl Builders {
         }
     }
 
-    /// Kills host `i` (its sshd, nix-daemon and builds) and waits for it.
+    /// Kills host `i` (its sshd, nix-daemon and builds) and waits until no
+    /// process of it is left.
     pub fn kill(&mut self, i: usize) {
         let host = &mut self.hosts[i];
+        let namespace =
+            std::fs::read_link(format!("/proc/{}/ns/pid_for_children", host.child.id())).unwrap();
         host.child.kill().unwrap();
         host.child.wait().unwrap();
+        let left = || {
+            super::all_pids()
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                        .ok()
+                        .as_ref()
+                        == Some(&namespace)
+                })
+                .map(super::cmdline)
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !left().is_empty() {
+            assert!(Instant::now() < deadline, "host {i} left {:?}", left());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

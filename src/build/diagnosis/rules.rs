@@ -158,6 +158,10 @@ impl Rule {
 /// The hint of the rules that say the host's Nix is older than the flake
 /// needs.
 const OLD_NIX: &str = "Not your code: the CI host's Nix is older than this flake needs (the message says what is missing); its administrator upgrades it (the health page names the version). Retried automatically.";
+/// How a build that lost its remote build machine is explained: nix's
+/// words follow (2.8: `unexpected end-of-file`), or, for a machine that
+/// hung, what stopped the build and the machine that no longer answers.
+pub const LOST_MACHINE: &str = "a build machine was lost";
 /// The hint of the rules about remote builders.
 const BUILDERS: &str = "Not your code: a remote build machine (nix's `builders`) was lost or could not take the build; the health page names a machine that does not answer. Retried automatically.";
 /// The hint of a commit without a flake.
@@ -199,7 +203,7 @@ pub static RULES: &[Rule] = &[
     Rule {
         contains: &["unexpected end-of-file"],
         kind: FailureKind::Host,
-        explain: "a build machine was lost: its connection ended during the build",
+        explain: LOST_MACHINE,
         hint: Some(BUILDERS),
     },
     Rule {
@@ -467,6 +471,17 @@ pub fn hint_for(kind: FailureKind, summary: &str) -> &'static str {
         .unwrap_or(kind.hint())
 }
 
+/// What happened, in a few words: the kind's title, but for the host's
+/// failures that are a remote build machine's, which are not the CI host's
+/// Nix being misconfigured.
+pub fn title_for(kind: FailureKind, summary: &str) -> &'static str {
+    if kind == FailureKind::Host && hint_for(kind, summary) == BUILDERS {
+        "A build machine was lost or could not take the build"
+    } else {
+        kind.title()
+    }
+}
+
 /// How an error no row knows is explained when nix had started a build
 /// that then failed: a check's failure, whatever nix's words.
 pub(super) const BUILD_FAILED: Rule = Rule {
@@ -531,5 +546,26 @@ mod tests {
             assert_eq!(FailureKind::parse(kind.as_str()), Some(kind));
             assert!(!kind.title().is_empty() && !kind.hint().contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_lost_build_machine_is_titled_and_hinted_as_the_machines() {
+        let none_left = rule_for("unable to start any build").unwrap().explanation();
+        for summary in [
+            format!("{LOST_MACHINE}: unexpected end-of-file"),
+            format!(
+                "{LOST_MACHINE}: the build printed nothing for max_silent_secs (4 s) while building \
+                 on ssh-ng://root@b (no answer within 10 s), which no longer answers"
+            ),
+            format!("{none_left}: unable to start any build"),
+        ] {
+            assert_eq!(hint_for(FailureKind::Host, &summary), BUILDERS, "{summary}");
+            assert!(title_for(FailureKind::Host, &summary).starts_with("A build machine"));
+        }
+        let daemon = "the Nix daemon is not reachable: cannot connect to socket";
+        assert_eq!(
+            title_for(FailureKind::Host, daemon),
+            FailureKind::Host.title()
+        );
     }
 }

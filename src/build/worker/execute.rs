@@ -15,7 +15,7 @@ use super::introspect::introspect;
 use crate::app::App;
 use crate::build::builders;
 use crate::build::checks::{self, CheckMap, CheckResult, DrvBuild};
-use crate::build::diagnosis::Verdict;
+use crate::build::diagnosis::{self, Verdict};
 use crate::build::flake_inputs;
 use crate::build::nix;
 use crate::build::outputs;
@@ -316,7 +316,8 @@ pub(super) async fn execute(
             failed(
                 FailureKind::Host,
                 format!(
-                    "a build machine was lost: {why} while building on {}, which no longer answers",
+                    "{}: {why} while building on {}, which no longer answers",
+                    diagnosis::rules::LOST_MACHINE,
                     machines.join(", ")
                 ),
             )
