@@ -116,11 +116,23 @@ impl Builders {
         self.machines(&lines)
     }
 
+    /// The PID namespace of host `i`'s processes: the one its unshare (the
+    /// script's one child) makes for its children.
+    fn namespace(&self, i: usize) -> PathBuf {
+        let script = self.hosts[i].child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{script}/task/{script}/children")).unwrap();
+        let unshare = children
+            .split_whitespace()
+            .next()
+            .expect("the host's unshare");
+        std::fs::read_link(format!("/proc/{unshare}/ns/pid_for_children")).unwrap()
+    }
+
     /// Stops every process of host `i` (SIGSTOP): its sshd, nix-daemon and
     /// builds hang, as on a machine that froze.
     pub fn freeze(&self, i: usize) {
-        let unshare = self.hosts[i].child.id();
-        let namespace = std::fs::read_link(format!("/proc/{unshare}/ns/pid_for_children")).unwrap();
+        let namespace = self.namespace(i);
         let members: Vec<i32> = super::all_pids()
             .into_iter()
             .filter(|pid| {
@@ -139,9 +151,8 @@ impl Builders {
     /// Kills host `i` (its sshd, nix-daemon and builds) and waits until no
     /// process of it is left.
     pub fn kill(&mut self, i: usize) {
+        let namespace = self.namespace(i);
         let host = &mut self.hosts[i];
-        let namespace =
-            std::fs::read_link(format!("/proc/{}/ns/pid_for_children", host.child.id())).unwrap();
         host.child.kill().unwrap();
         host.child.wait().unwrap();
         let left = || {

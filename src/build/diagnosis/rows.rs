@@ -28,7 +28,7 @@ const CAPTURES: [(&str, &str); 3] = [
 ];
 
 /// What nix 2.8 printed with remote builders (scripts/nix-builders) for
-/// the faults of issue 22.
+/// the faults of issue 22, captured by scripts/capture-builder-messages.
 const REMOTE_BUILDERS: &str =
     include_str!("../../../tests/nix-messages/remote-builders-nix-2.8.0.log");
 
