@@ -71,3 +71,32 @@ fn the_checks_table_names_the_builder_of_each_check_live_and_after() {
         assert_eq!(json!(shown), stored, "{build}");
     }
 }
+
+/// A build machine that does not answer is named on the page's banner,
+/// with ssh's reason, before anyone pushes.
+#[test]
+fn the_banner_names_a_build_machine_that_does_not_answer() {
+    let _one = one_browser_at_a_time();
+    let Some(builders) = Builders::start(1) else {
+        return;
+    };
+    let nowhere = format!("ssh-ng://root@{}", crate::common::address());
+    let machines = builders.machines(&[
+        (builders.uri(0), builders.host_key(0)),
+        (nowhere.clone(), builders.host_key(0)),
+    ]);
+    let d = daemon_with(&machines, "");
+    let browser = Browser::start();
+    browser.set_media(false, false);
+    browser.open_fresh(&format!("{}/#/", d.base()));
+    let warning = "#health-banner li[data-code='builder_unreachable']";
+    let text = browser.wait("the banner's warning", Duration::from_secs(90), |b| {
+        b.text(warning)
+    });
+    assert!(text.contains(&nowhere), "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(
+        !text.contains(&format!("{} ", builders.uri(0))),
+        "the machine that answers is not named: {text}"
+    );
+}
