@@ -414,6 +414,8 @@ export class BuildView extends View {
   /** One row per check with its result and a jump to its part of the log. */
   checksEl(b) {
     if (!b.checks || !b.checks.length) return "";
+    // Where each check was built, once any was built on a remote builder.
+    const remote = b.checks.some((c) => c.machine && c.machine !== "local");
     const rows = b.checks.map((c) => {
       const jump =
         c.log_offset === null || c.log_offset === undefined
@@ -434,6 +436,7 @@ export class BuildView extends View {
         h("td", { class: "c-name" }, h("code", { text: c.name })),
         h("td", { class: "c-system muted", text: c.system }),
         h("td", { class: "c-duration" }, checkDuration(c)),
+        remote ? h("td", { class: "c-machine" }, c.machine ? h("code", { text: c.machine }) : "") : "",
         h("td", { class: "check-detail" }, detail ? h("code", { text: detail }) : ""),
         h("td", { class: "c-log" }, jump),
       );
@@ -447,7 +450,17 @@ export class BuildView extends View {
       h(
         "table",
         { class: "checks" },
-        h("thead", {}, h("tr", {}, ["Result", "Check", "System", "Duration", "Detail", "Log"].map((t) => h("th", { scope: "col", text: t })))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Result", "Check", "System", "Duration", ...(remote ? ["Machine"] : []), "Detail", "Log"].map((t) =>
+              h("th", { scope: "col", text: t }),
+            ),
+          ),
+        ),
         h("tbody", {}, rows),
       ),
     );
@@ -674,6 +687,7 @@ function outputsEl(b) {
 
 function attemptsEl(b) {
   const attempts = b.attempts || [];
+  const remote = attempts.some((a) => (a.machines || []).some((m) => m !== "local"));
   if (attempts.length < 2 && !attempts.some((a) => a.log_truncated || a.log_deleted)) return "";
   return h(
     "section",
@@ -682,7 +696,17 @@ function attemptsEl(b) {
     h(
       "table",
       { class: "attempts" },
-      h("thead", {}, h("tr", {}, ["Attempt", "Started", "Outcome", "Exit code", "Log"].map((t) => h("th", { scope: "col", text: t })))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Attempt", "Started", "Outcome", "Exit code", ...(remote ? ["Machines"] : []), "Log"].map((t) =>
+            h("th", { scope: "col", text: t }),
+          ),
+        ),
+      ),
       h(
         "tbody",
         {},
@@ -694,6 +718,7 @@ function attemptsEl(b) {
             h("td", { text: localTime(a.started_at) }),
             h("td", { text: a.outcome || (a.finished_at ? "" : "running") }),
             h("td", { text: a.exit_code === null || a.exit_code === undefined ? "" : String(a.exit_code) }),
+            remote ? h("td", { class: "a-machines", text: (a.machines || []).join(", ") }) : "",
             h(
               "td",
               {},

@@ -250,7 +250,8 @@ fn journald_entries_carry_structured_fields() {
     let repo = daemon.create_repo(&name);
     assert_eq!(repo["name"], name.as_str());
     let work = common::Work::clone(&daemon.repo_path(&name));
-    let commit = work.commit_flake(&[("ok", &common::passing("journal"))]);
+    // New to nix, so that it is built (and its machine named).
+    let commit = work.commit_flake(&[("ok", &common::passing(&common::nonce("journal")))]);
     work.push(&["HEAD:main"]);
     let build = daemon
         .builds()
@@ -258,7 +259,7 @@ fn journald_entries_carry_structured_fields() {
         .find(|b| b["commit"] == commit.as_str())
         .unwrap();
     let id = build["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = Command::new("journalctl")
             .args([
@@ -270,17 +271,25 @@ fn journald_entries_carry_structured_fields() {
             .arg(format!("REPO={name}"))
             .output()
             .unwrap();
-        let found = String::from_utf8_lossy(&out.stdout).lines().any(|line| {
-            let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            entry["BUILD_ID"] == id.to_string().as_str()
-                && entry["MESSAGE"] == "Build enqueued successfully"
-        });
-        if found {
+        let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_default())
+            .filter(|entry: &serde_json::Value| entry["BUILD_ID"] == id.to_string().as_str())
+            .collect();
+        let enqueued = entries
+            .iter()
+            .any(|entry| entry["MESSAGE"] == "Build enqueued successfully");
+        // Where it was built (issue 22): on this host, no remote builder.
+        let ended_here = entries
+            .iter()
+            .any(|entry| entry["MESSAGE"] == "Build succeeded" && entry["MACHINE"] == "local");
+        if enqueued && ended_here {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no journal entry with BUILD_ID={id}"
+            "no journal entries with BUILD_ID={id} (enqueued, and built with MACHINE=local): \
+             {entries:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -8,6 +8,7 @@
 //! and requests; the whole suite takes a few minutes on 2 cores.
 
 mod branches;
+mod builders;
 mod cache;
 mod enqueue;
 mod list;
@@ -65,6 +66,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("stalled", stalled::stalled),
     ("wrapper", wrapper::wrapper),
     ("cache", cache::cache),
+    ("builders", builders::builders),
 ];
 
 /// Output line of the 100 MiB check: 99 characters and a newline.

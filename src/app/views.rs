@@ -133,7 +133,10 @@ impl Explanation {
         let kind = FailureKind::parse(build.failure_kind.as_deref()?)?;
         Some(Explanation {
             kind: kind.as_str(),
-            title: kind.title(),
+            title: crate::build::diagnosis::rules::title_for(
+                kind,
+                build.failure_summary.as_deref().unwrap_or_default(),
+            ),
             hint: crate::build::diagnosis::rules::hint_for(
                 kind,
                 build.failure_summary.as_deref().unwrap_or_default(),

@@ -29,7 +29,21 @@ pub struct DrvBuild {
     pub finished_ms: Option<i64>,
     /// Its last lines of output.
     pub excerpt: VecDeque<String>,
+    /// The remote machine nix built it on (`ssh-ng://…`), `None` when it
+    /// was built on this host.
+    pub machine: Option<String>,
 }
+
+impl DrvBuild {
+    /// Where it was built, as the API says it: the machine's URI, or
+    /// [`LOCAL`].
+    pub fn machine_name(&self) -> &str {
+        self.machine.as_deref().unwrap_or(LOCAL)
+    }
+}
+
+/// The machine name of a build on the CI host itself.
+pub const LOCAL: &str = "local";
 
 /// Renders internal-json lines as plain text and tracks builds.
 #[derive(Debug, Default)]
@@ -105,11 +119,21 @@ impl Renderer {
                 {
                     self.activities.insert(*id, drv.to_string());
                     self.changed.push(drv.to_string());
+                    // A remote build is announced twice: by this nix with
+                    // the machine, then by the builder's own nix (relayed
+                    // over ssh-ng) without one; the machine is kept.
+                    let machine = fields
+                        .get(1)
+                        .and_then(Value::as_str)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string)
+                        .or_else(|| self.builds.get(drv).and_then(|b| b.machine.clone()));
                     self.builds.insert(
                         drv.to_string(),
                         DrvBuild {
                             log_offset: offset,
                             started_ms: now_ms,
+                            machine,
                             ..DrvBuild::default()
                         },
                     );
@@ -216,6 +240,9 @@ pub struct CheckResult {
     pub duration_ms: Option<i64>,
     /// Where its build output starts in the build's log.
     pub log_offset: Option<u64>,
+    /// Where nix built it: a remote builder's URI, or `local`; `None` when
+    /// it was not built.
+    pub machine: Option<String>,
     /// The end of its own log, for failed checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_excerpt: Option<String>,
@@ -263,6 +290,7 @@ pub fn results(
                 out_path: None,
                 duration_ms: None,
                 log_offset: None,
+                machine: None,
                 log_excerpt: None,
                 error: None,
             };
@@ -288,6 +316,7 @@ pub fn results(
             };
             if let Some(build) = build {
                 result.log_offset = Some(build.log_offset);
+                result.machine = Some(build.machine_name().to_string());
                 result.duration_ms = ended_at.map(|at| (at - build.started_ms).max(0));
             }
             let failed =
@@ -442,6 +471,33 @@ mod tests {
         assert_eq!(stopped, [(DRV_PASS.to_string(), Some(9))]);
     }
 
+    /// What nix 2.8 printed building on a remote builder over ssh-ng
+    /// (scripts/nix-builders, Nix 2.26 on the builder): its own start naming
+    /// the machine, then the builder's, relayed, naming none.
+    const REMOTE_BUILD: [&str; 5] = [
+        r#"@nix {"action":"start","fields":["/nix/store/0h5457i01phzl28wwyyqkggjjcd4gggb-rb-a.drv","ssh-ng://root@127.77.0.2",1,1],"id":57732950392838,"level":3,"text":"building '/nix/store/0h5457i01phzl28wwyyqkggjjcd4gggb-rb-a.drv' on 'ssh-ng://root@127.77.0.2'","type":105}"#,
+        r#"@nix {"action":"start","fields":["/nix/store/0h5457i01phzl28wwyyqkggjjcd4gggb-rb-a.drv","",1,1],"id":57732950392846,"level":3,"text":"building '/nix/store/0h5457i01phzl28wwyyqkggjjcd4gggb-rb-a.drv'","type":105}"#,
+        r#"@nix {"action":"result","fields":["start a"],"id":57732950392846,"type":101}"#,
+        r#"@nix {"action":"stop","id":57732950392846}"#,
+        r#"@nix {"action":"stop","id":57732950392838}"#,
+    ];
+
+    #[test]
+    fn the_machine_a_derivation_is_built_on_is_kept() {
+        let (renderer, text) = render(&REMOTE_BUILD);
+        let drv = "/nix/store/0h5457i01phzl28wwyyqkggjjcd4gggb-rb-a.drv";
+        let build = &renderer.builds[drv];
+        assert_eq!(build.machine_name(), "ssh-ng://root@127.77.0.2");
+        assert!(
+            text.contains("on 'ssh-ng://root@127.77.0.2'...\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\nrb-a> start a\n"), "{text}");
+        // Built here: nix names no machine.
+        let (renderer, _) = render(&REMOTE_BUILD[1..]);
+        assert_eq!(renderer.builds[drv].machine_name(), LOCAL);
+    }
+
     #[test]
     fn results_per_check() {
         let (renderer, _) = render(&[
@@ -501,6 +557,16 @@ mod tests {
         assert_eq!(fail.log_excerpt.as_deref(), Some("fail> boom"));
         assert_eq!(fail.duration_ms, Some(20));
         assert_eq!(fail.log_offset, Some(0));
+        assert_eq!(fail.machine.as_deref(), Some(LOCAL));
+        let machine = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap()
+                .machine
+                .clone()
+        };
+        assert_eq!((machine("cached"), machine("unbuilt")), (None, None));
         assert_eq!(failed_names(&results), ["fail", "bad (evaluation)"]);
     }
 }

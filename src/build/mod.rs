@@ -2,6 +2,7 @@
 //! the one way git and nix are started, reading nix's output, per-check
 //! results, why a build failed, and the pre-flight of the host's nix.
 
+pub mod builders;
 pub mod checks;
 pub mod diagnosis;
 pub mod flake_inputs;

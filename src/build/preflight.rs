@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::build::diagnosis;
+use crate::build::{builders, diagnosis};
 
 /// How often the pre-flight runs again after the first one at start.
 pub const PERIOD: Duration = Duration::from_secs(15 * 60);
@@ -30,6 +30,7 @@ pub struct Warning {
     /// Stable, for clients: `nix_unusable`, `nix_too_old`, `nix_untested`,
     /// `nix_config_unreadable`, `flakes_disabled`, `build_users_missing`,
     /// `sandbox_off`, `store_unreachable`, `substituter_unreachable`,
+    /// `builder_unreachable`,
     /// `trivial_build_failed`, `evaluation_not_isolated`.
     pub code: &'static str,
     /// What is wrong and what to do, for people.
@@ -176,6 +177,17 @@ pub async fn run(app: &App) -> Report {
             for (code, message) in settings.problems(uid.is_root(), &groups, remote.as_deref()) {
                 warn(&mut report, code, message);
             }
+            for (machine, error) in unreachable_builders(app, &settings.builders).await {
+                warn(
+                    &mut report,
+                    "builder_unreachable",
+                    format!(
+                        "the build machine {machine} (nix's builders) cannot be reached: {error}; \
+                         nix builds elsewhere while another machine answers, and with \
+                         max-jobs = 0 and no machine left every build fails as the host's"
+                    ),
+                );
+            }
             for (url, error) in unreachable_substituters(&settings.substituters).await {
                 warn(
                     &mut report,
@@ -278,6 +290,29 @@ fn untested(version: &str) -> Option<String> {
     }
 }
 
+/// The SSH machines of nix's `builders` setting that do not answer, with
+/// why, asked at once.
+async fn unreachable_builders(app: &App, setting: &str) -> Vec<(String, String)> {
+    let setting = setting.to_string();
+    let text = tokio::task::spawn_blocking(move || builders::read_setting(&setting))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let machines = match text {
+        Ok(text) => builders::parse(&text),
+        Err(error) => return vec![("file".to_string(), error)],
+    };
+    let tools = app.repos.tools();
+    let pings = machines
+        .iter()
+        .map(|machine| builders::ping(tools, &app.config.nix_bin, machine, builders::PING_TIMEOUT));
+    futures_util::future::join_all(pings)
+        .await
+        .into_iter()
+        .zip(&machines)
+        .filter_map(|(answer, machine)| answer.err().map(|e| (machine.uri.clone(), e)))
+        .collect()
+}
+
 /// The HTTP(S) substituters among `substituters` that do not answer
 /// `nix-cache-info` within [`PROBE_TIMEOUT`], with why, probed at once. A
 /// substituter's URL is shown without its user information.
@@ -336,6 +371,7 @@ struct Settings {
     sandbox: String,
     store: String,
     substituters: Vec<String>,
+    builders: String,
 }
 
 impl Settings {
@@ -354,6 +390,7 @@ impl Settings {
                 }
                 "sandbox" => settings.sandbox = value,
                 "store" => settings.store = value,
+                "builders" => settings.builders = value,
                 "substituters" => {
                     settings.substituters = value.split_whitespace().map(str::to_string).collect()
                 }

@@ -86,6 +86,9 @@ pub struct LiveCheck {
     /// Where its build output starts in the build's log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_offset: Option<u64>,
+    /// Where nix builds it: a remote builder's URI, or `local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
     /// Why it did not evaluate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -308,6 +311,15 @@ impl Tracker {
         self.state.lock().expect("check progress").ended.clone()
     }
 
+    /// The machines the derivations seen so far were built on, sorted:
+    /// remote builders' URIs and `local`.
+    pub fn machines(&self) -> Vec<String> {
+        let state = self.state.lock().expect("check progress");
+        let machines: std::collections::BTreeSet<&str> =
+            state.drvs.values().map(DrvBuild::machine_name).collect();
+        machines.into_iter().map(str::to_string).collect()
+    }
+
     /// Waits until something changed since the last wait returned.
     pub async fn changed(&self) {
         self.changed.notified().await
@@ -329,6 +341,7 @@ impl Tracker {
                     started_ms: None,
                     duration_ms: None,
                     log_offset: None,
+                    machine: None,
                     error: None,
                 };
                 let paths = match paths {
@@ -345,6 +358,7 @@ impl Tracker {
                 if let Some(build) = build {
                     check.started_ms = Some(build.started_ms);
                     check.log_offset = Some(build.log_offset);
+                    check.machine = Some(build.machine_name().to_string());
                     check.duration_ms = build
                         .finished_ms
                         .or(ended.map(|(at, _)| *at))

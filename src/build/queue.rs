@@ -304,6 +304,23 @@ pub fn set_outputs(conn: &Connection, id: i64, outputs: &Value) -> Result<(), St
     Ok(())
 }
 
+/// Stores the machines one attempt of a build built on.
+pub fn set_attempt_machines(
+    conn: &Connection,
+    id: i64,
+    attempt: i64,
+    machines: &[String],
+) -> Result<(), StoreError> {
+    let machines = serde_json::to_string(machines).expect("machine names serialise");
+    conn.prepare_cached(
+        "UPDATE build_attempts SET machines = ?3 WHERE build_id = ?1 AND attempt = ?2",
+    )
+    .db()?
+    .execute(params![id, attempt, machines])
+    .db()?;
+    Ok(())
+}
+
 /// Stores the per-check results of a build.
 pub fn set_checks(conn: &Connection, id: i64, checks: &Value) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE builds SET checks = ?2 WHERE id = ?1")
@@ -640,6 +657,9 @@ pub struct Attempt {
     pub log_bytes: i64,
     pub log_truncated: bool,
     pub log_deleted: bool,
+    /// The machines its derivations were built on: remote builders' URIs
+    /// and `local`; empty when it built nothing.
+    pub machines: Vec<String>,
 }
 
 /// The attempts of a build, oldest first.
@@ -647,7 +667,8 @@ pub fn attempts(conn: &Connection, id: i64) -> Result<Vec<Attempt>, StoreError> 
     let mut stmt = conn
         .prepare_cached(
             "SELECT attempt, started_at, finished_at, exit_code, outcome, log_bytes, log_truncated, \
-             log_deleted_at IS NOT NULL FROM build_attempts WHERE build_id = ?1 ORDER BY attempt",
+             log_deleted_at IS NOT NULL, machines FROM build_attempts WHERE build_id = ?1 \
+             ORDER BY attempt",
         )
         .db()?;
     let rows = stmt
@@ -661,6 +682,10 @@ pub fn attempts(conn: &Connection, id: i64) -> Result<Vec<Attempt>, StoreError> 
                 log_bytes: r.get(5)?,
                 log_truncated: r.get(6)?,
                 log_deleted: r.get(7)?,
+                machines: r
+                    .get::<_, Option<String>>(8)?
+                    .and_then(|m| serde_json::from_str(&m).ok())
+                    .unwrap_or_default(),
             })
         })
         .db()?;

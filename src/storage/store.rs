@@ -354,6 +354,9 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX builds_by_commit;
     CREATE INDEX builds_by_commit_branch ON builds (repo_name, commit_hash, branch);
     ANALYZE;",
+    // 8: which machines built each attempt's derivations (issue 22): a JSON
+    // array of remote builders' URIs and `local`.
+    "ALTER TABLE build_attempts ADD COLUMN machines TEXT;",
 ];
 
 /// The schema version this binary migrates to.

@@ -13,6 +13,7 @@ mod daily_use;
 mod driver;
 mod live;
 mod newcomer;
+mod remote_builders;
 mod upstream;
 
 use std::process::Command;

@@ -2,10 +2,13 @@
 //! repositories and real `nix flake check` with an offline configuration.
 #![allow(dead_code)]
 
+mod builders;
 mod git;
 mod system;
 
 // Every test binary includes this harness and uses a part of it.
+#[allow(unused_imports)]
+pub use builders::*;
 #[allow(unused_imports)]
 pub use git::*;
 #[allow(unused_imports)]
@@ -179,6 +182,11 @@ impl Daemon {
             nofile: None,
             _tmp: None,
         }
+    }
+
+    /// Keeps `tmp` (its state directory's parent) as long as the daemon.
+    pub fn keep(&mut self, tmp: TempDir) {
+        self._tmp = Some(tmp);
     }
 
     /// The command that starts this daemon.

@@ -27,6 +27,11 @@ const CAPTURES: [(&str, &str); 3] = [
     ),
 ];
 
+/// What nix 2.8 printed with remote builders (scripts/nix-builders) for
+/// the faults of issue 22, captured by scripts/capture-builder-messages.
+const REMOTE_BUILDERS: &str =
+    include_str!("../../../tests/nix-messages/remote-builders-nix-2.8.0.log");
+
 /// What a case must come to: its kind (`None`: no verdict, the build
 /// passes) and words its summary holds.
 fn expected(case: &str, version: &str) -> (Option<FailureKind>, &'static [&'static str]) {
@@ -151,6 +156,32 @@ fn every_case_is_explained_alike_on_every_nix() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+#[test]
+fn remote_builder_faults_are_the_hosts_and_a_remote_check_the_code() {
+    let cases = cases(REMOTE_BUILDERS);
+    assert_eq!(cases.len(), 4);
+    for (case, exit, lines) in cases {
+        assert_ne!(exit, 0, "{case}");
+        let verdict = diagnose(&lines).verdict(None).expect("a verdict");
+        let (kind, words): (FailureKind, &[&str]) = match case {
+            "remote-check-fails" => (FailureKind::Check, &["failed: b"]),
+            "killed" => (FailureKind::Host, &["a build machine was lost"]),
+            "unreachable" | "wrong-host-key" => (
+                FailureKind::Host,
+                &["no build machine could take the build"],
+            ),
+            other => panic!("no expectation for case {other}"),
+        };
+        assert_eq!(verdict.kind, kind, "{case}: {verdict:?}");
+        for word in words {
+            assert!(
+                verdict.summary.contains(word),
+                "{case}: {word:?} not in {verdict:?}"
+            );
+        }
+    }
+}
+
 /// One row of the table: the message nix prints, the kind, and words
 /// the summary must contain.
 fn row(message: &str, kind: FailureKind, words: &[&str]) {
@@ -197,6 +228,16 @@ fn every_rule_has_a_row() {
             "experimental Nix feature 'flakes' is disabled; use '--extra-experimental-features flakes' to override",
             FailureKind::Host,
             &["flakes"],
+        ),
+        (
+            "unexpected end-of-file",
+            FailureKind::Host,
+            &["a build machine was lost"],
+        ),
+        (
+            "unable to start any build; remote machines may not have all required system features.\n       https://nixos.org/manual/nix/stable/advanced-topics/distributed-builds.html",
+            FailureKind::Host,
+            &["no build machine could take the build"],
         ),
         (
             "cannot connect to socket at '/nix/var/nix/daemon-socket/socket': Connection refused",

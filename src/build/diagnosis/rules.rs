@@ -158,6 +158,12 @@ impl Rule {
 /// The hint of the rules that say the host's Nix is older than the flake
 /// needs.
 const OLD_NIX: &str = "Not your code: the CI host's Nix is older than this flake needs (the message says what is missing); its administrator upgrades it (the health page names the version). Retried automatically.";
+/// How a build that lost its remote build machine is explained: nix's
+/// words follow (2.8: `unexpected end-of-file`), or, for a machine that
+/// hung, what stopped the build and the machine that no longer answers.
+pub const LOST_MACHINE: &str = "a build machine was lost";
+/// The hint of the rules about remote builders.
+const BUILDERS: &str = "Not your code: a remote build machine (nix's `builders`) was lost or could not take the build; the health page names a machine that does not answer. Retried automatically.";
 /// The hint of a commit without a flake.
 const NO_FLAKE: &str =
     "Add a flake.nix at the root of the repository (`nix flake init` makes one) and push again.";
@@ -190,6 +196,22 @@ pub static RULES: &[Rule] = &[
         kind: FailureKind::Host,
         explain: "the Nix daemon is not reachable",
         hint: None,
+    },
+    // Nix 2.8 when the builder's connection ends mid-build (its sshd or
+    // nix-daemon killed, the machine gone); after the rows above, which
+    // say the same of a local daemon that cannot be opened.
+    Rule {
+        contains: &["unexpected end-of-file"],
+        kind: FailureKind::Host,
+        explain: LOST_MACHINE,
+        hint: Some(BUILDERS),
+    },
+    Rule {
+        contains: &["unable to start any build"],
+        kind: FailureKind::Host,
+        explain: "no build machine could take the build (every remote builder failed to connect, \
+                  or none has the system and features it needs)",
+        hint: Some(BUILDERS),
     },
     Rule {
         contains: &["unable to start the daemon"],
@@ -421,8 +443,13 @@ const ECHOES: [&str; 5] = [
 /// Whether an error only repeats or follows another one (`build of '…'
 /// failed` repeats the failure of the build it names; nix 2.8 adds a
 /// `(use '--show-trace' …)` line).
+///
+/// `cannot build on '…'` is nix giving up on one remote builder and trying
+/// another: it decides nothing by itself, and when no machine is left nix
+/// says `unable to start any build`.
 pub(super) fn is_echo(message: &str) -> bool {
     message.starts_with("build of '")
+        || message.starts_with("cannot build on '")
         || message.starts_with("(use '--show-trace'")
         || ECHOES.iter().any(|echo| message.contains(echo))
 }
@@ -442,6 +469,17 @@ pub fn hint_for(kind: FailureKind, summary: &str) -> &'static str {
         .find(|rule| rule.kind == kind && rule.hint.is_some() && summary.contains(rule.explain))
         .and_then(|rule| rule.hint)
         .unwrap_or(kind.hint())
+}
+
+/// What happened, in a few words: the kind's title, but for the host's
+/// failures that are a remote build machine's, which are not the CI host's
+/// Nix being misconfigured.
+pub fn title_for(kind: FailureKind, summary: &str) -> &'static str {
+    if kind == FailureKind::Host && hint_for(kind, summary) == BUILDERS {
+        "A build machine was lost or could not take the build"
+    } else {
+        kind.title()
+    }
 }
 
 /// How an error no row knows is explained when nix had started a build
@@ -508,5 +546,26 @@ mod tests {
             assert_eq!(FailureKind::parse(kind.as_str()), Some(kind));
             assert!(!kind.title().is_empty() && !kind.hint().contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_lost_build_machine_is_titled_and_hinted_as_the_machines() {
+        let none_left = rule_for("unable to start any build").unwrap().explanation();
+        for summary in [
+            format!("{LOST_MACHINE}: unexpected end-of-file"),
+            format!(
+                "{LOST_MACHINE}: the build printed nothing for max_silent_secs (4 s) while building \
+                 on ssh-ng://root@b (no answer within 10 s), which no longer answers"
+            ),
+            format!("{none_left}: unable to start any build"),
+        ] {
+            assert_eq!(hint_for(FailureKind::Host, &summary), BUILDERS, "{summary}");
+            assert!(title_for(FailureKind::Host, &summary).starts_with("A build machine"));
+        }
+        let daemon = "the Nix daemon is not reachable: cannot connect to socket";
+        assert_eq!(
+            title_for(FailureKind::Host, daemon),
+            FailureKind::Host.title()
+        );
     }
 }

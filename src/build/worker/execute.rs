@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::child::{NIX_BIN_HINT, spawn_with_pipe, terminate};
 use super::introspect::introspect;
 use crate::app::App;
+use crate::build::builders;
 use crate::build::checks::{self, CheckMap, CheckResult, DrvBuild};
-use crate::build::diagnosis::Verdict;
+use crate::build::diagnosis::{self, Verdict};
 use crate::build::flake_inputs;
 use crate::build::nix;
 use crate::build::outputs;
@@ -277,6 +278,18 @@ pub(super) async fn execute(
         Some(Ok(map)) => map,
         _ => None,
     };
+    let lost = match &waited {
+        Err(Stop::Silence(_) | Stop::Timeout(_)) => {
+            lost_machines(app, &pumped.builds, &tracker.seen_ending(), stopped_ms).await
+        }
+        _ => Vec::new(),
+    };
+    for (machine, why) in &lost {
+        note(
+            &writer,
+            &format!("procurator-ci: the build machine {machine} does not answer: {why}\n"),
+        );
+    }
     let stopped_at = waited.as_ref().err().map(|_| stopped_ms);
     let checks = match check_map {
         Some(map) => Some(
@@ -295,6 +308,20 @@ pub(super) async fn execute(
     let exit_code = status.and_then(|s| s.code());
     let failed = |kind, summary| Outcome::Failed { kind, summary };
     let outcome = match waited {
+        Err(Stop::Timeout(why) | Stop::Silence(why)) if !lost.is_empty() => {
+            let machines: Vec<String> = lost
+                .iter()
+                .map(|(machine, why)| format!("{machine} ({why})"))
+                .collect();
+            failed(
+                FailureKind::Host,
+                format!(
+                    "{}: {why} while building on {}, which no longer answers",
+                    diagnosis::rules::LOST_MACHINE,
+                    machines.join(", ")
+                ),
+            )
+        }
         Err(Stop::Timeout(why)) => failed(FailureKind::Timeout, why),
         Err(Stop::Silence(why)) => failed(FailureKind::Silence, why),
         Err(Stop::Cancelled(why)) => Outcome::Cancelled { reason: why },
@@ -433,6 +460,31 @@ async fn per_check(
     })
     .await
     .unwrap_or_default()
+}
+
+/// Of the remote machines that were building when the build was stopped
+/// for silence or time, those that no longer answer, with why: a machine
+/// that hangs is to blame, not the check.
+async fn lost_machines(
+    app: &App,
+    builds: &HashMap<String, DrvBuild>,
+    seen_ending: &HashMap<String, (i64, bool)>,
+    stopped_ms: i64,
+) -> Vec<(String, String)> {
+    let mut building: Vec<String> = builds
+        .iter()
+        // Ended after the stop: cut short by it, not finished.
+        .filter(|(drv, build)| {
+            build.finished_ms.is_none_or(|at| at >= stopped_ms) && !seen_ending.contains_key(*drv)
+        })
+        .filter_map(|(_, build)| build.machine.clone())
+        .collect();
+    building.sort();
+    building.dedup();
+    if building.is_empty() {
+        return Vec::new();
+    }
+    builders::not_answering(app.repos.tools(), &app.config.nix_bin, &building).await
 }
 
 /// Writes a line of our own into the build's log.

@@ -100,6 +100,7 @@ async fn run(app: &Arc<App>, build: Build) {
         let publisher = tokio::spawn(publish_progress(app.clone(), build.id, tracker.clone()));
         let (outcome, exit_code, stats) =
             execute(app, &build, &handle.token, &handle.reason, &tracker).await;
+        let machines = tracker.machines();
         // Before the end is published: from here the stored results speak.
         publisher.abort();
         app.progress.end(build.id);
@@ -107,7 +108,7 @@ async fn run(app: &Arc<App>, build: Build) {
             .lock()
             .expect("running builds")
             .remove(&build.id);
-        record(app, &build, outcome, exit_code, stats).await;
+        record(app, &build, outcome, exit_code, stats, machines).await;
     }
     .instrument(span)
     .await
@@ -141,6 +142,7 @@ async fn record(
     outcome: Outcome,
     exit_code: Option<i32>,
     stats: LogStats,
+    machines: Vec<String>,
 ) {
     let backoff_secs = app
         .config
@@ -148,6 +150,28 @@ async fn record(
         .saturating_mul(1u64 << build.retry_count.clamp(0, 20))
         .min(3600);
     let (id, attempt) = (build.id, build.attempt);
+    if !machines.is_empty() {
+        let recorded = machines.clone();
+        if let Err(e) = app
+            .store
+            .write(move |conn| queue::set_attempt_machines(conn, id, attempt, &recorded))
+            .await
+        {
+            tracing::warn!(build_id = id, error = %e, "cannot record the machines of an attempt");
+        }
+    }
+    let result = match &outcome {
+        Outcome::Success => "success",
+        Outcome::Failed { kind, .. } => kind.as_str(),
+        Outcome::Cancelled { .. } => "cancelled",
+        Outcome::HandedBack => "interrupted",
+    };
+    for machine in &machines {
+        app.metrics.machine_attempt(machine, result);
+    }
+    // The journal's MACHINE= of the build's end: where it was built.
+    let machine = (!machines.is_empty()).then(|| machines.join(" "));
+    let machine = machine.as_deref();
     let stored = outcome.clone();
     // A locked or full database may recover in a moment (the store frees
     // its disk reserve for exactly this write); the result is worth waiting
@@ -197,7 +221,7 @@ async fn record(
         }
     };
     match (&outcome, after.status) {
-        (Outcome::Success, _) => tracing::info!(build_id = id, "Build succeeded"),
+        (Outcome::Success, _) => tracing::info!(build_id = id, machine, "Build succeeded"),
         (Outcome::HandedBack, _) => {
             tracing::info!(
                 build_id = id,
@@ -212,6 +236,7 @@ async fn record(
             attempt = after.retry_count,
             failure_kind = kind.as_str(),
             summary = %summary,
+            machine,
             retry_in_secs = backoff_secs,
             "Scheduling retry for build"
         ),
@@ -220,6 +245,7 @@ async fn record(
             exit_code,
             failure_kind = kind.as_str(),
             summary = %summary,
+            machine,
             "Build failed"
         ),
     }

@@ -69,6 +69,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MachineLabels {
+    machine: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NotifyLabels {
     kind: String,
     result: String,
@@ -95,6 +101,7 @@ pub struct Metrics {
     cache_pushes: Family<ResultLabels, Counter>,
     cache_pushes_pending: Gauge,
     cache_served_bytes: Counter,
+    machine_attempts: Family<MachineLabels, Counter>,
     unauthorized: Counter,
     /// When a refused request was last logged, and how many were refused
     /// since without a line of their own.
@@ -218,6 +225,13 @@ impl Metrics {
             Unit::Bytes,
             cache_served_bytes.clone(),
         );
+        let machine_attempts = Family::<MachineLabels, Counter>::default();
+        registry.register(
+            "machine_attempts",
+            "Attempts of builds that built on a machine (a remote builder's URI, or local), by \
+             machine and result (success, a failure kind, cancelled, interrupted)",
+            machine_attempts.clone(),
+        );
         let unauthorized = Counter::default();
         registry.register(
             "http_unauthorized",
@@ -240,7 +254,18 @@ impl Metrics {
             cache_pushes,
             cache_pushes_pending,
             cache_served_bytes,
+            machine_attempts,
         }
+    }
+
+    /// Counts an attempt that built on `machine`, ended with `result`.
+    pub fn machine_attempt(&self, machine: &str, result: &str) {
+        self.machine_attempts
+            .get_or_create(&MachineLabels {
+                machine: machine.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a request refused with 401 and logs it, at most once per
