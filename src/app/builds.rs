@@ -261,13 +261,14 @@ impl App {
 
     /// One build with its attempts.
     pub async fn build(&self, id: i64) -> Result<BuildDetail, AppError> {
-        let (build, attempts, cache) = self
+        let (build, attempts, cache, forge_statuses) = self
             .store
             .read(move |conn| {
                 Ok((
                     queue::get(conn, id)?,
                     queue::attempts(conn, id)?,
                     crate::cache::build_cache(conn, id)?,
+                    crate::ops::forge::outbox::of_build(conn, id)?,
                 ))
             })
             .await?;
@@ -276,6 +277,7 @@ impl App {
             build: self.view(build),
             attempts,
             cache,
+            forge_statuses,
         })
     }
 

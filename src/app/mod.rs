@@ -15,7 +15,7 @@ mod views;
 
 pub use builds::recover_orphans;
 pub use repos::prepare_repos;
-pub use views::{BuildDetail, BuildRef, BuildView, Explanation, Repo};
+pub use views::{BuildDetail, BuildRef, BuildView, Explanation, ForgeView, Repo};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -110,6 +110,8 @@ pub struct App {
     pub token: Token,
     /// Wakes idle workers when a build is queued.
     pub wake: Notify,
+    /// Wakes the forge status deliverer when statuses are recorded.
+    pub forge_wake: Notify,
     /// Running builds' cancel handles, by build id.
     pub running: Mutex<HashMap<i64, CancelHandle>>,
     /// Running builds' live per-check progress.

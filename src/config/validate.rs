@@ -270,9 +270,49 @@ pub(super) fn validate(
                 &format!("is not a branch name procurator-ci builds: it {reason}"),
             ));
         }
+        // The upstream is another key's (issue 23, upstream mirroring); until
+        // it is wired in, the forge keys are explicit.
+        match super::forge::resolve(&decl.forge_keys(), None) {
+            Err(e) => {
+                return Err(invalid(
+                    &format!("repos.{name}.{}", e.key),
+                    forge_value(decl, e.key),
+                    &e.reason,
+                ));
+            }
+            Ok(Some(target)) if runtime_files == RuntimeFiles::Read => {
+                let key = format!("repos.{name}.forge_token_file");
+                let shown = target.token_file.display().to_string();
+                if let Some(mode) = exposed_mode(&target.token_file) {
+                    return Err(invalid(
+                        &key,
+                        shown,
+                        &format!(
+                            "it is readable by group or others (mode {mode:04o}): chmod 600 it, \
+                             or pass it as a systemd credential"
+                        ),
+                    ));
+                }
+                if let Err(reason) = super::forge::read_token(&target.token_file) {
+                    return Err(invalid(&key, shown, &reason));
+                }
+            }
+            Ok(_) => {}
+        }
     }
     validate_cache(config, figment, runtime_files)?;
     validate_local_inputs(config, figment)
+}
+
+/// The value of forge key `key` of `decl`, as an error shows it.
+fn forge_value(decl: &super::RepoDecl, key: &str) -> String {
+    match key {
+        "forge" => format!("{:?}", decl.forge.map(super::Forge::as_str)),
+        "forge_api_url" => format!("{:?}", decl.forge_api_url),
+        "forge_repo" => format!("{:?}", decl.forge_repo),
+        "forge_token_file" => format!("{:?}", decl.forge_token_file),
+        _ => format!("{:?}", decl.forge_check_statuses),
+    }
 }
 
 /// `allowed_local_inputs`: absolute, normalised roots that hold none of the

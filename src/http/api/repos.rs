@@ -20,6 +20,12 @@ pub(super) struct CreateRepo {
     description: String,
     /// The branch its `HEAD` names; `main` unless given.
     default_branch: Option<String>,
+    /// Where its builds' commit statuses go (see `[repos.NAME]`).
+    forge: Option<crate::config::Forge>,
+    forge_api_url: Option<String>,
+    forge_repo: Option<String>,
+    forge_token_file: Option<std::path::PathBuf>,
+    forge_check_statuses: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +48,18 @@ pub(super) async fn create_repo(
     Json(body): Json<CreateRepo>,
 ) -> ApiResult<impl IntoResponse> {
     let repo = app
-        .create_repo(body.name, body.description, body.default_branch)
+        .create_repo(
+            body.name,
+            body.description,
+            body.default_branch,
+            crate::config::ForgeKeys {
+                forge: body.forge,
+                forge_api_url: body.forge_api_url,
+                forge_repo: body.forge_repo,
+                forge_token_file: body.forge_token_file,
+                forge_check_statuses: body.forge_check_statuses,
+            },
+        )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(repo)))
 }
