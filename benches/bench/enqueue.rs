@@ -181,11 +181,13 @@ pub(crate) fn supersede_latency(ctx: &Ctx) -> Res<Vec<Row>> {
             ms(without.p99)
         ),
         ratio: ratio(with.p50, without.p50),
-        goal: "p50 ≤ 2× the floor's + 1 ms: the superseded build stops in the background".into(),
-        met: Some(with.p50 <= 2.0 * without.p50 + 1.0),
+        goal: "p50 ≤ 10 ms: the answer does not wait for the superseded build to stop".into(),
+        met: Some(with.p50 <= 10.0),
         note: format!(
             "one keep-alive client; a worker runs each newest build (a blocking nix stand-in) \
-             until the next enqueue supersedes it; {cancelled} builds ended cancelled"
+             until the next enqueue supersedes it, then stops it, records its end and claims \
+             the next one on the same 2 cores while the client goes on; {cancelled} builds had \
+             ended cancelled when it was counted"
         ),
         load: 0.0,
         data: json!({"superseding_ms": with, "without_ms": without, "cancelled": cancelled}),

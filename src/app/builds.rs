@@ -181,6 +181,13 @@ impl App {
     /// without waiting for it: the enqueue that superseded it answers at
     /// once, and the worker records the end (once) when nix has stopped.
     async fn stop_superseded(&self, id: i64, reason: &str) -> Result<(), AppError> {
+        // Running: the common case of a burst, and no write at all.
+        if let Some(handle) = self.running.lock().expect("running builds").get(&id) {
+            *handle.reason.lock().expect("cancel reason") = Some(reason.to_string());
+            handle.token.cancel();
+            tracing::info!(build_id = id, reason, "Cancelling running build");
+            return Ok(());
+        }
         let r = reason.to_string();
         let (apply, undo) = self.views.track();
         let cancelled = self
@@ -193,8 +200,9 @@ impl App {
             self.events.publish("build.finished", Some(id), &view);
             return Ok(());
         }
-        // Running, or claimed a moment ago and its worker not registered
-        // yet: the handle made here is the one it picks up, cancelled.
+        // Claimed a moment ago and its worker not registered yet (or
+        // registered since): the handle made here is the one it picks up,
+        // cancelled.
         {
             let mut running = self.running.lock().expect("running builds");
             let handle = running.entry(id).or_default();
