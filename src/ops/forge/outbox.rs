@@ -408,3 +408,100 @@ pub fn of_build(conn: &Connection, id: i64) -> Result<Vec<Delivery>, StoreError>
     .collect::<Result<Vec<_>, _>>()
     .db()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::storage::store::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn wanted(build_id: i64, context: &str, state: &str, rank: i64) -> Wanted {
+        Wanted {
+            build_id,
+            repo: "app".into(),
+            sha: "c0ffee".into(),
+            context: context.into(),
+            state: state.into(),
+            description: state.into(),
+            rank,
+        }
+    }
+
+    fn row(conn: &Connection, build_id: i64, context: &str) -> (String, String, i64) {
+        conn.query_row(
+            "SELECT state, status, next_at FROM forge_statuses WHERE build_id = ?1 AND context = ?2",
+            params![build_id, context],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_later_state_replaces_an_unsent_one_and_never_the_reverse() {
+        let conn = conn();
+        assert!(record(&conn, &wanted(1, "procurator-ci", "pending", 3)).unwrap());
+        assert!(record(&conn, &wanted(1, "procurator-ci", "running", 4)).unwrap());
+        // An event read late, a catch-up: a lower rank changes nothing.
+        assert!(!record(&conn, &wanted(1, "procurator-ci", "pending", 3)).unwrap());
+        assert!(!record(&conn, &wanted(1, "procurator-ci", "running", 4)).unwrap());
+        assert_eq!(row(&conn, 1, "procurator-ci").0, "running");
+        let (jobs, _) = due(&conn, 4, &[]).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].state, "running");
+    }
+
+    #[test]
+    fn the_newest_build_of_a_commit_owns_its_contexts() {
+        let conn = conn();
+        record(&conn, &wanted(1, "procurator-ci", "pending", 3)).unwrap();
+        record(&conn, &wanted(2, "procurator-ci", "pending", 3)).unwrap();
+        assert_eq!(row(&conn, 1, "procurator-ci").1, "superseded");
+        // The older build's end, arriving after: recorded, never posted.
+        assert!(!record(&conn, &wanted(1, "procurator-ci", "success", 99)).unwrap());
+        assert_eq!(row(&conn, 1, "procurator-ci").1, "superseded");
+        let (jobs, _) = due(&conn, 4, &[]).unwrap();
+        assert_eq!(jobs.iter().map(|j| j.build_id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn one_post_at_a_time_per_context_and_a_state_changed_in_flight_stays_due() {
+        let conn = conn();
+        record(&conn, &wanted(1, "procurator-ci", "pending", 3)).unwrap();
+        record(&conn, &wanted(1, "procurator-ci/a", "success", 99)).unwrap();
+        let (jobs, _) = due(&conn, 4, &[]).unwrap();
+        assert_eq!(jobs.len(), 2);
+        let busy = [jobs[0].key()];
+        let (others, _) = due(&conn, 4, &busy).unwrap();
+        assert!(others.iter().all(|j| j.key() != jobs[0].key()));
+
+        let posted = jobs.iter().find(|j| j.context == "procurator-ci").unwrap();
+        record(&conn, &wanted(1, "procurator-ci", "success", 99)).unwrap();
+        finish(&conn, posted, &Outcome::Delivered).unwrap();
+        assert_eq!(
+            row(&conn, 1, "procurator-ci").0,
+            "success",
+            "the newer state is kept"
+        );
+        assert_eq!(row(&conn, 1, "procurator-ci").1, "pending");
+    }
+
+    #[test]
+    fn a_new_state_waits_out_a_backoff() {
+        let conn = conn();
+        record(&conn, &wanted(1, "procurator-ci", "pending", 3)).unwrap();
+        let (jobs, _) = due(&conn, 4, &[]).unwrap();
+        let later = now_ms() + 60_000;
+        let retry = Outcome::Retry {
+            error: "HTTP 429".into(),
+            at: later,
+        };
+        finish(&conn, &jobs[0], &retry).unwrap();
+        record(&conn, &wanted(1, "procurator-ci", "running", 4)).unwrap();
+        assert_eq!(row(&conn, 1, "procurator-ci").2, later);
+        assert!(due(&conn, 4, &[]).unwrap().0.is_empty());
+    }
+}
