@@ -632,6 +632,67 @@ mod tests {
     }
 
     #[test]
+    fn forge_keys_are_validated_naming_the_repository_and_key() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            let token = jail.directory().join("forge-token");
+            std::fs::write(&token, "ghp_0123456789\n").unwrap();
+            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            let repo = |extra: &str| {
+                format!(
+                    "[repos.app]\nforge_token_file = \"{}\"\n{extra}",
+                    token.display()
+                )
+            };
+            jail.create_file(
+                "ok.toml",
+                &repo("forge = \"gitlab\"\nforge_repo = \"g/s/app\"\n"),
+            )?;
+            let config = load_in(jail, Some("ok.toml")).unwrap();
+            assert_eq!(config.repos["app"].forge, Some(super::super::Forge::Gitlab));
+
+            let cases = [
+                (
+                    "forge = \"gitea\"\nforge_repo = \"o/r\"\n",
+                    "repos.app.forge_api_url",
+                ),
+                ("forge = \"github\"\n", "repos.app.forge_repo"),
+                ("forge_repo = \"o/r\"\n", "repos.app.forge"),
+                (
+                    "forge = \"github\"\nforge_repo = \"o/r\"\nforge_check_statuses = 5000\n",
+                    "repos.app.forge_check_statuses",
+                ),
+            ];
+            for (extra, key) in cases {
+                jail.create_file("bad.toml", &repo(extra))?;
+                let err = load_in(jail, Some("bad.toml")).unwrap_err().to_string();
+                assert!(err.contains(&format!("`{key}`")), "{extra}: {err}");
+            }
+            jail.create_file("enum.toml", &repo("forge = \"bitbucket\"\n"))?;
+            let err = load_in(jail, Some("enum.toml")).unwrap_err().to_string();
+            assert!(err.contains("bitbucket"), "{err}");
+
+            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            jail.create_file(
+                "exposed.toml",
+                &repo("forge = \"github\"\nforge_repo = \"o/r\"\n"),
+            )?;
+            let err = load_in(jail, Some("exposed.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("repos.app.forge_token_file") && err.contains("0644"),
+                "{err}"
+            );
+            assert!(!err.contains("ghp_0123456789"), "{err}");
+            // Built elsewhere (the module's build): the file is not read.
+            let path = jail.directory().join("exposed.toml");
+            assert!(Config::load_checking(Some(&path), RuntimeFiles::Skip).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn build_time_checks_skip_only_the_runtime_files() {
         Jail::expect_with(|jail| {
             clear_config_env(jail);
