@@ -15,6 +15,9 @@
 //! success, failed, canceled; posting the state a pending or running
 //! status already has is refused with 400 "Cannot transition status".
 
+// Shared with the browser tests, which use part of it.
+#![allow(dead_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

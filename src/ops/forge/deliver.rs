@@ -98,20 +98,6 @@ pub fn backoff(attempts: i64) -> Duration {
 
 /// What an answer means for the status.
 pub fn judge(forge: crate::config::Forge, answer: &Answer, attempts: i64) -> Outcome {
-    let retry = |error: String, after: Option<u64>| {
-        if attempts >= MAX_ATTEMPTS {
-            return Outcome::Failed {
-                error: format!("gave up after {attempts} attempts: {error}"),
-            };
-        }
-        let wait = after
-            .map(|s| Duration::from_secs(s).min(MAX_BACKOFF))
-            .unwrap_or_else(|| backoff(attempts));
-        Outcome::Retry {
-            error,
-            at: now_ms() + wait.as_millis() as i64,
-        }
-    };
     match answer {
         Answer::Answered { status, .. } if (200..300).contains(status) => Outcome::Delivered,
         Answer::Answered { status, body, .. } if wire::already_in_state(forge, *status, body) => {
@@ -126,12 +112,29 @@ pub fn judge(forge: crate::config::Forge, answer: &Answer, attempts: i64) -> Out
             let rate_limited = *status == 403
                 && (retry_after.is_some() || body.to_ascii_lowercase().contains("rate limit"));
             if *status >= 500 || *status == 429 || rate_limited {
-                retry(error, *retry_after)
+                retry(error, *retry_after, attempts)
             } else {
                 Outcome::Failed { error }
             }
         }
-        Answer::Transport(error) => retry(error.clone(), None),
+        Answer::Transport(error) => retry(error.clone(), None, attempts),
+    }
+}
+
+/// Another attempt after `after` seconds (the forge's `Retry-After`) or the
+/// backoff, unless `attempts` were the last.
+fn retry(error: String, after: Option<u64>, attempts: i64) -> Outcome {
+    if attempts >= MAX_ATTEMPTS {
+        return Outcome::Failed {
+            error: format!("gave up after {attempts} attempts: {error}"),
+        };
+    }
+    let wait = after
+        .map(|s| Duration::from_secs(s).min(MAX_BACKOFF))
+        .unwrap_or_else(|| backoff(attempts));
+    Outcome::Retry {
+        error,
+        at: now_ms() + wait.as_millis() as i64,
     }
 }
 
@@ -188,7 +191,7 @@ async fn post(app: &Arc<App>, job: &Job, holds: &Holds) -> Option<Outcome> {
     let (target, posts) = match looked_up {
         Ok(found) => found,
         Err(e) => {
-            return Some(judge_transport(
+            return Some(retry_local(
                 attempts,
                 format!("cannot read the outbox: {e}"),
             ));
@@ -217,8 +220,8 @@ async fn post(app: &Arc<App>, job: &Job, holds: &Holds) -> Option<Outcome> {
             .await
         {
             Ok(Ok(token)) => token,
-            Ok(Err(e)) => return Some(judge_transport(attempts, e)),
-            Err(e) => return Some(judge_transport(attempts, e.to_string())),
+            Ok(Err(e)) => return Some(retry_local(attempts, e)),
+            Err(e) => return Some(retry_local(attempts, e.to_string())),
         };
     let state = State::parse(&job.state).unwrap_or(State::Error);
     let target_url = format!("{}/#/builds/{}", app.config.public_url, job.build_id);
@@ -273,12 +276,10 @@ async fn post(app: &Arc<App>, job: &Job, holds: &Holds) -> Option<Outcome> {
     Some(judge(target.forge, &answer, attempts))
 }
 
-fn judge_transport(attempts: i64, error: String) -> Outcome {
-    judge(
-        crate::config::Forge::Github,
-        &Answer::Transport(error),
-        attempts,
-    )
+/// A failure on our side (the outbox, the token file): retried like a
+/// transport error, since it may pass (a token file provisioned late).
+fn retry_local(attempts: i64, error: String) -> Outcome {
+    retry(error, None, attempts)
 }
 
 /// `text` with `token` and URL credentials masked.

@@ -73,9 +73,12 @@ impl State {
     }
 }
 
-/// `text` cut to [`MAX_DESCRIPTION_CHARS`] characters, never inside one.
+/// `text` on one line (runs of whitespace, newlines included, made one
+/// space) and cut to [`MAX_DESCRIPTION_CHARS`] characters, never inside
+/// one.
 pub fn description(text: &str) -> String {
-    let text = text.trim();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = text.as_str();
     if text.chars().count() <= MAX_DESCRIPTION_CHARS {
         return text.to_string();
     }
@@ -286,6 +289,7 @@ mod tests {
     #[test]
     fn descriptions_are_cut_at_a_character() {
         assert_eq!(description(" short "), "short");
+        assert_eq!(description("two\nlines\t here"), "two lines here");
         let long = "é".repeat(200);
         let cut = description(&long);
         assert_eq!(cut.chars().count(), MAX_DESCRIPTION_CHARS);
