@@ -1,6 +1,6 @@
 //! Posts the outbox's due statuses, at most [`JOBS`] at once and one at a
-//! time per commit and context (so a forge hears a context's states in
-//! order), retrying transport errors, 5xx, 429 and GitHub's secondary rate
+//! time per repository (so a forge hears a context's states in order, and
+//! never concurrent requests for one repository), retrying transport errors, 5xx, 429 and GitHub's secondary rate
 //! limit (403 with `Retry-After`) with doubling backoff, or after the
 //! `Retry-After` the forge asked for. The token is read from its file at
 //! each post (so it can be rotated), sent in a header and never logged,
@@ -38,10 +38,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// sent more.
 pub const MAX_POSTS_PER_CONTEXT: i64 = 1000;
 
-/// How long the deliverer sleeps when nothing is due and nothing wakes it.
-const IDLE: Duration = Duration::from_secs(30);
+/// Longest sleep before a pending status is looked at again.
+const MAX_WAIT: Duration = Duration::from_secs(30);
 
-type Key = (String, String, String);
+type Key = String;
 
 /// Until when (milliseconds since the epoch) each API asked for a pause
 /// with `Retry-After`: a rate limit is the forge's, not one status's.
@@ -75,14 +75,14 @@ pub async fn run(app: Arc<App>) {
                 in_flight.lock().expect("posts").remove(&job.key());
             });
         }
-        let wait = next
-            .map(|at| {
-                Duration::from_millis((at - now_ms()).clamp(20, IDLE.as_millis() as i64) as u64)
-            })
-            .unwrap_or(IDLE);
+        // Nothing pending: only a recorded status (which wakes it) gives
+        // work, so an idle daemon never reads the outbox.
+        let wait = next.map(|at| {
+            Duration::from_millis((at - now_ms()).clamp(20, MAX_WAIT.as_millis() as i64) as u64)
+        });
         tokio::select! {
             _ = app.forge_wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
             Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = app.shutdown.cancelled() => {}
         }

@@ -15,6 +15,7 @@ pub mod deliver;
 pub mod outbox;
 pub mod wire;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -41,6 +42,9 @@ pub fn spawn(app: &Arc<App>) {
     let listener = app.clone();
     tokio::spawn(async move {
         catch_up(&listener).await;
+        // The repositories that report: a build of any other costs the
+        // listener no database access at all.
+        let mut reporting = reporting_repos(&listener).await;
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
@@ -53,11 +57,16 @@ pub fn spawn(app: &Arc<App>) {
                         missed,
                         "forge statuses fell behind the event bus; reading the recent builds again"
                     );
+                    reporting = reporting_repos(&listener).await;
                     catch_up(&listener).await;
                     continue;
                 }
                 Err(RecvError::Closed) => break,
             };
+            if matches!(event.kind, "repo.created" | "repo.deleted") {
+                reporting = reporting_repos(&listener).await;
+                continue;
+            }
             if !matches!(
                 event.kind,
                 "build.queued" | "build.started" | "build.finished"
@@ -67,10 +76,26 @@ pub fn spawn(app: &Arc<App>) {
             let Ok(build) = serde_json::from_str::<Value>(&event.data) else {
                 continue;
             };
-            record_build(&listener, build).await;
+            if build["repo"]
+                .as_str()
+                .is_some_and(|repo| reporting.contains(repo))
+            {
+                record_build(&listener, build).await;
+            }
         }
     });
     tokio::spawn(deliver::run(app.clone()));
+}
+
+/// The names of the repositories that report to a forge.
+async fn reporting_repos(app: &Arc<App>) -> HashSet<String> {
+    match app.store.read(outbox::targets).await {
+        Ok(targets) => targets.into_iter().map(|(repo, ..)| repo).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read which repositories report to a forge");
+            HashSet::new()
+        }
+    }
 }
 
 /// Records the statuses `build` (its view's JSON) wants, when its
