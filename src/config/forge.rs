@@ -248,6 +248,48 @@ fn check_repo(forge: Forge, repo: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A forge key of a declared repository that cannot be used, with its
+/// value as the error shows it.
+#[derive(Debug)]
+pub(super) struct DeclError {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Checks the forge keys of `[repos.NAME]` and, with `read_files`, its
+/// token file (readable by its owner only, holding one token). The
+/// upstream is another key's (issue 23's mirroring); until it is wired
+/// in, the forge keys are explicit.
+pub(super) fn check_declared(decl: &super::RepoDecl, read_files: bool) -> Result<(), DeclError> {
+    let target = resolve(&decl.forge_keys(), None).map_err(|e| DeclError {
+        key: e.key,
+        value: match e.key {
+            "forge" => format!("{:?}", decl.forge.map(Forge::as_str)),
+            "forge_api_url" => format!("{:?}", decl.forge_api_url),
+            "forge_repo" => format!("{:?}", decl.forge_repo),
+            "forge_token_file" => format!("{:?}", decl.forge_token_file),
+            _ => format!("{:?}", decl.forge_check_statuses),
+        },
+        reason: e.reason,
+    })?;
+    let Some(target) = target.filter(|_| read_files) else {
+        return Ok(());
+    };
+    let bad = |reason: String| DeclError {
+        key: "forge_token_file",
+        value: target.token_file.display().to_string(),
+        reason,
+    };
+    if let Some(mode) = super::exposed_mode(&target.token_file) {
+        return Err(bad(format!(
+            "it is readable by group or others (mode {mode:04o}): chmod 600 it, or pass it as \
+             a systemd credential"
+        )));
+    }
+    read_token(&target.token_file).map(|_| ()).map_err(bad)
+}
+
 /// The token in `path`, surrounding whitespace trimmed. Errors name the
 /// file, never its content.
 pub fn read_token(path: &Path) -> Result<String, String> {
@@ -269,7 +311,13 @@ pub fn read_token(path: &Path) -> Result<String, String> {
 }
 
 #[cfg(test)]
+// figment's `Jail` decides the closures' error type.
+#[allow(clippy::result_large_err)]
 mod tests {
+    use figment::Jail;
+
+    use super::super::testing::{clear_config_env, load_in};
+    use super::super::{Config, RuntimeFiles};
     use super::*;
 
     #[test]
@@ -420,5 +468,66 @@ mod tests {
         std::fs::write(&path, "a\nb\n").unwrap();
         let err = read_token(&path).unwrap_err();
         assert!(err.contains("more than one"), "{err}");
+    }
+
+    #[test]
+    fn forge_keys_are_validated_naming_the_repository_and_key() {
+        Jail::expect_with(|jail| {
+            clear_config_env(jail);
+            let token = jail.directory().join("forge-token");
+            std::fs::write(&token, "ghp_0123456789\n").unwrap();
+            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            let repo = |extra: &str| {
+                format!(
+                    "[repos.app]\nforge_token_file = \"{}\"\n{extra}",
+                    token.display()
+                )
+            };
+            jail.create_file(
+                "ok.toml",
+                &repo("forge = \"gitlab\"\nforge_repo = \"g/s/app\"\n"),
+            )?;
+            let config = load_in(jail, Some("ok.toml")).unwrap();
+            assert_eq!(config.repos["app"].forge, Some(Forge::Gitlab));
+
+            let cases = [
+                (
+                    "forge = \"gitea\"\nforge_repo = \"o/r\"\n",
+                    "repos.app.forge_api_url",
+                ),
+                ("forge = \"github\"\n", "repos.app.forge_repo"),
+                ("forge_repo = \"o/r\"\n", "repos.app.forge"),
+                (
+                    "forge = \"github\"\nforge_repo = \"o/r\"\nforge_check_statuses = 5000\n",
+                    "repos.app.forge_check_statuses",
+                ),
+            ];
+            for (extra, key) in cases {
+                jail.create_file("bad.toml", &repo(extra))?;
+                let err = load_in(jail, Some("bad.toml")).unwrap_err().to_string();
+                assert!(err.contains(&format!("`{key}`")), "{extra}: {err}");
+            }
+            jail.create_file("enum.toml", &repo("forge = \"bitbucket\"\n"))?;
+            let err = load_in(jail, Some("enum.toml")).unwrap_err().to_string();
+            assert!(err.contains("bitbucket"), "{err}");
+
+            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            jail.create_file(
+                "exposed.toml",
+                &repo("forge = \"github\"\nforge_repo = \"o/r\"\n"),
+            )?;
+            let err = load_in(jail, Some("exposed.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("repos.app.forge_token_file") && err.contains("0644"),
+                "{err}"
+            );
+            assert!(!err.contains("ghp_0123456789"), "{err}");
+            // Built elsewhere (the module's build): the file is not read.
+            let path = jail.directory().join("exposed.toml");
+            assert!(Config::load_checking(Some(&path), RuntimeFiles::Skip).is_ok());
+            Ok(())
+        });
     }
 }

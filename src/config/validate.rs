@@ -270,49 +270,16 @@ pub(super) fn validate(
                 &format!("is not a branch name procurator-ci builds: it {reason}"),
             ));
         }
-        // The upstream is another key's (issue 23, upstream mirroring); until
-        // it is wired in, the forge keys are explicit.
-        match super::forge::resolve(&decl.forge_keys(), None) {
-            Err(e) => {
-                return Err(invalid(
-                    &format!("repos.{name}.{}", e.key),
-                    forge_value(decl, e.key),
-                    &e.reason,
-                ));
-            }
-            Ok(Some(target)) if runtime_files == RuntimeFiles::Read => {
-                let key = format!("repos.{name}.forge_token_file");
-                let shown = target.token_file.display().to_string();
-                if let Some(mode) = exposed_mode(&target.token_file) {
-                    return Err(invalid(
-                        &key,
-                        shown,
-                        &format!(
-                            "it is readable by group or others (mode {mode:04o}): chmod 600 it, \
-                             or pass it as a systemd credential"
-                        ),
-                    ));
-                }
-                if let Err(reason) = super::forge::read_token(&target.token_file) {
-                    return Err(invalid(&key, shown, &reason));
-                }
-            }
-            Ok(_) => {}
+        if let Err(e) = super::forge::check_declared(decl, runtime_files == RuntimeFiles::Read) {
+            return Err(invalid(
+                &format!("repos.{name}.{}", e.key),
+                e.value,
+                &e.reason,
+            ));
         }
     }
     validate_cache(config, figment, runtime_files)?;
     validate_local_inputs(config, figment)
-}
-
-/// The value of forge key `key` of `decl`, as an error shows it.
-fn forge_value(decl: &super::RepoDecl, key: &str) -> String {
-    match key {
-        "forge" => format!("{:?}", decl.forge.map(super::Forge::as_str)),
-        "forge_api_url" => format!("{:?}", decl.forge_api_url),
-        "forge_repo" => format!("{:?}", decl.forge_repo),
-        "forge_token_file" => format!("{:?}", decl.forge_token_file),
-        _ => format!("{:?}", decl.forge_check_statuses),
-    }
 }
 
 /// `allowed_local_inputs`: absolute, normalised roots that hold none of the
@@ -627,67 +594,6 @@ mod tests {
             )?;
             let err = load_in(jail, Some("o.toml")).unwrap_err().to_string();
             assert!(err.contains("sometimes"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn forge_keys_are_validated_naming_the_repository_and_key() {
-        Jail::expect_with(|jail| {
-            clear_config_env(jail);
-            let token = jail.directory().join("forge-token");
-            std::fs::write(&token, "ghp_0123456789\n").unwrap();
-            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
-            let repo = |extra: &str| {
-                format!(
-                    "[repos.app]\nforge_token_file = \"{}\"\n{extra}",
-                    token.display()
-                )
-            };
-            jail.create_file(
-                "ok.toml",
-                &repo("forge = \"gitlab\"\nforge_repo = \"g/s/app\"\n"),
-            )?;
-            let config = load_in(jail, Some("ok.toml")).unwrap();
-            assert_eq!(config.repos["app"].forge, Some(super::super::Forge::Gitlab));
-
-            let cases = [
-                (
-                    "forge = \"gitea\"\nforge_repo = \"o/r\"\n",
-                    "repos.app.forge_api_url",
-                ),
-                ("forge = \"github\"\n", "repos.app.forge_repo"),
-                ("forge_repo = \"o/r\"\n", "repos.app.forge"),
-                (
-                    "forge = \"github\"\nforge_repo = \"o/r\"\nforge_check_statuses = 5000\n",
-                    "repos.app.forge_check_statuses",
-                ),
-            ];
-            for (extra, key) in cases {
-                jail.create_file("bad.toml", &repo(extra))?;
-                let err = load_in(jail, Some("bad.toml")).unwrap_err().to_string();
-                assert!(err.contains(&format!("`{key}`")), "{extra}: {err}");
-            }
-            jail.create_file("enum.toml", &repo("forge = \"bitbucket\"\n"))?;
-            let err = load_in(jail, Some("enum.toml")).unwrap_err().to_string();
-            assert!(err.contains("bitbucket"), "{err}");
-
-            std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-                .unwrap();
-            jail.create_file(
-                "exposed.toml",
-                &repo("forge = \"github\"\nforge_repo = \"o/r\"\n"),
-            )?;
-            let err = load_in(jail, Some("exposed.toml")).unwrap_err().to_string();
-            assert!(
-                err.contains("repos.app.forge_token_file") && err.contains("0644"),
-                "{err}"
-            );
-            assert!(!err.contains("ghp_0123456789"), "{err}");
-            // Built elsewhere (the module's build): the file is not read.
-            let path = jail.directory().join("exposed.toml");
-            assert!(Config::load_checking(Some(&path), RuntimeFiles::Skip).is_ok());
             Ok(())
         });
     }
