@@ -188,16 +188,7 @@ impl App {
             tracing::info!(build_id = id, reason, "Cancelling running build");
             return Ok(());
         }
-        let r = reason.to_string();
-        let (apply, undo) = self.views.track();
-        let cancelled = self
-            .store
-            .write_then(move |conn| queue::cancel_queued(conn, id, &r), apply, undo)
-            .await?;
-        if let Some(build) = cancelled {
-            tracing::info!(build_id = id, reason, "Cancelled queued build");
-            let view = self.view(build);
-            self.events.publish("build.finished", Some(id), &view);
+        if self.cancel_if_queued(id, reason).await? {
             return Ok(());
         }
         // Claimed a moment ago and its worker not registered yet (or
@@ -216,6 +207,25 @@ impl App {
             self.running.lock().expect("running builds").remove(&id);
         }
         Ok(())
+    }
+
+    /// Ends build `id` as cancelled if it is queued; returns whether it
+    /// was. The worker calls it too, for a build asked to stop as its
+    /// attempt ended and queued again for a retry.
+    pub(crate) async fn cancel_if_queued(&self, id: i64, reason: &str) -> Result<bool, AppError> {
+        let r = reason.to_string();
+        let (apply, undo) = self.views.track();
+        let cancelled = self
+            .store
+            .write_then(move |conn| queue::cancel_queued(conn, id, &r), apply, undo)
+            .await?;
+        let Some(build) = cancelled else {
+            return Ok(false);
+        };
+        tracing::info!(build_id = id, reason, "Cancelled queued build");
+        let view = self.view(build);
+        self.events.publish("build.finished", Some(id), &view);
+        Ok(true)
     }
 
     /// Queues a build for every branch head of `repo` (or of every repo)

@@ -113,10 +113,23 @@ async fn run(app: &Arc<App>, build: Build) {
         record(app, &build, outcome, exit_code, stats).await;
         // A superseding push that found the build still recorded as running
         // after the handle went may have made another: nothing takes it now.
-        app.running
+        let late = app
+            .running
             .lock()
             .expect("running builds")
             .remove(&build.id);
+        // Asked to stop as the attempt ended anyway (a failure that is
+        // retried): the request holds for the build queued again.
+        let asked = [Some(&handle), late.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|h| h.token.is_cancelled())
+            .find_map(|h| h.reason.lock().expect("cancel reason").clone());
+        if let Some(reason) = asked
+            && let Err(e) = app.cancel_if_queued(build.id, &reason).await
+        {
+            tracing::warn!(build_id = build.id, error = %e, "cannot cancel a build queued again");
+        }
     }
     .instrument(span)
     .await
