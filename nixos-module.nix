@@ -24,6 +24,9 @@ let
   # generated configuration names notification secrets there.
   credentialsDir = "/run/credentials/procurator-ci.service";
   notifySecretCredential = i: "notify-secret-${toString i}";
+  forgeTokenCredential = name: "forge-token-${name}";
+  # Forge tokens reach the daemon as credentials too.
+  forgeTokens = lib.filterAttrs (_: repo: repo.forge_token_file != null) cfg.repos;
   cacheKeyCredential = "cache-secret-key";
   # A mirrored repository's files, as credentials named after it.
   repoCredential = name: kind: "repo-${name}-${kind}";
@@ -258,6 +261,66 @@ in
             description = ''
               Build forks' pull requests without a maintainer's approval
               (untrusted either way: no cache push, no secrets).
+            '';
+          };
+          options.forge = lib.mkOption {
+            type = lib.types.nullOr (
+              lib.types.enum [
+                "github"
+                "gitea"
+                "forgejo"
+                "gitlab"
+              ]
+            );
+            default = null;
+            example = "github";
+            description = ''
+              The forge each build's commit statuses are posted to
+              (`procurator-ci` for the build, `procurator-ci/<check>` per
+              check). Needs `forge_repo` and `forge_token_file`.
+            '';
+          };
+          options.forge_api_url = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "https://codeberg.org/api/v1";
+            description = ''
+              The forge's API root: `https://api.github.com` and
+              `https://gitlab.com/api/v4` by default; required for Gitea and
+              Forgejo (`https://HOST/api/v1`).
+            '';
+          };
+          options.forge_repo = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "team/app";
+            description = "The repository on the forge, `owner/name` (GitLab: `group/subgroup/name`).";
+          };
+          options.forge_token_file = lib.mkOption {
+            type = lib.types.nullOr (
+              lib.types.pathWith {
+                inStore = false;
+                absolute = true;
+              }
+            );
+            default = null;
+            example = "/run/keys/procurator-ci-github-token";
+            description = ''
+              The token statuses are posted with (GitHub: a fine-grained token
+              with "Commit statuses: write"; Gitea and Forgejo: `write:repository`;
+              GitLab: `api`). Passed to the daemon with systemd's
+              `LoadCredential=`, like {option}`services.procurator-ci.apiTokenFile`,
+              so only root needs to read it.
+            '';
+          };
+          options.forge_check_statuses = lib.mkOption {
+            type = lib.types.nullOr (lib.types.ints.between 0 1000);
+            default = null;
+            example = 50;
+            description = ''
+              Per-check statuses a build posts at most (25 unless set); a
+              build with more checks posts one `procurator-ci/checks`
+              summary instead.
             '';
           };
         }
@@ -578,6 +641,17 @@ in
       // lib.optionalAttrs (repo.webhook_secret_file != null) {
         webhook_secret_file = "${credentialsDir}/${repoCredential name "webhook-secret"}";
       }
+      // lib.filterAttrs (_: value: value != null) {
+        inherit (repo)
+          forge
+          forge_api_url
+          forge_repo
+          forge_check_statuses
+          ;
+      }
+      // lib.optionalAttrs (repo.forge_token_file != null) {
+        forge_token_file = "${credentialsDir}/${forgeTokenCredential name}";
+      }
     ) cfg.repos;
 
     users.users = lib.mkMerge [
@@ -660,6 +734,9 @@ in
           lib.optional (cfg.apiTokenFile != null) "${tokenCredential}:${cfg.apiTokenFile}"
           ++ map (secret: "${secret.credential}:${secret.secret_file}") notifySecrets
           ++ map (secret: "${secret.credential}:${secret.file}") repoSecrets
+          ++ lib.mapAttrsToList (
+            name: repo: "${forgeTokenCredential name}:${repo.forge_token_file}"
+          ) forgeTokens
           ++ lib.optional (
             cfg.cache.secretKeyFile != null
           ) "${cacheKeyCredential}:${cfg.cache.secretKeyFile}";

@@ -19,7 +19,8 @@ pub struct Event {
     /// recognised.
     pub id: u64,
     /// `build.queued`, `build.started`, `build.checks`, `build.finished`,
-    /// `build.cache`, `repo.created`, `repo.deleted`, `health.changed`.
+    /// `build.cache`, `build.forge`, `repo.created`, `repo.deleted`,
+    /// `health.changed`.
     pub kind: &'static str,
     /// JSON.
     pub data: Arc<str>,

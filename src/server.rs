@@ -98,6 +98,12 @@ pub async fn serve(
     crate::ops::metrics::spawn(&app);
     crate::ops::notify::spawn(&app);
     app::prepare_repos(&app).await?;
+    crate::ops::forge::sync_declared(&app).await.map_err(|e| {
+        ServeError::Setup(format!(
+            "cannot record the forges repositories report to: {e}"
+        ))
+    })?;
+    crate::ops::forge::spawn(&app);
     let recovered = app::recover_orphans(&app).await?;
     if recovered > 0 {
         tracing::warn!(
@@ -264,6 +270,7 @@ async fn build_app(
         events: Events::new(),
         token,
         wake: Notify::new(),
+        forge_wake: Notify::new(),
         running: Mutex::new(Default::default()),
         progress: Default::default(),
         shutdown,

@@ -266,6 +266,7 @@ export class BuildView extends View {
     // Keep attempts from the detail when an event (without them) arrives.
     if (!build.attempts && previous && previous.attempts) build = { ...build, attempts: previous.attempts };
     if (!build.cache && previous && previous.cache) build = { ...build, cache: previous.cache };
+    if (!build.forge_statuses && previous && previous.forge_statuses) build = { ...build, forge_statuses: previous.forge_statuses };
     this.build = build;
     const b = build;
     setTitle(`#${b.id} ${b.repo}:${b.branch}`, b.status);
@@ -365,6 +366,7 @@ export class BuildView extends View {
       ),
       (this.checksSlot = h("div", { class: "checks-slot" }, this.checksEl(b))),
       cacheEl(b),
+      forgeEl(b),
       attemptsEl(b),
     );
     this.updateLogState();
@@ -503,6 +505,10 @@ export class BuildView extends View {
       if (this.build) this.show({ ...this.build, cache: data.cache });
       return;
     }
+    if (type === "build.forge") {
+      if (this.build) this.show({ ...this.build, forge_statuses: data.forge_statuses });
+      return;
+    }
     if (type === "build.checks") {
       this.liveChecks(data);
       return;
@@ -619,6 +625,43 @@ function cacheEl(b) {
     outputs,
     cache.outputs.length ? h("p", { class: "muted", text: cache.rooted ? "Kept alive by GC roots." : "No longer a GC root: the garbage collector may reclaim it." }) : "",
     pushes,
+  );
+}
+
+const DELIVERY_TEXT = { pending: "Waiting", delivered: "Posted", failed: "Gave up", superseded: "Replaced" };
+
+/** The commit statuses the build posts on its forge, and how each went. */
+function forgeEl(b) {
+  const statuses = b.forge_statuses;
+  if (!statuses || !statuses.length) return "";
+  return h(
+    "section",
+    { class: "card forge-card", "aria-labelledby": "forge-title" },
+    h("h2", { id: "forge-title", text: "Commit statuses" }),
+    h(
+      "table",
+      { class: "cache-pushes forge-statuses" },
+      h("thead", {}, h("tr", {}, ["Context", "State", "Delivery", "Attempts", "Detail"].map((t) => h("th", { scope: "col", text: t })))),
+      h(
+        "tbody",
+        {},
+        statuses.map((s) => {
+          const retrying = s.status === "pending" && s.attempts > 0;
+          const delivery = retrying ? "Retrying" : DELIVERY_TEXT[s.status] || s.status;
+          const next = retrying && s.next_attempt_at ? ` · next try ${localTime(s.next_attempt_at)}` : "";
+          const detail = s.error ? h("code", { text: s.error + next }) : s.description;
+          return h(
+            "tr",
+            { "data-forge-context": s.context, "data-forge-status": s.status },
+            h("td", {}, h("code", { text: s.context })),
+            h("td", { text: s.state }),
+            h("td", { class: `push-${retrying ? "retrying" : s.status === "delivered" ? "pushed" : s.status}`, text: delivery }),
+            h("td", { text: String(s.attempts) }),
+            h("td", { class: "check-detail" }, detail),
+          );
+        }),
+      ),
+    ),
   );
 }
 

@@ -367,7 +367,7 @@ export class BuildsView extends View {
       if (old && old.build.status === "running") this.insert({ ...old.build, checks: mergeChecks(old.build.checks, data.checks), progress: data.progress }, false);
       return;
     }
-    if (!type.startsWith("build.") || type === "build.log" || type === "build.cache") return;
+    if (!type.startsWith("build.") || type === "build.log" || type === "build.cache" || type === "build.forge") return;
     this.insert(data, true);
     this.updateEnd();
     this.updateTitle();

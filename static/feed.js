@@ -13,7 +13,7 @@ export function setCurrentView(view) {
 
 // ------------------------------------------------------------ live feed
 
-const EVENT_TYPES = ["build.queued", "build.started", "build.checks", "build.finished", "build.cache", "repo.created", "repo.deleted", "health.changed", "resync", "build.log"];
+const EVENT_TYPES = ["build.queued", "build.started", "build.checks", "build.finished", "build.cache", "build.forge", "repo.created", "repo.deleted", "health.changed", "resync", "build.log"];
 
 /**
  * The one EventSource on /api/events (when reads need the token, the read

@@ -527,7 +527,7 @@ export class RepoView extends View {
       );
     } else if (type.startsWith("repo.") && data.name === this.name) {
       this.reload();
-    } else if (type.startsWith("build.") && type !== "build.log" && type !== "build.cache" && data.repo === this.name) {
+    } else if (type.startsWith("build.") && type !== "build.log" && type !== "build.cache" && type !== "build.forge" && data.repo === this.name) {
       clearTimeout(this.timer);
       this.timer = setTimeout(() => this.reload(), 250);
     }

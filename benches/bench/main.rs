@@ -58,6 +58,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("claim", startup::claim),
     ("push", push::push),
     ("enqueue", enqueue::enqueue_rate),
+    ("supersede", enqueue::supersede_latency),
     ("list", list::list),
     ("branches", branches::branches),
     ("refs", refs::refs),

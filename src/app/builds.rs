@@ -196,21 +196,61 @@ impl App {
         };
         let reason = CancelSource::Superseded.reason(Some(newer.id));
         for id in ids {
-            // A build claimed a moment ago registers its cancel handle right
-            // after; give it that moment.
-            for _ in 0..20 {
-                match self.cancel(id, &reason).await {
-                    Err(AppError::Conflict(message)) if message.contains("is starting") => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(build_id = id, error = %e, "cannot cancel a superseded build");
-                        break;
-                    }
-                    Ok(_) => break,
-                }
+            if let Err(e) = self.stop_superseded(id, &reason).await {
+                tracing::warn!(build_id = id, error = %e, "cannot cancel a superseded build");
             }
         }
+    }
+
+    /// Ends a queued build as superseded, or asks a running one to stop,
+    /// without waiting for it: the enqueue that superseded it answers at
+    /// once, and the worker records the end (once) when nix has stopped.
+    async fn stop_superseded(&self, id: i64, reason: &str) -> Result<(), AppError> {
+        // Running: the common case of a burst, and no write at all.
+        if let Some(handle) = self.running.lock().expect("running builds").get(&id) {
+            *handle.reason.lock().expect("cancel reason") = Some(reason.to_string());
+            handle.token.cancel();
+            tracing::info!(build_id = id, reason, "Cancelling running build");
+            return Ok(());
+        }
+        if self.cancel_if_queued(id, reason).await? {
+            return Ok(());
+        }
+        // Claimed a moment ago and its worker not registered yet (or
+        // registered since): the handle made here is the one it picks up,
+        // cancelled.
+        {
+            let mut running = self.running.lock().expect("running builds");
+            let handle = running.entry(id).or_default();
+            *handle.reason.lock().expect("cancel reason") = Some(reason.to_string());
+            handle.token.cancel();
+        }
+        tracing::info!(build_id = id, reason, "Cancelling running build");
+        // It may have ended in between: then no worker will take the handle.
+        let status = self.store.read(move |conn| queue::get(conn, id)).await?;
+        if status.is_none_or(|b| b.status.is_final()) {
+            self.running.lock().expect("running builds").remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Ends build `id` as cancelled if it is queued; returns whether it
+    /// was. The worker calls it too, for a build asked to stop as its
+    /// attempt ended and queued again for a retry.
+    pub(crate) async fn cancel_if_queued(&self, id: i64, reason: &str) -> Result<bool, AppError> {
+        let r = reason.to_string();
+        let (apply, undo) = self.views.track();
+        let cancelled = self
+            .store
+            .write_then(move |conn| queue::cancel_queued(conn, id, &r), apply, undo)
+            .await?;
+        let Some(build) = cancelled else {
+            return Ok(false);
+        };
+        tracing::info!(build_id = id, reason, "Cancelled queued build");
+        let view = self.view(build);
+        self.events.publish("build.finished", Some(id), &view);
+        Ok(true)
     }
 
     /// Queues a build for every branch head of `repo` (or of every repo)
@@ -286,13 +326,14 @@ impl App {
 
     /// One build with its attempts.
     pub async fn build(&self, id: i64) -> Result<BuildDetail, AppError> {
-        let (build, attempts, cache) = self
+        let (build, attempts, cache, forge_statuses) = self
             .store
             .read(move |conn| {
                 Ok((
                     queue::get(conn, id)?,
                     queue::attempts(conn, id)?,
                     crate::cache::build_cache(conn, id)?,
+                    crate::ops::forge::outbox::of_build(conn, id)?,
                 ))
             })
             .await?;
@@ -301,6 +342,7 @@ impl App {
             build: self.view(build),
             attempts,
             cache,
+            forge_statuses,
         })
     }
 

@@ -17,7 +17,7 @@ mod views;
 pub use builds::recover_orphans;
 pub use repos::{UpstreamRequest, prepare_repos};
 pub use upstreams::{Mirrors, UpstreamStatus, WebhookAnswer};
-pub use views::{BuildDetail, BuildRef, BuildView, Explanation, Repo};
+pub use views::{BuildDetail, BuildRef, BuildView, Explanation, ForgeView, Repo};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -115,6 +115,8 @@ pub struct App {
     pub token: Token,
     /// Wakes idle workers when a build is queued.
     pub wake: Notify,
+    /// Wakes the forge status deliverer when statuses are recorded.
+    pub forge_wake: Notify,
     /// Running builds' cancel handles, by build id.
     pub running: Mutex<HashMap<i64, CancelHandle>>,
     /// Running builds' live per-check progress.

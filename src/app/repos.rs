@@ -7,15 +7,24 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{App, AppError, Repo, blocking};
+use super::{App, AppError, ForgeView, Repo, blocking};
 use crate::build::queue::{format_ms, now_ms};
+use crate::config::{ForgeKeys, ForgeTarget};
 use crate::repos::upstream::{self, DEFAULT_POLL_INTERVAL_SECS, UpstreamSettings};
 use crate::repos::{self, RepoError};
 use crate::storage::store::SqlResultExt;
 
 impl App {
-    fn repo_json(&self, name: String, path: String, description: String, created: i64) -> Repo {
+    fn repo_json(&self, (name, path, description, created, forge): RepoRow) -> Repo {
         Repo {
+            forge: forge
+                .and_then(|json| serde_json::from_str::<ForgeTarget>(&json).ok())
+                .map(|t| ForgeView {
+                    forge: t.forge,
+                    api_url: crate::redact::urls(&t.api_url).into_owned(),
+                    repo: t.repo,
+                    check_statuses: t.check_statuses,
+                }),
             ssh_url: self
                 .config
                 .ssh_push_base
@@ -35,16 +44,14 @@ impl App {
             .store
             .read(move |conn| {
                 use rusqlite::OptionalExtension;
-                conn.prepare_cached(
-                    "SELECT name, path, description, created_at FROM repos WHERE name = ?1",
-                )
-                .db()?
-                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()
-                .db()
+                conn.prepare_cached(&format!("{REPO_SELECT} WHERE r.name = ?1"))
+                    .db()?
+                    .query_row([key], repo_row)
+                    .optional()
+                    .db()
             })
             .await?;
-        Ok(row.map(|(n, p, d, c)| self.repo_json(n, p, d, c)))
+        Ok(row.map(|row| self.repo_json(row)))
     }
 
     /// Creates a repository with its hook, its `HEAD` naming
@@ -56,8 +63,10 @@ impl App {
         description: String,
         default_branch: Option<String>,
         upstream: Option<UpstreamSettings>,
+        forge: ForgeKeys,
     ) -> Result<Repo, AppError> {
         validate_description(&description)?;
+        let target = checked_forge(&forge, upstream.as_ref().map(|u| u.url.as_str())).await?;
         let default_branch = default_branch.unwrap_or_else(|| DEFAULT_BRANCH.to_string());
         validate_default_branch(&default_branch)?;
         repos::validate_repo_name(&name).map_err(|reason| {
@@ -86,7 +95,16 @@ impl App {
             let n = name.clone();
             let _ = blocking(move || Ok(files.delete(&n)?)).await;
         }
-        let repo = repo?;
+        let mut repo = repo?;
+        if let Some(target) = target {
+            let n = name.clone();
+            self.store
+                .write(move |conn| {
+                    crate::ops::forge::outbox::set_target(conn, &n, Some(&target), false)
+                })
+                .await?;
+            repo = self.find_repo(&name).await?;
+        }
         if let Err(e) = self.refresh_view(&repo).await {
             // Its first request or the next scan loads it.
             tracing::warn!(repo = %repo.name, error = %e, "cannot load the view of a new repository");
@@ -125,12 +143,13 @@ impl App {
                     .db()
             })
             .await?;
-        Ok(self.repo_json(
+        Ok(self.repo_json((
             name.to_string(),
             path.display().to_string(),
             description.to_string(),
             created,
-        ))
+            None,
+        )))
     }
 
     /// Makes `branch` the default branch of repository `name` (its bare
@@ -178,24 +197,17 @@ impl App {
 
     /// Every managed repository.
     pub async fn list_repos(&self) -> Result<Vec<Repo>, AppError> {
-        let rows: Vec<(String, String, String, i64)> = self
+        let rows: Vec<RepoRow> = self
             .store
             .read(|conn| {
                 let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT name, path, description, created_at FROM repos ORDER BY name",
-                    )
+                    .prepare_cached(&format!("{REPO_SELECT} ORDER BY r.name"))
                     .db()?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .db()?;
+                let rows = stmt.query_map([], repo_row).db()?;
                 rows.collect::<Result<Vec<_>, _>>().db()
             })
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(n, p, d, c)| self.repo_json(n, p, d, c))
-            .collect())
+        Ok(rows.into_iter().map(|row| self.repo_json(row)).collect())
     }
 
     /// The recorded repository `name`.
@@ -229,8 +241,9 @@ impl App {
         let n = name.to_string();
         self.store
             .write(move |conn| {
-                conn.execute("DELETE FROM repos WHERE name = ?1", [n])
+                conn.execute("DELETE FROM repos WHERE name = ?1", [&n])
                     .db()?;
+                crate::ops::forge::outbox::set_target(conn, &n, None, false)?;
                 Ok(())
             })
             .await?;
@@ -332,6 +345,47 @@ fn declared_upstream(decl: &crate::config::RepoDecl) -> Option<UpstreamSettings>
     })
 }
 
+/// A repository's row: name, path, description, creation, forge target.
+type RepoRow = (String, String, String, i64, Option<String>);
+
+const REPO_SELECT: &str = "SELECT r.name, r.path, r.description, r.created_at, f.target \
+    FROM repos r LEFT JOIN repo_forges f ON f.repo = r.name";
+
+fn repo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RepoRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// The target the forge keys of a new repository name, its token file
+/// read (and refused when others may read it); errors name the key.
+async fn checked_forge(
+    keys: &ForgeKeys,
+    upstream: Option<&str>,
+) -> Result<Option<ForgeTarget>, AppError> {
+    let target = crate::config::forge::resolve(keys, upstream)
+        .map_err(|e| AppError::invalid(e.key, format!("{}: {}", e.key, e.reason)))?;
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let file = target.token_file.clone();
+    blocking(move || {
+        if let Some(mode) = crate::config::exposed_mode(&file) {
+            return Err(AppError::invalid(
+                "forge_token_file",
+                format!(
+                    "forge_token_file: {} is readable by group or others (mode {mode:04o}): \
+                     chmod 600 it",
+                    file.display()
+                ),
+            ));
+        }
+        crate::config::forge::read_token(&file)
+            .map_err(|e| AppError::invalid("forge_token_file", format!("forge_token_file: {e}")))?;
+        Ok(())
+    })
+    .await?;
+    Ok(Some(target))
+}
+
 /// The default branch of a repository created without one.
 const DEFAULT_BRANCH: &str = "main";
 
@@ -417,11 +471,13 @@ pub async fn prepare_repos(app: &Arc<App>) -> Result<(), AppError> {
                 app.insert_repo_row(name, &path, &decl.description).await?;
             }
         } else {
+            // Its forge is recorded with the other declared ones.
             app.create_repo(
                 name.clone(),
                 decl.description.clone(),
                 decl.default_branch.clone(),
                 declared_upstream(decl),
+                ForgeKeys::default(),
             )
             .await?;
         }

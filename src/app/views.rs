@@ -21,6 +21,18 @@ pub struct Repo {
     pub created_at: String,
     /// Declared in the configuration (created and kept in sync at startup).
     pub declared: bool,
+    /// Where its builds' commit statuses are posted (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeView>,
+}
+
+/// A repository's forge, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgeView {
+    pub forge: crate::config::Forge,
+    pub api_url: String,
+    pub repo: String,
+    pub check_statuses: u32,
 }
 
 /// Enough of a build to link to it and say what it was.
@@ -72,6 +84,10 @@ pub struct BuildDetail {
     /// What the binary cache holds and pushes of it, once recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::BuildCache>,
+    /// Its commit statuses on the repository's forge, and how their
+    /// delivery went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forge_statuses: Vec<crate::ops::forge::outbox::Delivery>,
 }
 
 /// A build with the links clients follow and what its end means.

@@ -18,10 +18,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod defaults;
+pub mod forge;
 mod source;
 mod upstreams;
 mod validate;
 
+pub use forge::{Forge, ForgeKeys, ForgeTarget};
 pub use validate::exposed_mode;
 
 /// Default location of the configuration file when neither `--config` nor
@@ -84,6 +86,35 @@ pub struct RepoDecl {
     /// (off: each new head of a fork's pull request waits for one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub build_fork_pull_requests: bool,
+    /// The forge its builds' commit statuses are posted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<Forge>,
+    /// The forge's API root; each forge's public one by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_api_url: Option<String>,
+    /// `owner/name` on the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_repo: Option<String>,
+    /// The file holding the token statuses are posted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_token_file: Option<PathBuf>,
+    /// Per-check statuses at most (`forge::DEFAULT_CHECK_STATUSES`
+    /// unless set); more checks get one summary status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_check_statuses: Option<u32>,
+}
+
+impl RepoDecl {
+    /// Its forge keys, as written.
+    pub fn forge_keys(&self) -> ForgeKeys {
+        ForgeKeys {
+            forge: self.forge,
+            forge_api_url: self.forge_api_url.clone(),
+            forge_repo: self.forge_repo.clone(),
+            forge_token_file: self.forge_token_file.clone(),
+            forge_check_statuses: self.forge_check_statuses,
+        }
+    }
 }
 
 /// When a notification fires.
@@ -369,6 +400,7 @@ fn configuration_imports_no_feature_module() {
     let files = [
         ("mod.rs", include_str!("mod.rs")),
         ("defaults.rs", include_str!("defaults.rs")),
+        ("forge.rs", include_str!("forge.rs")),
         ("source.rs", include_str!("source.rs")),
         ("validate.rs", include_str!("validate.rs")),
         ("upstreams.rs", include_str!("upstreams.rs")),

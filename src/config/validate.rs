@@ -271,6 +271,13 @@ pub(super) fn validate(
             ));
         }
         super::upstreams::validate_upstream(name, decl, &invalid, runtime_files)?;
+        if let Err(e) = super::forge::check_declared(decl, runtime_files == RuntimeFiles::Read) {
+            return Err(invalid(
+                &format!("repos.{name}.{}", e.key),
+                e.value,
+                &e.reason,
+            ));
+        }
     }
     validate_cache(config, figment, runtime_files)?;
     validate_local_inputs(config, figment)

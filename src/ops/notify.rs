@@ -11,7 +11,6 @@
 //! up the daemon's shutdown either.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::outbound::{self, Answer};
 use crate::app::App;
 use crate::config::{Notify, NotifyOn};
 
@@ -274,14 +274,6 @@ async fn sender(app: Arc<App>, index: usize, entry: Notify, queue: Arc<Queue>) {
     }
 }
 
-/// What one webhook try came to.
-enum Try {
-    /// The receiver answered with this status and the start of its body.
-    Answered(u16, String),
-    /// No answer: connection refused, timeout, TLS or protocol error.
-    Transport(String),
-}
-
 /// POSTs one delivery, retrying transport errors, 5xx and 429 with
 /// doubling backoff; returns whether a 2xx was received.
 async fn webhook(
@@ -312,29 +304,21 @@ async fn webhook(
         let (url_owned, body, signature_owned) =
             (url.to_string(), delivery.body.clone(), signature.clone());
         let event_id = delivery.event_id;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // A thread of its own: a hung receiver must not hold up shutdown,
-        // which waits for the runtime's blocking pool.
-        let spawned = std::thread::Builder::new()
-            .name("procurator-notify".into())
-            .spawn(move || {
-                let _ = tx.send(post(
-                    &url_owned,
-                    &body,
-                    signature_owned.as_deref(),
-                    event_id,
-                    timeout,
-                ));
-            });
-        let outcome = match spawned {
-            Err(e) => Try::Transport(format!("cannot start a thread: {e}")),
-            Ok(_) => tokio::select! {
-                result = rx => result.unwrap_or_else(|_| Try::Transport("the request thread died".into())),
-                _ = shutdown.cancelled() => return false,
-            },
+        let Some(outcome) = outbound::send("procurator-notify", shutdown, move || {
+            post(
+                &url_owned,
+                &body,
+                signature_owned.as_deref(),
+                event_id,
+                timeout,
+            )
+        })
+        .await
+        else {
+            return false;
         };
         let retryable = match &outcome {
-            Try::Answered(status, _) if (200..300).contains(status) => {
+            Answer::Answered { status, .. } if (200..300).contains(status) => {
                 tracing::info!(
                     notify = index,
                     build_id = delivery.build_id,
@@ -346,7 +330,7 @@ async fn webhook(
                 );
                 return true;
             }
-            Try::Answered(status, body) => {
+            Answer::Answered { status, body, .. } => {
                 let retryable = *status >= 500 || *status == 429;
                 tracing::warn!(
                     notify = index,
@@ -361,7 +345,7 @@ async fn webhook(
                 );
                 retryable
             }
-            Try::Transport(error) => {
+            Answer::Transport(error) => {
                 tracing::warn!(
                     notify = index,
                     build_id = delivery.build_id,
@@ -394,15 +378,14 @@ async fn webhook(
 }
 
 /// One blocking POST, bounded by `timeout` as a whole.
-fn post(url: &str, body: &str, signature: Option<&str>, event_id: u64, timeout: Duration) -> Try {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .user_agent(concat!("procurator-ci/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let mut request = agent
+fn post(
+    url: &str,
+    body: &str,
+    signature: Option<&str>,
+    event_id: u64,
+    timeout: Duration,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let mut request = outbound::agent(timeout)
         .post(url)
         .header("Content-Type", "application/json")
         .header("X-Procurator-Event", "build.finished")
@@ -410,19 +393,7 @@ fn post(url: &str, body: &str, signature: Option<&str>, event_id: u64, timeout: 
     if let Some(signature) = signature {
         request = request.header(SIGNATURE_HEADER, signature);
     }
-    match request.send(body.as_bytes()) {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let mut start = Vec::new();
-            let _ = response
-                .body_mut()
-                .as_reader()
-                .take(512)
-                .read_to_end(&mut start);
-            Try::Answered(status, String::from_utf8_lossy(&start).trim().to_string())
-        }
-        Err(e) => Try::Transport(e.to_string()),
-    }
+    request.send(body.as_bytes())
 }
 
 /// Runs the entry's command with the build JSON on stdin, in a process

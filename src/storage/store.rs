@@ -357,6 +357,35 @@ const MIGRATIONS: &[&str] = &[
     // 8: which machines built each attempt's derivations (issue 22): a JSON
     // array of remote builders' URIs and `local`.
     "ALTER TABLE build_attempts ADD COLUMN machines TEXT;",
+    // 9: commit statuses on forges (issue 23): where each repository
+    // reports, and every status a build posts, durable until delivered.
+    "CREATE TABLE repo_forges (
+        repo TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        declared INTEGER NOT NULL,
+        since INTEGER NOT NULL
+    );
+    CREATE TABLE forge_statuses (
+        build_id INTEGER NOT NULL,
+        context TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        state TEXT NOT NULL,
+        description TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending','delivered','failed','superseded')),
+        delivered_state TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        posts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        next_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (build_id, context)
+    );
+    CREATE INDEX forge_statuses_due ON forge_statuses (status, next_at);
+    CREATE INDEX forge_statuses_by_context ON forge_statuses (repo, sha, context, build_id);
+    CREATE INDEX forge_statuses_by_seq ON forge_statuses (seq);",
 ];
 
 /// The schema version this binary migrates to.

@@ -11,6 +11,9 @@ mod binary_cache;
 mod check_progress;
 mod daily_use;
 mod driver;
+#[path = "../forge/fake.rs"]
+mod fake;
+mod forge_statuses;
 mod live;
 mod newcomer;
 mod remote_builders;

@@ -182,3 +182,65 @@ fn superseding_can_be_turned_off() {
     assert_eq!(status(&daemon.wait_final(first)), "success");
     assert_eq!(status(&daemon.wait_final(second)), "success");
 }
+
+#[test]
+fn an_enqueue_superseding_a_running_build_answers_before_it_stops() {
+    // A nix whose `flake check` ignores SIGTERM: the superseded build stops
+    // only at SIGKILL, kill_grace_secs after it was asked to.
+    let scratch = tempfile::tempdir().unwrap();
+    let started = scratch.path().join("started");
+    let nix = scratch.path().join("nix-stubborn");
+    std::fs::write(
+        &nix,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" check \"*) trap '' TERM; echo $$ >> {}; \
+             while :; do /bin/sleep 0.1; done;; esac\necho '{{}}'\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&nix, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (daemon, work) = setup(&format!(
+        "workers = 1\nkill_grace_secs = 3\nnix_bin = \"{}\"",
+        nix.display()
+    ));
+    let events = daemon.event_lines();
+    let old = push_checks(&daemon, &work, "main", &[("c", &passing(&nonce("old")))]);
+    wait_file(&started, Duration::from_secs(30), &daemon);
+    assert_eq!(status(&daemon.build(old)), "running");
+    // A newer commit of the repository, on another branch for now.
+    let newer = work.commit_flake(&[("c", &passing(&nonce("newer")))]);
+    work.push(&["HEAD:refs/heads/side"]);
+
+    let (code, queued) = daemon.post(
+        "/api/builds",
+        &serde_json::json!({"repo": "r", "branch": "main", "commit": newer}),
+    );
+    assert_eq!(code, 201, "{queued}");
+    // Answered while the superseded build is still stopping, not after.
+    let stopping = daemon.build(old);
+    assert_eq!(status(&stopping), "running", "{stopping}");
+    assert_eq!(stopping["stopping"], true, "{stopping}");
+
+    let ended = daemon.wait_final(old);
+    assert_eq!(status(&ended), "cancelled", "{ended}");
+    assert_eq!(
+        ended["cancel_reason"],
+        format!("superseded by #{}", queued["id"])
+    );
+    // Its end is recorded, and told, once.
+    std::thread::sleep(Duration::from_millis(500));
+    let lines: Vec<String> = events.try_iter().collect();
+    let ends = lines
+        .windows(2)
+        .filter(|w| {
+            w[0].trim() == "event: build.finished"
+                && w[1]
+                    .trim()
+                    .strip_prefix("data: ")
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                    .is_some_and(|d| d["id"] == old)
+        })
+        .count();
+    assert_eq!(ends, 1, "{lines:?}");
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::app::{App, CancelHandle};
+use crate::app::App;
 use crate::build::progress::{Changes, Tracker};
 use crate::build::queue::{self, Build, LogStats, Outcome, now_ms};
 use crate::storage::store::StoreError;
@@ -91,11 +91,14 @@ async fn run(app: &Arc<App>, build: Build) {
         );
         let view = app.view(build.clone());
         app.events.publish("build.started", Some(build.id), &view);
-        let handle = CancelHandle::default();
-        app.running
+        // A superseding push may have made its handle already, cancelled.
+        let handle = app
+            .running
             .lock()
             .expect("running builds")
-            .insert(build.id, handle.clone());
+            .entry(build.id)
+            .or_default()
+            .clone();
         let tracker = app.progress.start(build.id);
         let publisher = tokio::spawn(publish_progress(app.clone(), build.id, tracker.clone()));
         let (outcome, exit_code, stats) =
@@ -109,6 +112,25 @@ async fn run(app: &Arc<App>, build: Build) {
             .expect("running builds")
             .remove(&build.id);
         record(app, &build, outcome, exit_code, stats, machines).await;
+        // A superseding push that found the build still recorded as running
+        // after the handle went may have made another: nothing takes it now.
+        let late = app
+            .running
+            .lock()
+            .expect("running builds")
+            .remove(&build.id);
+        // Asked to stop as the attempt ended anyway (a failure that is
+        // retried): the request holds for the build queued again.
+        let asked = [Some(&handle), late.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|h| h.token.is_cancelled())
+            .find_map(|h| h.reason.lock().expect("cancel reason").clone());
+        if let Some(reason) = asked
+            && let Err(e) = app.cancel_if_queued(build.id, &reason).await
+        {
+            tracing::warn!(build_id = build.id, error = %e, "cannot cancel a build queued again");
+        }
     }
     .instrument(span)
     .await

@@ -25,6 +25,12 @@ pub(super) struct CreateRepo {
     poll_interval_secs: Option<u64>,
     webhook_secret_file: Option<std::path::PathBuf>,
     build_fork_pull_requests: Option<bool>,
+    /// Where its builds' commit statuses go (see `[repos.NAME]`).
+    forge: Option<crate::config::Forge>,
+    forge_api_url: Option<String>,
+    forge_repo: Option<String>,
+    forge_token_file: Option<std::path::PathBuf>,
+    forge_check_statuses: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +61,19 @@ pub(super) async fn create_repo(
     }
     .settings()?;
     let repo = app
-        .create_repo(body.name, body.description, body.default_branch, upstream)
+        .create_repo(
+            body.name,
+            body.description,
+            body.default_branch,
+            upstream,
+            crate::config::ForgeKeys {
+                forge: body.forge,
+                forge_api_url: body.forge_api_url,
+                forge_repo: body.forge_repo,
+                forge_token_file: body.forge_token_file,
+                forge_check_statuses: body.forge_check_statuses,
+            },
+        )
         .await?;
     let mut json = serde_json::to_value(&repo).map_err(|_| ApiError::internal())?;
     if let Some(status) = app.upstreams.status(&repo.name) {
