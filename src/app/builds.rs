@@ -287,7 +287,7 @@ impl App {
                     for branch in heads {
                         if repos::validate_branch(&branch.name).is_ok()
                             && !commits.contains(&branch.commit)
-                            && !queue::ever_built(conn, &name, &branch.name, &branch.commit)?
+                            && !crate::build::standing::ever_built(conn, &name, &branch.name, &branch.commit)?
                         {
                             commits.insert(branch.commit.clone());
                             unbuilt.push(branch);
@@ -404,33 +404,20 @@ impl App {
                 }
             }
         }
-        let r = reason.to_string();
-        let (apply, undo) = self.views.track();
-        let cancelled = self
-            .store
-            .write_then(move |conn| queue::cancel_queued(conn, id, &r), apply, undo)
-            .await?;
-        match cancelled {
-            Some(build) => {
-                tracing::info!(build_id = id, reason, "Cancelled queued build");
-                let view = self.view(build);
-                self.events.publish("build.finished", Some(id), &view);
-                Ok((view, true))
-            }
-            None => {
-                let build = self.build(id).await?.build;
-                if build.build.status == Status::Running {
-                    // Claimed a moment ago; its worker has not registered yet.
-                    Err(AppError::Conflict(format!(
-                        "build {id} is starting; try again"
-                    )))
-                } else {
-                    Err(AppError::Conflict(format!(
-                        "build {id} has already finished ({})",
-                        build.build.status.as_str()
-                    )))
-                }
-            }
+        if self.cancel_if_queued(id, reason).await? {
+            return Ok((self.build(id).await?.build, true));
+        }
+        let build = self.build(id).await?.build;
+        if build.build.status == Status::Running {
+            // Claimed a moment ago; its worker has not registered yet.
+            Err(AppError::Conflict(format!(
+                "build {id} is starting; try again"
+            )))
+        } else {
+            Err(AppError::Conflict(format!(
+                "build {id} has already finished ({})",
+                build.build.status.as_str()
+            )))
         }
     }
 

@@ -15,4 +15,5 @@ pub mod process;
 pub mod progress;
 pub mod pump;
 pub mod queue;
+pub mod standing;
 pub mod worker;

@@ -109,12 +109,12 @@ pub struct Build {
     pub pstart: Option<i64>,
 }
 
-const COLUMNS: &str = "id, repo_name, repo_path, branch, commit_hash, author, status, \
+pub(super) const COLUMNS: &str = "id, repo_name, repo_path, branch, commit_hash, author, status, \
     failure_kind, failure_summary, cancel_reason, exit_code, retry_count, max_retries, \
     attempts, trigger, rebuild_of, created_at, started_at, finished_at, outputs, pgid, pstart, \
     checks, message";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
+pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Build> {
     let status: String = row.get(6)?;
     let created: i64 = row.get(16)?;
     let started: Option<i64> = row.get(17)?;
@@ -204,7 +204,7 @@ pub fn enqueue(conn: &Connection, new: &NewBuild) -> Result<(Build, bool), Store
     if matches!(
         new.trigger,
         "push" | "scan" | "upstream" | "pull_request" | UNTRUSTED_TRIGGER
-    ) && let Some(standing) = standing_build(conn, &new.repo, &new.branch, &new.commit)?
+    ) && let Some(standing) = super::standing::standing_build(conn, &new.repo, &new.branch, &new.commit)?
     {
         return Ok((standing, false));
     }
@@ -542,21 +542,6 @@ pub fn latest_per_branch(conn: &Connection, repo: &str) -> Result<Vec<Build>, St
     rows.collect::<Result<Vec<_>, _>>().db()
 }
 
-/// For each commit of `repo` with one, its newest queued, running, passed
-/// or failed build: the build a branch at that commit shows when it has
-/// none of its own (see [`standing_build`]).
-pub fn standing_per_commit(conn: &Connection, repo: &str) -> Result<Vec<Build>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM builds WHERE id IN \
-             (SELECT MAX(id) FROM builds WHERE repo_name = ?1 \
-              AND status IN ('queued', 'running', 'success', 'failed') GROUP BY commit_hash)"
-        ))
-        .db()?;
-    let rows = stmt.query_map([repo], from_row).db()?;
-    rows.collect::<Result<Vec<_>, _>>().db()
-}
-
 /// The latest build of `branch` of `repo`, if any.
 pub fn latest_of_branch(
     conn: &Connection,
@@ -569,47 +554,6 @@ pub fn latest_of_branch(
     ))
     .db()?
     .query_row(params![repo, branch], from_row)
-    .optional()
-    .db()
-}
-
-/// One seek of `builds_by_commit_branch` per head, whatever the builds.
-const EVER_BUILT: &str = "SELECT EXISTS (SELECT 1 FROM builds WHERE repo_name = ?1 \
-     AND commit_hash = ?3 AND branch = ?2) \
-     OR EXISTS (SELECT 1 FROM builds WHERE repo_name = ?1 AND commit_hash = ?3 \
-     AND status IN ('queued', 'running', 'success', 'failed'))";
-
-/// Whether `commit` on `branch` of `repo` has had a build, or has one on
-/// another branch that stands for it (see [`standing_build`]).
-pub fn ever_built(
-    conn: &Connection,
-    repo: &str,
-    branch: &str,
-    commit: &str,
-) -> Result<bool, StoreError> {
-    conn.prepare_cached(EVER_BUILT)
-        .db()?
-        .query_row(params![repo, branch, commit], |r| r.get(0))
-        .db()
-}
-
-/// The newest build of `commit` of `repo` on a branch other than `branch`
-/// that stands for the commit on every branch: queued, running, passed or
-/// failed (a cancelled build tested nothing). One build per commit and
-/// repository: a commit pushed on many branches is built once.
-pub fn standing_build(
-    conn: &Connection,
-    repo: &str,
-    branch: &str,
-    commit: &str,
-) -> Result<Option<Build>, StoreError> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM builds WHERE repo_name = ?1 AND commit_hash = ?3 AND branch <> ?2 \
-         AND status IN ('queued', 'running', 'success', 'failed') \
-         AND trigger <> '{UNTRUSTED_TRIGGER}' ORDER BY id DESC LIMIT 1"
-    ))
-    .db()?
-    .query_row(params![repo, branch, commit], from_row)
     .optional()
     .db()
 }
@@ -690,46 +634,4 @@ pub fn attempts(conn: &Connection, id: i64) -> Result<Vec<Attempt>, StoreError> 
         })
         .db()?;
     rows.collect::<Result<Vec<_>, _>>().db()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The audit's database (issue 25): thousands of builds of one commit,
-    /// one per branch, without statistics. Asking whether a head was built
-    /// must be one seek on the index that has all three columns, not a walk
-    /// of every build of the commit (quadratic over a scan of every head).
-    #[test]
-    fn whether_a_head_was_built_is_one_index_seek_whatever_the_statistics() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::storage::store::migrate(&mut conn).unwrap();
-        conn.execute_batch("DROP TABLE IF EXISTS sqlite_stat1;")
-            .ok();
-        let commit = "a".repeat(40);
-        for i in 0..5000 {
-            conn.execute(
-                "INSERT INTO builds (repo_name, repo_path, commit_hash, branch, status, \
-                 max_retries, created_at) VALUES ('r', '/r', ?1, ?2, 'success', 0, 0)",
-                params![commit, format!("b{i}")],
-            )
-            .unwrap();
-        }
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {EVER_BUILT}"))
-            .unwrap()
-            .query_map(params!["r", "b4999", commit], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            plan.iter().any(|step| step.contains(
-                "USING COVERING INDEX builds_by_commit_branch (repo_name=? AND commit_hash=? AND branch=?)"
-            )),
-            "{plan:#?}"
-        );
-        assert!(ever_built(&conn, "r", "b4999", &commit).unwrap());
-        assert!(ever_built(&conn, "r", "new", &commit).unwrap());
-        assert!(!ever_built(&conn, "r", "new", &"b".repeat(40)).unwrap());
-    }
 }

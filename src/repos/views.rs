@@ -162,7 +162,7 @@ fn load(
     let last = queue::latest_of_repo(conn, repo)?;
     let finished = finished_builds(conn, repo, None, STATS_WINDOW)?;
     let heads: HashSet<&str> = commits.iter().map(String::as_str).collect();
-    let standing = queue::standing_per_commit(conn, repo)?
+    let standing = crate::build::standing::standing_per_commit(conn, repo)?
         .iter()
         .filter(|b| heads.contains(b.commit.as_str()))
         .map(|b| (b.commit.clone(), BuildRef::from(b)))

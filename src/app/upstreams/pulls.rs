@@ -121,7 +121,7 @@ impl App {
     async fn pull_built(&self, name: &str, head_ref: &str, commit: &str) -> bool {
         let (n, b, c) = (name.to_string(), head_ref.to_string(), commit.to_string());
         self.store
-            .read(move |conn| crate::build::queue::ever_built(conn, &n, &b, &c))
+            .read(move |conn| crate::build::standing::ever_built(conn, &n, &b, &c))
             .await
             .unwrap_or(false)
     }
