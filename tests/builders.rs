@@ -30,6 +30,24 @@ fn processes_naming(address: &str) -> Vec<String> {
         .collect()
 }
 
+/// Which of the two builders runs build `id`'s one check, as the live
+/// progress says it: its index and its URI.
+fn running_on(daemon: &common::Daemon, id: i64, builders: &Builders) -> (usize, String) {
+    let running = daemon.wait_build(id, Duration::from_secs(60), |b| {
+        checks(b).iter().any(|c| {
+            c["status"] == "running"
+                && c["machine"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ssh-ng://"))
+        })
+    });
+    let machine = checks(&running)[0]["machine"].as_str().unwrap().to_string();
+    let index = (0..2)
+        .find(|i| builders.uri(*i) == machine)
+        .expect("one of ours");
+    (index, machine)
+}
+
 #[test]
 fn checks_spread_over_two_builders_and_each_says_where() {
     let Some(builders) = Builders::start(2) else {
@@ -97,19 +115,7 @@ fn a_builder_killed_mid_build_is_the_hosts_and_the_retry_passes_on_the_other() {
     let commit = work.commit_flake(&[("slow", &waiting(6))]);
     work.push(&["HEAD:main"]);
     let id = daemon.build_of("main", &commit);
-    // Where the check runs, as the live progress says it.
-    let running = daemon.wait_build(id, Duration::from_secs(60), |b| {
-        checks(b).iter().any(|c| {
-            c["status"] == "running"
-                && c["machine"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("ssh-ng://"))
-        })
-    });
-    let machine = checks(&running)[0]["machine"].as_str().unwrap().to_string();
-    let lost = (0..2)
-        .find(|i| builders.uri(*i) == machine)
-        .expect("one of ours");
+    let (lost, machine) = running_on(&daemon, id, &builders);
     let other = builders.uri(1 - lost);
     let address = builders.hosts[lost].address.clone();
     builders.kill(lost);
@@ -177,18 +183,7 @@ fn a_frozen_builder_is_bounded_by_the_silence_limit_then_the_hosts_and_the_retry
     let commit = work.commit_flake(&[("ticks", &ticking(6))]);
     work.push(&["HEAD:main"]);
     let id = daemon.build_of("main", &commit);
-    let running = daemon.wait_build(id, Duration::from_secs(60), |b| {
-        checks(b).iter().any(|c| {
-            c["status"] == "running"
-                && c["machine"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("ssh-ng://"))
-        })
-    });
-    let machine = checks(&running)[0]["machine"].as_str().unwrap().to_string();
-    let frozen = (0..2)
-        .find(|i| builders.uri(*i) == machine)
-        .expect("one of ours");
+    let (frozen, machine) = running_on(&daemon, id, &builders);
     let other = builders.uri(1 - frozen);
     let address = builders.hosts[frozen].address.clone();
     builders.freeze(frozen);

@@ -164,13 +164,24 @@ pub async fn not_answering(tools: &Tools, nix_bin: &str, uris: &[String]) -> Vec
         .into_iter()
         .filter(|m| uris.contains(&m.uri))
         .collect();
+    silent(tools, nix_bin, &machines, LOST_TIMEOUT).await
+}
+
+/// Which of `machines` do not answer within `timeout`, with why, asked at
+/// once.
+pub async fn silent(
+    tools: &Tools,
+    nix_bin: &str,
+    machines: &[Machine],
+    timeout: Duration,
+) -> Vec<(String, String)> {
     let pings = machines
         .iter()
-        .map(|machine| ping(tools, nix_bin, machine, LOST_TIMEOUT));
+        .map(|machine| ping(tools, nix_bin, machine, timeout));
     futures_util::future::join_all(pings)
         .await
         .into_iter()
-        .zip(&machines)
+        .zip(machines)
         .filter_map(|(answer, machine)| answer.err().map(|e| (machine.uri.clone(), e)))
         .collect()
 }

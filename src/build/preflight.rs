@@ -301,16 +301,13 @@ async fn unreachable_builders(app: &App, setting: &str) -> Vec<(String, String)>
         Ok(text) => builders::parse(&text),
         Err(error) => return vec![("file".to_string(), error)],
     };
-    let tools = app.repos.tools();
-    let pings = machines
-        .iter()
-        .map(|machine| builders::ping(tools, &app.config.nix_bin, machine, builders::PING_TIMEOUT));
-    futures_util::future::join_all(pings)
-        .await
-        .into_iter()
-        .zip(&machines)
-        .filter_map(|(answer, machine)| answer.err().map(|e| (machine.uri.clone(), e)))
-        .collect()
+    builders::silent(
+        app.repos.tools(),
+        &app.config.nix_bin,
+        &machines,
+        builders::PING_TIMEOUT,
+    )
+    .await
 }
 
 /// The HTTP(S) substituters among `substituters` that do not answer

@@ -262,20 +262,8 @@ impl RepoFiles {
         if let Ok(found) = self.commits.branch_head(&self.tools, repo, branch) {
             return Ok(found);
         }
-        match self.tools.git(
-            repo,
-            // No option can hide in it: the name starts with `refs/heads/`.
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{name}^{{commit}}"),
-            ],
-        ) {
-            Ok(out) => Ok(Some(String::from_utf8_lossy(&out).trim().to_string())),
-            Err(CommandError::Failed { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        // No option can hide in it: the name starts with `refs/heads/`.
+        self.commit_of_ref(repo, &name)
     }
 
     /// The commit a pull request's head ref (see [`is_pull_ref`]) names in
@@ -287,6 +275,12 @@ impl RepoFiles {
                 reason: "is not a pull request's head ref".into(),
             });
         }
+        self.commit_of_ref(repo, name)
+    }
+
+    /// The commit the full ref `name` (checked by the caller: never an
+    /// option) names in `repo`, or `None` when it names none.
+    fn commit_of_ref(&self, repo: &Path, name: &str) -> Result<Option<String>, RepoError> {
         match self.tools.git(
             repo,
             &[

@@ -510,23 +510,10 @@ impl RepoFiles {
 
     /// The repository's branch heads, from its refs alone.
     pub fn local_heads(&self, repo: &Path) -> Result<BTreeMap<String, String>, RepoError> {
-        let out = self.tools.git(
-            repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname) %(refname)",
-                "refs/heads/",
-            ],
-        )?;
-        Ok(String::from_utf8_lossy(&out)
-            .lines()
-            .filter_map(|line| {
-                let (sha, name) = line.split_once(' ')?;
-                Some((
-                    name.strip_prefix("refs/heads/")?.to_string(),
-                    sha.to_string(),
-                ))
-            })
+        Ok(self
+            .branches(repo)?
+            .into_iter()
+            .map(|b| (b.name, b.commit))
             .collect())
     }
 }

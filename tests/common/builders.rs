@@ -132,16 +132,7 @@ impl Builders {
     /// Stops every process of host `i` (SIGSTOP): its sshd, nix-daemon and
     /// builds hang, as on a machine that froze.
     pub fn freeze(&self, i: usize) {
-        let namespace = self.namespace(i);
-        let members: Vec<i32> = super::all_pids()
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                    .ok()
-                    .as_ref()
-                    == Some(&namespace)
-            })
-            .collect();
+        let members = members(&self.namespace(i));
         assert!(!members.is_empty(), "no process in host {i}'s namespace");
         for pid in members {
             super::signal(pid, "STOP");
@@ -156,14 +147,8 @@ impl Builders {
         host.child.kill().unwrap();
         host.child.wait().unwrap();
         let left = || {
-            super::all_pids()
+            members(&namespace)
                 .into_iter()
-                .filter(|pid| {
-                    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                        .ok()
-                        .as_ref()
-                        == Some(&namespace)
-                })
                 .map(super::cmdline)
                 .collect::<Vec<_>>()
         };
@@ -173,6 +158,17 @@ impl Builders {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The processes in PID namespace `namespace`.
+fn members(namespace: &Path) -> Vec<i32> {
+    super::all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|link| link == namespace)
+        })
+        .collect()
 }
 
 impl Drop for Builders {
