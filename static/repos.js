@@ -454,13 +454,13 @@ export class RepoView extends View {
     const slot = this.upstreamSlot;
     let up;
     try {
+      // 204 (null): the repository mirrors nothing.
       up = await api(`/api/repos/${encodeURIComponent(this.name)}/upstream`);
     } catch (e) {
-      // 404: the repository mirrors nothing.
-      if (e.status !== 404 && !this.destroyed) slot.replaceChildren(errorBox(e, () => this.loadUpstream()));
+      if (!this.destroyed) slot.replaceChildren(errorBox(e, () => this.loadUpstream()));
       return;
     }
-    if (this.destroyed || slot !== this.upstreamSlot) return;
+    if (this.destroyed || slot !== this.upstreamSlot || !up) return;
     slot.replaceChildren(upstreamCard(this.name, up, () => this.loadUpstream()));
   }
 

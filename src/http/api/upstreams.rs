@@ -17,14 +17,12 @@ pub(super) async fn upstream_status(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     app.find_repo(&name).await?;
-    let status = app.upstreams.status(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("repository {name:?} has no upstream"),
-        )
-    })?;
-    Ok(axum::Json(status))
+    // A repository that mirrors nothing has no upstream to show, which is
+    // no error: the page asks every repository.
+    Ok(match app.upstreams.status(&name) {
+        Some(status) => axum::Json(status).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// `POST /api/repos/{name}/webhook`: 202 when the daemon looks at the
