@@ -18,14 +18,16 @@ fn the_checks_table_names_the_builder_of_each_check_live_and_after() {
     };
     let d = daemon_with(&builders.all(), "");
     d.create_repo("farm");
+    // The browser first: its start on a loaded machine took longer than
+    // the checks ran, and the live state was gone before it looked.
+    let browser = Browser::start();
+    browser.set_media(false, false);
     let w = Work::clone(&d.repo_path("farm"));
-    let commit = w.commit_flake(&[("left", &ticking(6)), ("right", &ticking(6))]);
+    let commit = w.commit_flake(&[("left", &ticking(12)), ("right", &ticking(12))]);
     w.push(&["HEAD:main"]);
     let id = d.build_of("main", &commit);
     let uris = [builders.uri(0), builders.uri(1)];
 
-    let browser = Browser::start();
-    browser.set_media(false, false);
     browser.open_fresh(&format!("{}/#/builds/{id}", d.base()));
     // Live: both checks run, each on a builder, and the column says which.
     let live = browser.wait("both checks running on builders", Duration::from_secs(60), |b| {
