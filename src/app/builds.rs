@@ -287,7 +287,12 @@ impl App {
                     for branch in heads {
                         if repos::validate_branch(&branch.name).is_ok()
                             && !commits.contains(&branch.commit)
-                            && !crate::build::standing::ever_built(conn, &name, &branch.name, &branch.commit)?
+                            && !crate::build::standing::ever_built(
+                                conn,
+                                &name,
+                                &branch.name,
+                                &branch.commit,
+                            )?
                         {
                             commits.insert(branch.commit.clone());
                             unbuilt.push(branch);

@@ -204,7 +204,8 @@ pub fn enqueue(conn: &Connection, new: &NewBuild) -> Result<(Build, bool), Store
     if matches!(
         new.trigger,
         "push" | "scan" | "upstream" | "pull_request" | UNTRUSTED_TRIGGER
-    ) && let Some(standing) = super::standing::standing_build(conn, &new.repo, &new.branch, &new.commit)?
+    ) && let Some(standing) =
+        super::standing::standing_build(conn, &new.repo, &new.branch, &new.commit)?
     {
         return Ok((standing, false));
     }

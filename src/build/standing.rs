@@ -123,7 +123,11 @@ mod tests {
         )
         .unwrap();
         assert!(!ever_built(&conn, "r", "main", &commit).unwrap());
-        assert!(standing_build(&conn, "r", "main", &commit).unwrap().is_none());
+        assert!(
+            standing_build(&conn, "r", "main", &commit)
+                .unwrap()
+                .is_none()
+        );
         assert!(standing_per_commit(&conn, "r").unwrap().is_empty());
         assert!(ever_built(&conn, "r", "refs/pull/4/head", &commit).unwrap());
     }

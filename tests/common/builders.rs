@@ -165,8 +165,7 @@ fn members(namespace: &Path) -> Vec<i32> {
     super::all_pids()
         .into_iter()
         .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                .is_ok_and(|link| link == namespace)
+            std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|link| link == namespace)
         })
         .collect()
 }
