@@ -65,9 +65,13 @@ fn masked(text: &str, queries: bool) -> Cow<'_, str> {
     let mut rest = text;
     let mut changed = false;
     while let Some(at) = rest.find("://") {
+        // Character by character: nix writes a source as `«git+file:…»`,
+        // and the scheme starts after a character of two bytes.
         let scheme_start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || "+-.".contains(*c)))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let after = at + 3;
         let end = rest[after..]
             .find(|c: char| c.is_whitespace() || c.is_control() || "'\"<>`".contains(c))
@@ -163,6 +167,10 @@ mod tests {
             url_users("path:/srv/x?narHash=sha256-A"),
             "path:/srv/x?narHash=sha256-A"
         );
+        // Nix 2.34's sources, after a two-byte character.
+        let source = "error: at «git+file:///srv/r.git?ref=refs/heads/main&rev=abc»/flake.nix:3:5";
+        assert_eq!(url_users(source), source);
+        assert_eq!(urls("«https://u:p@h/x»"), "«https://***@h/x»");
     }
 
     #[test]

@@ -263,6 +263,9 @@ pub(super) async fn execute(
     // the output.
     let pumped =
         tokio::time::timeout(PIPE_DRAIN, tokio::task::spawn_blocking(move || pump.join())).await;
+    // A reader that failed (ours) leaves nix's failure unread: that is
+    // the CI's fault, never "nix printed nothing".
+    let mut unread = None;
     let pumped = match pumped {
         Ok(Ok(Ok(pumped))) => pumped,
         Err(_) => {
@@ -272,7 +275,17 @@ pub(super) async fn execute(
             );
             Pumped::default()
         }
-        _ => Pumped::default(),
+        Ok(Ok(Err(_))) => {
+            // The panic's message went to stderr with the panic; it may quote
+            // the output it choked on, which the summary must not repeat.
+            tracing::error!(build_id = id, "reading nix's output failed (a panic)");
+            unread = Some("an internal error: a panic, logged by the daemon".to_string());
+            Pumped::default()
+        }
+        Ok(Err(e)) => {
+            unread = Some(e.to_string());
+            Pumped::default()
+        }
     };
     let check_map = match introspection_result {
         Some(Ok(map)) => map,
@@ -329,6 +342,11 @@ pub(super) async fn execute(
         Err(Stop::LogFailed(why)) => infra(format!("log storage failed: {why}")),
         Ok(Err(e)) => infra(format!("cannot wait for nix: {e}")),
         Ok(Ok(status)) if status.success() => Outcome::Success,
+        Ok(Ok(status)) if unread.is_some() => infra(format!(
+            "procurator-ci failed reading nix's output ({}), so it cannot tell why nix ended with {}",
+            unread.as_deref().unwrap_or_default(),
+            process::describe_status(status)
+        )),
         Ok(Ok(status)) => match pumped.diagnosis.verdict(checks.as_deref()) {
             Some(verdict) if verdict.fetch.is_some() => {
                 let verdict = name_input(app, build, verdict).await;
