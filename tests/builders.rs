@@ -48,6 +48,31 @@ fn running_on(daemon: &common::Daemon, id: i64, builders: &Builders) -> (usize, 
     (index, machine)
 }
 
+/// That `build` passed on its second attempt, built on `machine`.
+fn retried_on(build: &Value, machine: &str) {
+    assert_eq!(build["status"], "success", "{build}");
+    let attempts = build["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{build}");
+    assert_eq!(attempts[0]["outcome"], "retry", "{build}");
+    assert_eq!(
+        attempts[1]["machines"],
+        serde_json::json!([machine]),
+        "{build}"
+    );
+}
+
+/// The daemon's line scheduling the retry, which blames the host.
+fn hosts_retry(daemon: &common::Daemon) -> String {
+    let log = daemon.log();
+    let retry = log
+        .lines()
+        .find(|l| l.contains("Scheduling retry for build"))
+        .unwrap_or_else(|| panic!("no retry: {log}"))
+        .to_string();
+    assert!(retry.contains("\"failure_kind\":\"host\""), "{retry}");
+    retry
+}
+
 #[test]
 fn checks_spread_over_two_builders_and_each_says_where() {
     let Some(builders) = Builders::start(2) else {
@@ -120,27 +145,14 @@ fn a_builder_killed_mid_build_is_the_hosts_and_the_retry_passes_on_the_other() {
     let address = builders.hosts[lost].address.clone();
     builders.kill(lost);
     let build = daemon.wait_final(id);
-    assert_eq!(build["status"], "success", "{build}");
-    let attempts = build["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{build}");
-    assert_eq!(attempts[0]["outcome"], "retry", "{build}");
+    retried_on(&build, &other);
     assert_eq!(
-        attempts[0]["machines"],
+        build["attempts"][0]["machines"],
         serde_json::json!([machine]),
         "{build}"
     );
-    assert_eq!(
-        attempts[1]["machines"],
-        serde_json::json!([other]),
-        "{build}"
-    );
     assert_eq!(checks(&build)[0]["machine"], other.as_str(), "{build}");
-    let log = daemon.log();
-    let retry = log
-        .lines()
-        .find(|l| l.contains("Scheduling retry for build"))
-        .unwrap_or_else(|| panic!("no retry: {log}"));
-    assert!(retry.contains("\"failure_kind\":\"host\""), "{retry}");
+    let retry = hosts_retry(&daemon);
     assert!(retry.contains("a build machine was lost"), "{retry}");
     assert!(retry.contains(&machine), "{retry}");
     // Nothing of the lost host's connections is left on the CI side; the
@@ -188,21 +200,8 @@ fn a_frozen_builder_is_bounded_by_the_silence_limit_then_the_hosts_and_the_retry
     let address = builders.hosts[frozen].address.clone();
     builders.freeze(frozen);
     let build = daemon.wait_final(id);
-    assert_eq!(build["status"], "success", "{build}");
-    let attempts = build["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{build}");
-    assert_eq!(attempts[0]["outcome"], "retry", "{build}");
-    assert_eq!(
-        attempts[1]["machines"],
-        serde_json::json!([other]),
-        "{build}"
-    );
-    let log = daemon.log();
-    let retry = log
-        .lines()
-        .find(|l| l.contains("Scheduling retry for build"))
-        .unwrap_or_else(|| panic!("no retry: {log}"));
-    assert!(retry.contains("\"failure_kind\":\"host\""), "{retry}");
+    retried_on(&build, &other);
+    let retry = hosts_retry(&daemon);
     assert!(retry.contains("max_silent_secs"), "{retry}");
     assert!(retry.contains(&format!("{machine} (")), "{retry}");
     assert!(retry.contains("which no longer answers"), "{retry}");
