@@ -91,6 +91,18 @@ fn masked(text: &str, queries: bool) -> Cow<'_, str> {
     }
 }
 
+/// The parts of a URL after its `scheme://`: the user information (up to
+/// the authority's last `@`), the host with its port, and the rest (path,
+/// query, fragment).
+pub fn authority(rest: &str) -> (Option<&str>, &str, &str) {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host, tail),
+        None => (None, authority, tail),
+    }
+}
+
 /// `scheme://rest` with its credentials masked: the user information, and
 /// with `queries` the query's values and the fragment.
 fn url_masked(scheme: &str, rest: &str, queries: bool) -> String {
@@ -103,13 +115,10 @@ fn url_masked(scheme: &str, rest: &str, queries: bool) -> String {
         Some((before, query)) if queries => (before, Some(query)),
         _ => (before_fragment, None),
     };
-    let authority_end = before_query
-        .find(['/', '?', '#'])
-        .unwrap_or(before_query.len());
-    let (authority, path) = before_query.split_at(authority_end);
+    let (userinfo, host, path) = authority(before_query);
     let mut out = format!("{scheme}://");
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
+    match userinfo {
+        Some(user) => {
             // `git+ssh` is ssh to nix's fetchers.
             let scheme = scheme.to_ascii_lowercase();
             let ssh = matches!(scheme.rsplit('+').next(), Some("ssh" | "ssh-ng"));
@@ -121,7 +130,7 @@ fn url_masked(scheme: &str, rest: &str, queries: bool) -> String {
             out.push('@');
             out.push_str(host);
         }
-        None => out.push_str(authority),
+        None => out.push_str(host),
     }
     out.push_str(path);
     if let Some(query) = query {

@@ -74,8 +74,8 @@ impl Entry {
         if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
             return None;
         }
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (userinfo, host_port) = rest[..authority_end].rsplit_once('@')?;
+        let (userinfo, host_port, tail) = crate::redact::authority(rest);
+        let userinfo = userinfo?;
         // curl looks a netrc entry up by the host name alone; a bracketed
         // IPv6 address it names differently, so such a URL is left as it is.
         let host = host_port
@@ -90,7 +90,7 @@ impl Entry {
             return None;
         }
         Some(Entry {
-            url: format!("{scheme}://{host_port}{}", &rest[authority_end..]),
+            url: format!("{scheme}://{host_port}{tail}"),
             host: host.to_string(),
             login,
             password,
